@@ -1,0 +1,569 @@
+"""The floorsync wire contract, version 1: what edges and the central service say to each other.
+
+Standard library only: both sides import it (the edge without FastAPI, the server without the
+edge), so the contract cannot drift apart. The README documents it; golden messages under
+``tests/wire/golden`` are checked against it from both sides.
+
+Topics::
+
+    floorsync/v1/{site}/{device}/events   edge -> central, QoS 1, a batch of events
+    floorsync/v1/{site}/{device}/acks     central -> edge, QoS 1, a result per event id
+    floorsync/v1/{site}/{device}/status   edge, retained presence (last will: offline)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+VERSION = 1
+TOPIC_ROOT = "floorsync/v1"
+
+MOVEMENT_TYPES = frozenset(
+    {"receive", "putaway", "move", "pick", "pack", "ship", "return", "adjust", "count", "observe"}
+)
+# Which locations a movement type must name: (needs "from", needs "to").
+_NEEDS: dict[str, tuple[bool, bool]] = {
+    "receive": (False, True),
+    "putaway": (True, True),
+    "move": (True, True),
+    "pick": (True, False),
+    "pack": (True, False),
+    "ship": (True, False),
+    "return": (False, True),
+    "adjust": (False, False),
+    "count": (False, False),
+    "observe": (False, False),
+}
+READ_KINDS = frozenset({"barcode", "rfid", "manual"})
+RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected"})
+ITEM_FIELDS = ("gtin", "sku", "lot", "serial", "epc", "sscc")
+IDENTITY_FIELDS = ("sku", "gtin", "sscc", "epc")
+
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MAX_EVENTS_PER_BATCH = 10_000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class WireError(ValueError):
+    """A message that does not follow the contract; ``str()`` is the reason given back."""
+
+
+# --- names and topics ---------------------------------------------------------------------
+
+
+def check_name(value: object, what: str) -> str:
+    """Site and device names are single topic levels: no '/', '+', '#', no blanks."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise WireError(f"{what} must be 1-64 characters of A-Z a-z 0-9 . _ - (got {value!r})")
+    return value
+
+
+def events_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{check_name(site, 'site')}/{check_name(device, 'device')}/events"
+
+
+def acks_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{check_name(site, 'site')}/{check_name(device, 'device')}/acks"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{check_name(site, 'site')}/{check_name(device, 'device')}/status"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Split ``floorsync/v1/{site}/{device}/{kind}`` into (site, device, kind)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise WireError(f"not a floorsync v1 topic: {topic!r}")
+    site, device, kind = parts[2], parts[3], parts[4]
+    check_name(site, "site")
+    check_name(device, "device")
+    if kind not in ("events", "acks", "status"):
+        raise WireError(f"unknown topic kind {kind!r}")
+    return site, device, kind
+
+
+# --- ids and times ------------------------------------------------------------------------
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = [0, 0]  # last millisecond, last 12-bit counter
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids insert in order, and unique within a millisecond.
+
+    The identity of an event is this id, never its timestamp: two reads in the same millisecond
+    get two ids (a monotonic counter fills ``rand_a``).
+    """
+    with _uuid7_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _uuid7_last[0]:
+            ms = _uuid7_last[0]
+            counter = _uuid7_last[1] + 1
+            if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                ms += 1
+                counter = 0
+        else:
+            counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+        _uuid7_last[0], _uuid7_last[1] = ms, counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 with milliseconds and the UTC offset of the place the event happened."""
+    if moment.tzinfo is None:
+        raise WireError("event times need a UTC offset")
+    text = moment.isoformat(timespec="milliseconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") and moment.tzinfo is UTC else text
+
+
+def local_now() -> str:
+    """Now, in the host's local time with its offset (event time keeps the site's offset)."""
+    return format_time(datetime.now().astimezone())
+
+
+def utc_now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def parse_time(value: object, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise WireError(f"{what} must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise WireError(f"{what} is not an ISO 8601 time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise WireError(f"{what} has no UTC offset: {value!r}")
+    return moment
+
+
+# --- the event ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    gtin: str | None = None
+    sku: str | None = None
+    lot: str | None = None
+    serial: str | None = None
+    epc: str | None = None
+    sscc: str | None = None
+
+    def key(self) -> str | None:
+        """The item as stock is kept: SKU, else GTIN, else SSCC, else EPC."""
+        return self.sku or self.gtin or self.sscc or self.epc
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRead:
+    """The read an event came from, kept for diagnosis: barcode text or tag, and how it was seen."""
+
+    kind: str
+    raw: str | None = None
+    symbology: str | None = None
+    tag: str | None = None
+    antenna: int | None = None
+    rssi: float | None = None
+    reads: int | None = None
+    first: str | None = None
+    last: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CountLine:
+    item: Item
+    qty: float
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A count of one location: the full set seen there, not a stream of reads."""
+
+    location: str
+    seen: tuple[CountLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    seq: int
+    time: str
+    type: str
+    item: Item | None
+    qty: float
+    from_: str | None = None
+    to: str | None = None
+    operator: str | None = None
+    read: SourceRead | None = None
+    count: Count | None = None
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    return _drop_none({f: getattr(item, f) for f in ITEM_FIELDS})
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": event.id,
+        "seq": event.seq,
+        "time": event.time,
+        "type": event.type,
+        "item": item_to_dict(event.item) if event.item else None,
+        "qty": event.qty,
+        "from": event.from_,
+        "to": event.to,
+        "operator": event.operator,
+    }
+    if event.read is not None:
+        r = event.read
+        out["read"] = _drop_none(
+            {
+                "kind": r.kind,
+                "raw": r.raw,
+                "symbology": r.symbology,
+                "tag": r.tag,
+                "antenna": r.antenna,
+                "rssi": r.rssi,
+                "reads": r.reads,
+                "first": r.first,
+                "last": r.last,
+            }
+        )
+    if event.count is not None:
+        out["count"] = {
+            "location": event.count.location,
+            "seen": [{"item": item_to_dict(c.item), "qty": c.qty} for c in event.count.seen],
+        }
+    return out
+
+
+def encode_event(event: Event) -> str:
+    """One event as compact JSON; the edge stores exactly this text in its outbox."""
+    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def _opt_str(data: dict[str, Any], key: str, what: str, limit: int = 256) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise WireError(f"{what}.{key} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(f"{what} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WireError(f"{what} must be finite")
+    return value
+
+
+def item_from_dict(data: object, what: str = "item") -> Item:
+    if not isinstance(data, dict):
+        raise WireError(f"{what} must be an object")
+    item = Item(**{f: _opt_str(data, f, what) for f in ITEM_FIELDS})
+    if item.key() is None:
+        raise WireError(f"{what} needs one of sku, gtin, sscc, epc")
+    return item
+
+
+def _read_from_dict(data: object) -> SourceRead:
+    if not isinstance(data, dict):
+        raise WireError("read must be an object")
+    kind = data.get("kind")
+    if kind not in READ_KINDS:
+        raise WireError(f"read.kind must be one of {sorted(READ_KINDS)}")
+    antenna, reads, rssi = data.get("antenna"), data.get("reads"), data.get("rssi")
+    for name, value in (("antenna", antenna), ("reads", reads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise WireError(f"read.{name} must be an integer")
+    return SourceRead(
+        kind=kind,
+        raw=_opt_str(data, "raw", "read", limit=4096),
+        symbology=_opt_str(data, "symbology", "read", limit=8),
+        tag=_opt_str(data, "tag", "read", limit=1024),
+        antenna=antenna,
+        rssi=None if rssi is None else _number(rssi, "read.rssi"),
+        reads=reads,
+        first=_opt_str(data, "first", "read", limit=40),
+        last=_opt_str(data, "last", "read", limit=40),
+    )
+
+
+def _count_from_dict(data: object) -> Count:
+    if not isinstance(data, dict):
+        raise WireError("count must be an object")
+    location = _opt_str(data, "location", "count")
+    if location is None:
+        raise WireError("count.location is required")
+    seen = data.get("seen")
+    if not isinstance(seen, list):
+        raise WireError("count.seen must be a list")
+    lines = []
+    for i, line in enumerate(seen):
+        if not isinstance(line, dict):
+            raise WireError(f"count.seen[{i}] must be an object")
+        qty = _number(line.get("qty"), f"count.seen[{i}].qty")
+        if qty < 0:
+            raise WireError(f"count.seen[{i}].qty must not be negative")
+        lines.append(CountLine(item_from_dict(line.get("item"), f"count.seen[{i}].item"), qty))
+    return Count(location, tuple(lines))
+
+
+def event_from_dict(data: object) -> Event:
+    """Validate one event; raises WireError with the reason the central service reports."""
+    if not isinstance(data, dict):
+        raise WireError("event must be an object")
+    event_id = data.get("id")
+    if not isinstance(event_id, str):
+        raise WireError("event id must be a UUID string")
+    try:
+        canonical = str(uuid.UUID(event_id))
+    except ValueError:
+        raise WireError(f"event id is not a UUID: {event_id[:40]!r}") from None
+    if canonical != event_id:
+        raise WireError("event id must be a lower-case canonical UUID")
+    seq = data.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise WireError("seq must be a positive integer")
+    kind = data.get("type")
+    if kind not in MOVEMENT_TYPES:
+        raise WireError(f"type must be one of {sorted(MOVEMENT_TYPES)} (got {kind!r})")
+    when = data.get("time")
+    parse_time(when, "time")
+    assert isinstance(when, str)
+    src, dst = _opt_str(data, "from", "event"), _opt_str(data, "to", "event")
+    needs_from, needs_to = _NEEDS[kind]
+    if needs_from and src is None:
+        raise WireError(f"a {kind} needs 'from'")
+    if needs_to and dst is None:
+        raise WireError(f"a {kind} needs 'to'")
+    count = _count_from_dict(data.get("count")) if kind == "count" else None
+    if kind == "count":
+        item, qty = None, 0.0
+    else:
+        item = item_from_dict(data.get("item"))
+        qty = _number(data.get("qty"), "qty")
+        if kind == "adjust":
+            if qty == 0:
+                raise WireError("an adjust needs a non-zero qty")
+            if (src is None) == (dst is None):
+                raise WireError("an adjust names exactly one location, in 'to' or 'from'")
+        elif qty <= 0:
+            raise WireError(f"qty must be positive for a {kind}")
+    read = data.get("read")
+    return Event(
+        id=event_id,
+        seq=seq,
+        time=when,
+        type=kind,
+        item=item,
+        qty=qty,
+        from_=src,
+        to=dst,
+        operator=_opt_str(data, "operator", "event"),
+        read=None if read is None else _read_from_dict(read),
+        count=count,
+    )
+
+
+# --- the batch ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An event the central service could not read; acked as rejected when its id is known."""
+
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    site: str
+    device: str
+    sent_at: str
+    events: tuple[Event, ...]
+    invalid: tuple[Invalid, ...] = field(default=())
+
+
+def encode_batch_payloads(site: str, device: str, sent_at: str, payloads: Sequence[str]) -> bytes:
+    """The edge's fast path: events already encoded (as stored in the outbox) into one batch."""
+    head = json.dumps(
+        {"v": VERSION, "site": check_name(site, "site"), "device": check_name(device, "device"),
+         "sent_at": sent_at},
+        separators=(",", ":"),
+    )
+    return (head[:-1] + ',"events":[' + ",".join(payloads) + "]}").encode()
+
+
+def encode_batch(batch: Batch) -> bytes:
+    return encode_batch_payloads(
+        batch.site, batch.device, batch.sent_at, [encode_event(e) for e in batch.events]
+    )
+
+
+def decode_batch(payload: bytes | str) -> Batch:
+    """Read a batch; a bad envelope raises WireError, a bad event lands in ``Batch.invalid``.
+
+    One bad event does not sink its neighbours: each event is judged on its own.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError("payload must be a JSON object")
+    if data.get("v") != VERSION:
+        raise WireError(f"unsupported version {data.get('v')!r}; this service speaks v{VERSION}")
+    site = check_name(data.get("site"), "site")
+    device = check_name(data.get("device"), "device")
+    sent_at = data.get("sent_at")
+    parse_time(sent_at, "sent_at")
+    assert isinstance(sent_at, str)
+    raw_events = data.get("events")
+    if not isinstance(raw_events, list):
+        raise WireError("events must be a list")
+    if len(raw_events) > MAX_EVENTS_PER_BATCH:
+        raise WireError(f"{len(raw_events)} events is over the limit of {MAX_EVENTS_PER_BATCH}")
+    events: list[Event] = []
+    invalid: list[Invalid] = []
+    for raw in raw_events:
+        try:
+            events.append(event_from_dict(raw))
+        except WireError as exc:
+            invalid.append(Invalid(readable_id(raw), str(exc)))
+    return Batch(site, device, sent_at, tuple(events), tuple(invalid))
+
+
+def readable_id(raw: object) -> str | None:
+    """The event id of a malformed event, if one can be read, so it can be acked as rejected."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+        try:
+            return str(uuid.UUID(raw["id"]))
+        except ValueError:
+            return None
+    return None
+
+
+def salvage_ids(payload: bytes | str) -> list[str]:
+    """Event ids from a payload whose envelope was rejected, so each can be acked as rejected."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    events = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(events, list):
+        return []
+    return [i for i in (readable_id(e) for e in events[:MAX_EVENTS_PER_BATCH]) if i]
+
+
+# --- the ack ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    id: str
+    status: str  # applied | duplicate | rejected
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    device: str
+    results: tuple[Result, ...]
+
+
+def encode_ack(ack: Ack) -> bytes:
+    return json.dumps(
+        {
+            "v": VERSION,
+            "device": ack.device,
+            "results": [{"id": r.id, "status": r.status, "reason": r.reason} for r in ack.results],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_ack(payload: bytes | str) -> Ack:
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"ack is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise WireError("ack must be a v1 object")
+    device = check_name(data.get("device"), "device")
+    results = data.get("results")
+    if not isinstance(results, list):
+        raise WireError("ack results must be a list")
+    out = []
+    for r in results:
+        if not isinstance(r, dict) or not isinstance(r.get("id"), str):
+            raise WireError("each ack result needs an id")
+        if r.get("status") not in RESULT_STATUSES:
+            raise WireError(f"unknown ack status {r.get('status')!r}")
+        reason = r.get("reason")
+        out.append(Result(r["id"], r["status"], reason if isinstance(reason, str) else None))
+    return Ack(device, tuple(out))
+
+
+# --- presence -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Retained presence of an edge; the last will says ``offline``."""
+
+    state: str  # online | offline
+    at: str
+    backlog: int | None = None
+    last_seq: int | None = None
+
+
+def encode_status(status: Status) -> bytes:
+    return json.dumps(
+        {"v": VERSION, "state": status.state, "at": status.at, "backlog": status.backlog,
+         "last_seq": status.last_seq},
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_status(payload: bytes | str) -> Status:
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"status is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("state") not in ("online", "offline"):
+        raise WireError("status must be an object with state online or offline")
+    at = data.get("at")
+    backlog, last_seq = data.get("backlog"), data.get("last_seq")
+    return Status(
+        state=data["state"],
+        at=at if isinstance(at, str) else utc_now(),
+        backlog=backlog if isinstance(backlog, int) and not isinstance(backlog, bool) else None,
+        last_seq=last_seq if isinstance(last_seq, int) and not isinstance(last_seq, bool) else None,
+    )
+
+
+def results_for(ids: Iterable[str], status: str, reason: str | None = None) -> tuple[Result, ...]:
+    return tuple(Result(i, status, reason) for i in ids)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Mosquitto
+from edge.localbroker import Mosquitto
 
 
 @pytest.fixture

@@ -1,0 +1,183 @@
+"""The edge agent: devices -> floor logic -> outbox -> sync, on one scanner or reader host.
+
+Each device gets a capture thread; they share one outbox (one writer, group commit) and one
+sync thread. A read's good-read feedback goes out only after its events are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from devices.base import ScanRead, TagRead, now
+from devices.framing import FrameDecoder
+from devices.serial_scanner import SerialScanner
+from edge import wire
+from edge.config import SUFFIXES, EdgeConfig, PortalConfig, ScannerConfig
+from edge.errors import OutboxError
+from edge.outbox import Outbox
+from edge.portal import DoorPass
+from edge.sync import Syncer
+from edge.workflow import HandheldWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def _feedback(text: str | None) -> bytes | None:
+    return text.encode("latin-1") if text else None
+
+
+class EdgeAgent:
+    """Runs until ``stop()``; use as a context manager or call ``run_forever()``."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.outbox = Outbox(
+            config.outbox_path,
+            cap_bytes=int(config.outbox_cap_mb * 1024 * 1024),
+            retention_s=config.outbox_retention_h * 3600,
+        )
+        self.syncer = Syncer(self.outbox, config.site, config.device, config.sync)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.captured = 0
+        self.refused = 0
+        self.device_online: dict[str, bool] = {}
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> EdgeAgent:
+        self.syncer.start()
+        for scanner in self.config.scanners:
+            self._spawn(f"scan-{scanner.name}", self._run_scanner, scanner)
+        for portal in self.config.portals:
+            self._spawn(f"door-{portal.name}", self._run_portal, portal)
+        log.info(
+            "edge %s/%s: %d scanner(s), %d door(s), outbox %s, broker %s",
+            self.config.site, self.config.device, len(self.config.scanners),
+            len(self.config.portals), self.config.outbox_path, self.config.sync.broker,
+        )
+        return self
+
+    def _spawn(self, name: str, target: object, arg: object) -> None:
+        thread = threading.Thread(target=target, args=(arg,), name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        self.syncer.stop()
+        self.outbox.close()
+
+    def __enter__(self) -> EdgeAgent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    # --- capture --------------------------------------------------------------------------
+
+    def capture(self, events: Sequence[wire.Event]) -> bool:
+        """Keep events durably. False (and nothing kept) when the outbox refuses them."""
+        if not events:
+            return True
+        try:
+            self.outbox.add(events)
+        except OutboxError as exc:
+            self.refused += len(events)
+            log.error("capture refused: %s", exc)
+            return False
+        self.captured += len(events)
+        return True
+
+    def _run_scanner(self, config: ScannerConfig) -> None:
+        workflow = HandheldWorkflow(
+            mode=config.mode,
+            operator=config.operator,
+            location_prefixes=self.config.location_prefixes,
+            command_prefix=self.config.command_prefix,
+        )
+        scanner = SerialScanner(
+            config.port,
+            name=config.name,
+            baudrate=config.baudrate,
+            decoder=FrameDecoder(suffix=SUFFIXES[config.suffix]),
+            exclusive=not config.port.startswith(("loop://", "socket://", "rfc2217://")),
+            good_read_feedback=_feedback(config.good_read),
+            bad_read_feedback=_feedback(config.bad_read),
+        )
+
+        def on_read(read: ScanRead) -> None:
+            outcome = workflow.handle(read)
+            ok = outcome.good and self.capture(outcome.events)
+            if ok:
+                scanner.good_read()
+                log.info("%s: %s", config.name, outcome.message)
+            else:
+                scanner.bad_read()
+                log.warning("%s: bad read (%r): %s", config.name, read.text, outcome.message)
+
+        def on_state(online: bool) -> None:
+            self.device_online[config.name] = online
+            log.log(logging.INFO if online else logging.WARNING,
+                    "scanner %s %s (%s)", config.name, "online" if online else "offline",
+                    config.port)
+
+        scanner.run_with_reopen(on_read, self._stop, on_state)
+
+    def _run_portal(self, config: PortalConfig) -> None:
+        door = DoorPass(
+            location=config.location,
+            direction=config.direction,
+            quiet_s=config.quiet_s,
+            min_reads=config.min_reads,
+            company_prefixes=config.company_prefixes,
+        )
+        if config.reader != "sim":
+            log.error("door %s: reader %r is not supported yet (only 'sim')", config.name,
+                      config.reader)
+            return
+        self.device_online[config.name] = True
+        pallets = 0
+        while not self._stop.is_set():
+            pallets += 1
+            for read in _simulated_pallet(config, pallets):
+                delay = (read.at - now()).total_seconds()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+                door.add(read)
+                self.capture(door.close_passes(now()))
+            deadline = time.monotonic() + config.sim_interval_s
+            while time.monotonic() < deadline:
+                if self._stop.wait(0.1):
+                    return
+                self.capture(door.close_passes(now()))
+            if config.sim_pallets and pallets >= config.sim_pallets:
+                break
+        self.capture(door.close_passes(now() + timedelta(seconds=config.quiet_s)))
+
+
+def _simulated_pallet(config: PortalConfig, number: int) -> list[TagRead]:
+    """A pallet of 6-12 tagged cases passing the simulated door, starting now."""
+    from devices.sim import ScriptedPortal, sgtin96_hex
+
+    rng = random.Random()
+    base = rng.randrange(1, 10**9)
+    tags = [sgtin96_hex("0614141", "812345", base + i) for i in range(rng.randint(6, 12))]
+    portal = ScriptedPortal(config.name, rng_seed=rng.randrange(2**31))
+    start: datetime = now() + timedelta(milliseconds=200)
+    return portal.pallet_pass(tags, start)

@@ -1,0 +1,183 @@
+"""The ``floorsync`` command: the one composition root, reaching across packages lazily.
+
+An edge host has only the edge extra installed: ``floorsync edge`` must never import the server
+(FastAPI, uvicorn), so each command imports what it needs inside its own function. Errors from
+any package become a one-line message and exit status 2 here, in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge.errors import EdgeError
+
+COMMANDS: dict[str, str] = {
+    "edge": "run the edge agent on a scanner or reader host",
+    "server": "run the central service (HTTP API and MQTT ingest)",
+    "broker": "run the embedded MQTT broker (amqtt) for a small single-host site",
+    "demo": "broker, central service and two simulated edges, on one host",
+    "bench": "measure end-to-end throughput and latency against raw paho and raw SQLite",
+}
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge import config as edge_config
+    from edge.agent import EdgeAgent
+
+    config = edge_config.load(
+        args.config,
+        site=args.site,
+        device=args.device,
+        outbox_path=args.outbox,
+        broker=args.broker,
+        protocol=args.protocol,
+    )
+    if args.serial:
+        from dataclasses import replace
+
+        scanner = edge_config.ScannerConfig(name=config.device, port=args.serial, mode=args.mode)
+        config = replace(config, scanners=(*config.scanners, scanner)).validate()
+    stop = _stop_on_signals()
+    with EdgeAgent(config) as agent:
+        stop.wait()
+        log = logging.getLogger("floorsync.edge")
+        log.info("stopping: %d captured, backlog %d", agent.captured,
+                 agent.outbox.stats().backlog)
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from server.run import serve
+    from server.settings import Settings
+
+    overrides = {
+        "database": args.db,
+        "broker": None if args.broker == "none" else args.broker,
+        "mqtt_protocol": args.protocol,
+        "http_host": args.host,
+        "http_port": args.port,
+    }
+    if args.broker is None:
+        overrides.pop("broker")
+    settings = Settings.from_env(**{k: v for k, v in overrides.items() if v is not None or k == "broker"})
+    serve(settings)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from server.broker import EmbeddedBroker
+
+    stop = _stop_on_signals()
+    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        print(f"embedded broker (MQTT 3.1.1) listening on {broker.url}", flush=True)
+        stop.wait()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import run_bench
+
+    return run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
+                     paced_seconds=args.paced_seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="floorsync", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("edge", help=COMMANDS["edge"])
+    p.add_argument("--config", type=Path, help="TOML file (see deploy/examples)")
+    p.add_argument("--site")
+    p.add_argument("--device")
+    p.add_argument("--broker", help="mqtt://host:port")
+    p.add_argument("--protocol", choices=("5", "3.1.1"))
+    p.add_argument("--outbox", type=Path, help="outbox database file")
+    p.add_argument("--serial", help="add a serial scanner on this port")
+    p.add_argument("--mode", default="receive", help="workflow mode for --serial")
+    p.set_defaults(func=cmd_edge)
+
+    p = sub.add_parser("server", help=COMMANDS["server"])
+    p.add_argument("--db", type=Path, help="SQLite database file")
+    p.add_argument("--broker", help="mqtt://host:port, or 'none' for HTTP only")
+    p.add_argument("--protocol", choices=("5", "3.1.1"))
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("broker", help=COMMANDS["broker"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("demo", help=COMMANDS["demo"])
+    p.add_argument("--port", type=int, default=8000, help="HTTP port of the central service")
+    p.add_argument("--duration", type=float, help="stop after N seconds and print a summary")
+    p.add_argument("--broker", help="use this broker instead of the embedded one")
+    p.add_argument("--data", type=Path, help="keep databases here (default: a temporary dir)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help=COMMANDS["bench"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
+    p.add_argument("--rate", type=float, default=2000.0, help="paced rate for latency (events/s)")
+    p.add_argument("--paced-seconds", type=float, default=10.0)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Error roots of our packages, those importable here (an edge host has no server)."""
+    roots: list[type[BaseException]] = [EdgeError]
+    try:
+        from devices.base import DeviceError
+
+        roots.append(DeviceError)
+    except ImportError:
+        pass
+    if "server.errors" in sys.modules:
+        roots.append(sys.modules["server.errors"].ServerError)
+    return tuple(roots)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ModuleNotFoundError as exc:
+        print(f"floorsync {args.command}: missing dependency {exc.name!r}; install the extra"
+              f" this command needs (pip install 'floorsync[server]')", file=sys.stderr)
+        return 2
+    except _known_errors() as exc:
+        print(f"floorsync {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

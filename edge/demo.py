@@ -1,0 +1,220 @@
+"""``floorsync demo``: a whole site on one host, each part its own process, as on a real floor.
+
+Processes: the broker (embedded amqtt unless ``--broker``), the central service (SQLite, HTTP on
+``--port``), a handheld edge whose serial scanner is a pseudo-terminal read through the real
+pyserial path, and a dock-door edge with a simulated RFID reader. This process plays the operator:
+it types labels into the scanner's terminal. Part of the composition root: it starts the server
+as a subprocess and talks to it over HTTP only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from devices.sim import ScriptedScanner, gs1_label, open_pty
+from edge.errors import EdgeError
+from edge.localbroker import free_port, wait_for_port
+
+SITE = "demo"
+PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]
+HANDHELD_ROUND = [
+    "CMD:RECEIVE", "LOC:DOCK-1",
+    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(6)],
+    *[gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]) for _ in range(4)],
+    "CMD:PUTAWAY", "LOC:DOCK-1", "LOC:A-01-02",
+    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(4)],
+    "CMD:PICK", "LOC:A-01-02",
+    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(2)],
+    "%%garbled%%",  # a bad scan: bad-read feedback, nothing captured, the agent reads on
+]
+
+
+class _Processes:
+    """Children started by the demo; stopped in reverse order, logs kept in the data dir."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "--log-level", "INFO", *args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.children.append((name, process))
+        return process
+
+    def stop(self, name: str) -> None:
+        for child_name, process in self.children:
+            if child_name == name and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+
+    def stop_all(self) -> None:
+        for name, _ in reversed(self.children):
+            self.stop(name)
+
+    def failed(self) -> list[str]:
+        return [f"{n} (exit {p.returncode})" for n, p in self.children
+                if p.poll() is not None and p.returncode not in (0, -signal.SIGTERM)]
+
+
+def _get(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _wait_http(url: str, timeout: float, processes: _Processes) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _get(url)
+            return
+        except (urllib.error.URLError, OSError, ValueError):
+            if processes.failed():
+                break
+            time.sleep(0.2)
+    raise EdgeError(f"the central service did not answer at {url}; see {processes.data}/server.log")
+
+
+def _edge_config(path: Path, device: str, broker: str, protocol: str, body: str) -> Path:
+    path.write_text(
+        f'site = "{SITE}"\ndevice = "{device}"\n\n'
+        f'[outbox]\npath = "{path.parent / (device + "-outbox.db")}"\n\n'
+        f'[sync]\nbroker = "{broker}"\nprotocol = "{protocol}"\n\n' + body
+    )
+    return path
+
+
+def _outbox_counts(path: Path) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+        counts = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+        (last_seq,) = conn.execute("SELECT value FROM outbox_meta WHERE key='last_seq'").fetchone()
+    counts["captured"] = int(last_seq)
+    return counts
+
+
+def _operator(scanner: ScriptedScanner, stop: threading.Event, pace: float = 0.25) -> None:
+    while not stop.is_set():
+        for code in HANDHELD_ROUND:
+            if stop.wait(pace):
+                return
+            scanner.type(code)
+
+
+def run_demo(*, port: int, duration: float | None, broker: str | None, data: Path | None) -> int:
+    data = data or Path(tempfile.mkdtemp(prefix="floorsync-demo-"))
+    data.mkdir(parents=True, exist_ok=True)
+    processes = _Processes(data)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    master = -1
+    try:
+        protocol = "5"
+        if broker is None:
+            broker_port = free_port()
+            processes.start("broker", "broker", "--port", str(broker_port))
+            wait_for_port(broker_port, timeout=20)
+            broker, protocol = f"mqtt://127.0.0.1:{broker_port}", "3.1.1"
+        api = f"http://127.0.0.1:{port}/api/v1"
+        processes.start("server", "server", "--db", str(data / "central.db"), "--broker", broker,
+                        "--protocol", protocol, "--port", str(port))
+        _wait_http(f"{api}/health", 30, processes)
+
+        master, slave = open_pty()
+        handheld = _edge_config(
+            data / "hh-01.toml", "hh-01", broker, protocol,
+            f'[[scanners]]\nname = "hh-01"\nport = "{slave}"\nmode = "receive"\n'
+            'operator = "op-1"\n',
+        )
+        door = _edge_config(
+            data / "dock-1.toml", "dock-1", broker, protocol,
+            '[[portals]]\nname = "dock-1"\nlocation = "DOCK-1"\nreader = "sim"\n'
+            'direction = "in"\nsim_interval_s = 5.0\n',
+        )
+        processes.start("hh-01", "edge", "--config", str(handheld))
+        processes.start("dock-1", "edge", "--config", str(door))
+        print(f"floorsync demo: central service {api} (OpenAPI: http://127.0.0.1:{port}/docs)")
+        print(f"  broker {broker} (MQTT {protocol}); logs and databases in {data}")
+        print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick")
+        print("  dock-1: RFID dock door receiving pallets of tagged cases", flush=True)
+
+        time.sleep(1.0)  # let the handheld agent open its port
+        operator = threading.Thread(
+            target=_operator, args=(ScriptedScanner(master), stop), daemon=True
+        )
+        operator.start()
+        started = time.monotonic()
+        while not stop.wait(3.0):
+            _print_progress(api)
+            if processes.failed():
+                raise EdgeError(f"demo process failed: {', '.join(processes.failed())}")
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+        stop.set()
+        operator.join(2)
+        return _finish(api, data, processes)
+    finally:
+        stop.set()
+        processes.stop_all()
+        if master >= 0:
+            os.close(master)
+
+
+def _print_progress(api: str) -> None:
+    try:
+        stock = _get(f"{api}/stock")
+        summary = _get(f"{api}/summary")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"  (central service not answering: {exc})", flush=True)
+        return
+    lines = sorted(stock, key=lambda r: (r["location"], r["item"]))
+    shown = ", ".join(f"{r['location']}:{r['item']}={r['quantity']:g}" for r in lines[:6])
+    more = f" (+{len(lines) - 6} more)" if len(lines) > 6 else ""
+    print(f"  applied {summary['events']} events | stock {shown}{more}", flush=True)
+
+
+def _finish(api: str, data: Path, processes: _Processes) -> int:
+    """Let the edges drain, stop them, and print what was captured, applied, pending, rejected."""
+    outboxes = [data / "hh-01-outbox.db", data / "dock-1-outbox.db"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if all(_outbox_counts(p).get("pending", 0) + _outbox_counts(p).get("sent", 0) == 0
+               for p in outboxes):
+            break
+        time.sleep(0.2)
+    processes.stop("hh-01")
+    processes.stop("dock-1")
+    counts = [_outbox_counts(p) for p in outboxes]
+    summary = _get(f"{api}/summary")
+    captured = sum(c.get("captured", 0) for c in counts)
+    pending = sum(c.get("pending", 0) + c.get("sent", 0) for c in counts)
+    rejected = sum(c.get("rejected", 0) for c in counts)
+    print(f"summary: captured {captured}, applied {summary['events']}, pending {pending},"
+          f" rejected {rejected} (central rejections recorded: {summary['rejections']})",
+          flush=True)
+    failed = processes.failed()
+    if failed:
+        print(f"demo: processes failed: {', '.join(failed)}; logs in {data}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,358 @@
+"""The edge outbox: every captured event is on disk before capture returns, and stays until applied.
+
+SQLite in WAL mode through sqlite-utils. States::
+
+    pending --published--> sent --central ack--> acked | rejected
+       ^                     |
+       +----ack timeout / restart
+
+Captures commit with ``synchronous=FULL`` (the fsync is the promise behind a good-read beep).
+State changes commit with ``synchronous=NORMAL``: losing one in a power cut only means a re-send,
+which the central service answers "duplicate". Concurrent captures share one fsync (group
+commit). One connection, one writer: the sync thread and capture threads take turns on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from edge import wire
+from edge.errors import OutboxError, OutboxFull
+
+log = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 96  # bytes per row beyond the payload: id, index entries, columns (an estimate)
+WARN_AT = 0.8
+
+migrations = Migrations("floorsync.edge.outbox")
+
+
+@migrations()
+def m001_outbox(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            rowid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: send order survives purges
+            id TEXT NOT NULL UNIQUE,                  -- the event id made here (UUIDv7)
+            seq INTEGER NOT NULL UNIQUE,              -- this device's event number
+            type TEXT NOT NULL,
+            payload TEXT NOT NULL,                    -- the event exactly as it goes on the wire
+            bytes INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            created_at REAL NOT NULL,
+            sent_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            done_at REAL,
+            reason TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_state ON outbox (state, rowid)")
+    db.execute("CREATE INDEX outbox_done ON outbox (done_at) WHERE done_at IS NOT NULL")
+    db.execute("CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO outbox_meta VALUES ('last_seq', 0)")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event ready to be sent: its id and its wire text."""
+
+    rowid: int
+    id: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    acked: int
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    sent: int
+    acked: int
+    rejected: int
+    bytes: int
+    cap_bytes: int
+    last_seq: int
+
+    @property
+    def backlog(self) -> int:
+        """Events the central service has not yet confirmed."""
+        return self.pending + self.sent
+
+
+class _Capture:
+    __slots__ = ("done", "error", "events")
+
+    def __init__(self, events: Sequence[wire.Event]) -> None:
+        self.events: list[wire.Event] = list(events)
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class Outbox:
+    """Durable queue of this device's events. Use as a context manager."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        cap_bytes: int = 256 * 1024 * 1024,
+        retention_s: float = 24 * 3600,
+    ) -> None:
+        self.path = Path(path)
+        self.cap_bytes = cap_bytes
+        self.retention_s = retention_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self.db = Database(conn)
+            migrations.apply(self.db)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        self._lock = threading.Lock()  # the one writer
+        self._queue: list[_Capture] = []
+        self._queue_lock = threading.Lock()
+        self._bytes = self._scalar("SELECT COALESCE(SUM(bytes), 0) FROM outbox")
+        self._last_seq = self._scalar("SELECT value FROM outbox_meta WHERE key = 'last_seq'")
+        self._warned = False
+        self.listeners: list[Callable[[int], None]] = []  # told how many events were kept
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    def _scalar(self, sql: str, params: Sequence[object] = ()) -> int:
+        row = self.db.conn.execute(sql, params).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # --- capture --------------------------------------------------------------------------
+
+    def add(self, events: Sequence[wire.Event]) -> list[wire.Event]:
+        """Keep events durably; returns them numbered. When this returns, they are on disk.
+
+        Each event gets this device's next sequence number. Callers that arrive while another
+        commit is in progress are committed together with the next fsync (group commit).
+        Raises OutboxFull (nothing kept) when the byte cap would be passed.
+        """
+        capture = _Capture(events)
+        with self._queue_lock:
+            self._queue.append(capture)
+        with self._lock:
+            if not capture.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if capture.error is not None:
+            raise capture.error
+        for listener in self.listeners:
+            listener(len(capture.events))
+        return capture.events
+
+    def _commit_group(self, group: list[_Capture]) -> None:
+        now = time.time()
+        seq = self._last_seq
+        rows: list[tuple[object, ...]] = []
+        added = 0
+        accepted: list[_Capture] = []
+        for capture in group:
+            numbered, size = [], 0
+            for e in capture.events:
+                seq += 1  # positional construction: dataclasses.replace costs 8 us an event
+                numbered.append(wire.Event(e.id, seq, e.time, e.type, e.item, e.qty, e.from_,
+                                           e.to, e.operator, e.read, e.count))
+            texts = [wire.encode_event(e) for e in numbered]
+            size = sum(len(t.encode()) + ROW_OVERHEAD for t in texts)
+            if not self._make_room(self._bytes + added + size):
+                seq -= len(numbered)
+                capture.error = OutboxFull(
+                    f"outbox {self.path} is full ({self._bytes + added} of {self.cap_bytes} bytes"
+                    f" used by unsynced events); capture refused, nothing was dropped"
+                )
+                capture.done = True
+                continue
+            capture.events = numbered
+            accepted.append(capture)
+            added += size
+            rows.extend(
+                (e.id, e.seq, e.type, t, len(t.encode()) + ROW_OVERHEAD, now)
+                for e, t in zip(numbered, texts, strict=True)
+            )
+        try:
+            if rows:
+                self.db.conn.execute("PRAGMA synchronous=FULL")
+                with self.db.atomic():
+                    self.db.conn.executemany(
+                        "INSERT INTO outbox (id, seq, type, payload, bytes, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self.db.conn.execute(
+                        "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
+                    )
+                self._last_seq = seq
+                self._bytes += added
+        except sqlite3.Error as exc:
+            error = OutboxError(f"outbox write failed: {exc}")
+            for capture in accepted:
+                capture.error = error
+        for capture in accepted:
+            capture.done = True
+        self._check_pressure()
+
+    def _make_room(self, needed: int) -> bool:
+        """Under the cap, or made so by purging settled rows early. Never drops unsynced ones."""
+        if needed <= self.cap_bytes:
+            return True
+        self._purge_locked(before=time.time() + 1)
+        return needed <= self.cap_bytes
+
+    def _check_pressure(self) -> None:
+        used = self._bytes / self.cap_bytes if self.cap_bytes else 0.0
+        if used >= WARN_AT and not self._warned:
+            self._warned = True
+            log.warning(
+                "outbox %s is %.0f%% full (%d of %d bytes): is the central service reachable?",
+                self.path, used * 100, self._bytes, self.cap_bytes,
+            )
+        elif used < WARN_AT * 0.9:
+            self._warned = False
+
+    @property
+    def pressure(self) -> float:
+        """Fraction of the byte cap in use; at 0.8 the agent warns."""
+        return self._bytes / self.cap_bytes if self.cap_bytes else 0.0
+
+    # --- sync -----------------------------------------------------------------------------
+
+    def take(self, limit: int) -> list[Pending]:
+        """The oldest pending events, marked sent (the caller is about to publish them)."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT rowid, id, payload FROM outbox WHERE state = 'pending'"
+                " ORDER BY rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+            if rows:
+                self._set_state(
+                    "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1"
+                    " WHERE rowid = ?",
+                    [(time.time(), r[0]) for r in rows],
+                )
+        return [Pending(*r) for r in rows]
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return self.db.conn.execute(
+                "SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1"
+            ).fetchone() is not None
+
+    def requeue(self, ids: Iterable[str]) -> int:
+        """Sent but unconfirmed events go back to pending (ack timeout, lost connection)."""
+        params = [(i,) for i in ids]
+        with self._lock:
+            return self._set_state(
+                "UPDATE outbox SET state = 'pending' WHERE id = ? AND state = 'sent'", params
+            )
+
+    def requeue_all_sent(self) -> int:
+        """At start: whatever was in flight when the agent stopped is sent again."""
+        with self._lock:
+            return self._set_state(
+                "UPDATE outbox SET state = 'pending' WHERE state = 'sent'", None
+            )
+
+    def settle(self, results: Iterable[wire.Result]) -> Settled:
+        """Apply the central service's verdicts. 'duplicate' means it already has the event."""
+        now = time.time()
+        acked = [(now, r.id) for r in results if r.status in ("applied", "duplicate")]
+        rejected = [(now, r.reason, r.id) for r in results if r.status == "rejected"]
+        with self._lock:
+            self.db.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.db.atomic():
+                a = self.db.conn.executemany(
+                    "UPDATE outbox SET state = 'acked', done_at = ?"
+                    " WHERE id = ? AND state IN ('pending', 'sent')",
+                    acked,
+                ).rowcount
+                r = self.db.conn.executemany(
+                    "UPDATE outbox SET state = 'rejected', done_at = ?, reason = ?"
+                    " WHERE id = ? AND state IN ('pending', 'sent')",
+                    rejected,
+                ).rowcount
+        if rejected:
+            log.warning("central service rejected %d event(s): %s", len(rejected), rejected[0][1])
+        return Settled(max(a, 0), max(r, 0))
+
+    def purge(self) -> int:
+        """Drop settled events older than the retention; returns how many."""
+        with self._lock:
+            return self._purge_locked(before=time.time() - self.retention_s)
+
+    def _purge_locked(self, before: float) -> int:
+        where = "state IN ('acked', 'rejected') AND done_at < ?"
+        freed = self._scalar(f"SELECT COALESCE(SUM(bytes), 0) FROM outbox WHERE {where}", (before,))
+        count = self._set_state(f"DELETE FROM outbox WHERE {where}", [(before,)])
+        self._bytes -= freed
+        return count
+
+    def _set_state(self, sql: str, params: list[tuple[object, ...]] | None) -> int:
+        try:
+            self.db.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.db.atomic():
+                if params is None:
+                    return max(self.db.conn.execute(sql).rowcount, 0)
+                return max(self.db.conn.executemany(sql, params).rowcount, 0)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox update failed: {exc}") from exc
+
+    # --- inspection -----------------------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            counts = dict(
+                self.db.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            )
+        return OutboxStats(
+            pending=counts.get("pending", 0),
+            sent=counts.get("sent", 0),
+            acked=counts.get("acked", 0),
+            rejected=counts.get("rejected", 0),
+            bytes=self._bytes,
+            cap_bytes=self.cap_bytes,
+            last_seq=self._last_seq,
+        )
+
+    def rejected(self, limit: int = 100) -> list[tuple[str, str | None]]:
+        """Events the central service refused, with its reasons (newest first)."""
+        with self._lock:
+            return list(
+                self.db.conn.execute(
+                    "SELECT payload, reason FROM outbox WHERE state = 'rejected'"
+                    " ORDER BY rowid DESC LIMIT ?",
+                    (limit,),
+                )
+            )

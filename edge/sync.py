@@ -1,0 +1,392 @@
+"""Edge sync: outbox -> MQTT (QoS 1 batches) -> central service -> application ack -> outbox.
+
+One thread owns the paho client (paho is not thread-safe in practice): it selects on the MQTT
+socket and a wake-up pipe, and does all reading, writing, publishing and ack handling itself.
+Captures on other threads only poke the pipe.
+
+A broker PUBACK proves nothing (a broker drops queued messages past its limits): an event leaves
+the outbox only on the central service's ack. Events sent and not acked within ``ack_timeout_s``
+(counted while connected) are sent again; the central service answers re-sends "duplicate".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge import wire
+from edge.errors import ConfigError
+from edge.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    broker: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT 5 (the embedded amqtt)
+    batch_size: int = 500  # events per message
+    linger_s: float = 0.005  # wait this long for a batch to fill before sending a partial one
+    window: int = 16  # messages sent and not yet acked by the central service
+    ack_timeout_s: float = 10.0
+    keepalive_s: int = 15
+    backoff_max_s: float = 1.0  # reconnect waits are capped here (deliveries resume quickly)
+    status_interval_s: float = 10.0
+    purge_interval_s: float = 60.0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host:port`` or ``mqtts://host:port`` -> (host, port, tls)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ConfigError(f"broker must look like mqtt://host:port (got {url!r})")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+@dataclass
+class _InFlight:
+    ids: set[str]
+    sent: float  # monotonic; reset on reconnect so the ack timeout runs only while connected
+    mid: int = 0
+
+
+@dataclass
+class SyncStats:
+    messages_sent: int = 0
+    events_sent: int = 0
+    events_acked: int = 0
+    events_rejected: int = 0
+    resent: int = 0
+    connects: int = 0
+    last_error: str | None = None
+    connected_at: float | None = None
+    disconnected_at: float | None = field(default=None)
+
+
+class Syncer:
+    """Carries an outbox to the central service. ``start()`` / ``stop()`` or a ``with`` block."""
+
+    def __init__(self, outbox: Outbox, site: str, device: str, settings: SyncSettings) -> None:
+        self.outbox = outbox
+        self.site = wire.check_name(site, "site")
+        self.device = wire.check_name(device, "device")
+        self.settings = settings
+        self.host, self.port, tls = parse_broker(settings.broker)
+        self.events_topic = wire.events_topic(site, device)
+        self.acks_topic = wire.acks_topic(site, device)
+        self.status_topic = wire.status_topic(site, device)
+        self.stats = SyncStats()
+        self._inflight: dict[int, _InFlight] = {}
+        self._batch_of: dict[str, int] = {}
+        self._next_batch = 0
+        # "The outbox may hold pending events": set by captures (any thread), cleared by the
+        # sync thread *before* it looks, so a capture racing with a look is never missed.
+        self._dirty = True
+        self._dirty_since = 0.0
+        self._added = 0  # events added since the last look (for the linger decision only)
+        self._session_up = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._client = self._make_client(tls)
+        outbox.listeners.append(self.notify)
+
+    def _make_client(self, tls: bool) -> mqtt.Client:
+        v5 = self.settings.protocol == "5"
+        if self.settings.protocol not in ("5", "3.1.1"):
+            raise ConfigError(f"protocol must be '5' or '3.1.1' (got {self.settings.protocol!r})")
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"floorsync-edge-{self.site}-{self.device}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        if self.settings.username:
+            client.username_pw_set(self.settings.username, self.settings.password)
+        if tls:
+            client.tls_set()
+        client.max_inflight_messages_set(self.settings.window + 4)
+        client.max_queued_messages_set(0)
+        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect_async(
+            self.host,
+            self.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        return client
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> Syncer:
+        self._thread = threading.Thread(target=self._run, name=f"sync-{self.device}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say offline (retained), disconnect and join the thread. Unacked events stay pending."""
+        self._stop.set()
+        self.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self) -> Syncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def notify(self, added: int = 1) -> None:
+        """Events were added to the outbox: wake the sync thread (any thread may call this)."""
+        if not self._dirty:
+            self._dirty_since = time.monotonic()
+        self._added += added
+        self._dirty = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    @property
+    def connected(self) -> bool:
+        return self._session_up
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Block until the outbox holds nothing unconfirmed (tests, benchmarks, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.stats().backlog == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        requeued = self.outbox.requeue_all_sent()
+        if requeued:
+            log.info("%d event(s) in flight at the last stop will be sent again", requeued)
+        attempt = 0
+        last_status = last_purge = time.monotonic()
+        while not self._stop.is_set():
+            sock = self._client.socket()
+            if sock is None:
+                if attempt and self._sleep(self._backoff(attempt)):
+                    break
+                attempt += 1
+                self._connect()
+                continue
+            attempt = 0
+            timeout = self._timeout()
+            want_write = [sock] if self._client.want_write() else []
+            try:
+                readable, writable, _ = select.select([sock, self._wake_r], want_write, [], timeout)
+            except (OSError, ValueError):
+                readable, writable = [], []
+            if self._wake_r in readable:
+                self._drain_wake()
+            if sock in readable:
+                self._client.loop_read()
+            if writable and self._client.socket() is not None:
+                self._client.loop_write()
+            if self._client.socket() is not None:
+                self._client.loop_misc()
+            if self._session_up:
+                self._pump()
+                now = time.monotonic()
+                self._check_ack_timeouts(now)
+                if now - last_status >= self.settings.status_interval_s:
+                    last_status = now
+                    self._publish_status("online")
+                if now - last_purge >= self.settings.purge_interval_s:
+                    last_purge = now
+                    self.outbox.purge()
+        self._shutdown()
+
+    def _connect(self) -> None:
+        try:
+            self._client.reconnect()
+        except (OSError, mqtt.WebsocketConnectionError) as exc:
+            self.stats.last_error = f"connect to {self.host}:{self.port} failed: {exc}"
+            log.debug(self.stats.last_error)
+
+    def _backoff(self, attempt: int) -> float:
+        """Capped, jittered: 50 ms doubling to ``backoff_max_s``, times 0.5-1.0."""
+        base = min(self.settings.backoff_max_s, 0.05 * 2 ** min(attempt - 1, 10))
+        return base * random.uniform(0.5, 1.0)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, waking early on stop. True when stopping."""
+        return self._stop.wait(seconds)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _timeout(self) -> float:
+        """How long select may sleep: short while a partial batch lingers, else until keepalive."""
+        if self._session_up and self._dirty and len(self._inflight) < self.settings.window:
+            return max(0.0, self.settings.linger_s - (time.monotonic() - self._dirty_since))
+        return 1.0
+
+    def _pump(self) -> None:
+        """Publish batches while the window has room and the outbox has pending events."""
+        if not self._dirty or len(self._inflight) >= self.settings.window:
+            return
+        lingering = time.monotonic() - self._dirty_since < self.settings.linger_s
+        if lingering and self._added < self.settings.batch_size:
+            return
+        self._dirty = False
+        self._added = 0
+        while len(self._inflight) < self.settings.window:
+            batch = self.outbox.take(self.settings.batch_size)
+            if not batch:
+                return
+            payload = wire.encode_batch_payloads(
+                self.site, self.device, wire.utc_now(), [p.payload for p in batch]
+            )
+            info = self._client.publish(self.events_topic, payload, qos=1)
+            self._next_batch += 1
+            ids = {p.id for p in batch}
+            self._inflight[self._next_batch] = _InFlight(ids, time.monotonic(), info.mid)
+            for event_id in ids:
+                self._batch_of[event_id] = self._next_batch
+            self.stats.messages_sent += 1
+            self.stats.events_sent += len(batch)
+            if len(batch) < self.settings.batch_size:
+                return
+        self._dirty = True  # the window is full and more may be pending: look again on acks
+
+    def _check_ack_timeouts(self, now: float) -> None:
+        expired = [
+            n for n, f in self._inflight.items() if now - f.sent >= self.settings.ack_timeout_s
+        ]
+        for number in expired:
+            flight = self._inflight.pop(number)
+            for event_id in flight.ids:
+                self._batch_of.pop(event_id, None)
+            requeued = self.outbox.requeue(flight.ids)
+            self.stats.resent += requeued
+            log.warning(
+                "no ack for %d event(s) after %.0f s: sending them again",
+                requeued, self.settings.ack_timeout_s,
+            )
+            self.notify(requeued)
+
+    def _shutdown(self) -> None:
+        if self._client.socket() is not None:
+            info = self._client.publish(
+                self.status_topic, self._status("offline"), qos=1, retain=True
+            )
+            deadline = time.monotonic() + 1.0
+            while not info.is_published() and time.monotonic() < deadline:
+                if self._client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            self._client.disconnect()
+        self._session_up = False
+
+    # --- callbacks (all on the sync thread, inside loop_read) -----------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object,
+                    _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self.stats.last_error = f"broker refused the connection: {reason}"
+            log.error(self.stats.last_error)
+            return
+        self._session_up = True
+        self.stats.connects += 1
+        self.stats.connected_at = time.monotonic()
+        client.subscribe(self.acks_topic, qos=1)
+        now = time.monotonic()
+        for flight in self._inflight.values():
+            flight.sent = now  # paho re-sends these itself; give the central service time
+        self._dirty, self._dirty_since = True, 0.0
+        self._publish_status("online")
+        log.info("connected to %s:%d", self.host, self.port)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
+                       _p: object) -> None:
+        if self._session_up:
+            log.warning("disconnected from %s:%d (%s)", self.host, self.port, reason)
+        self._session_up = False
+        self.stats.disconnected_at = time.monotonic()
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: object,
+                    _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            # e.g. "Not authorized": the broker dropped it; the ack timeout will send it again
+            self.stats.last_error = f"broker refused message {mid}: {reason}"
+            log.error(self.stats.last_error)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            ack = wire.decode_ack(message.payload)
+        except wire.WireError as exc:
+            log.error("unreadable ack on %s: %s", message.topic, exc)
+            return
+        settled = self.outbox.settle(ack.results)
+        self.stats.events_acked += settled.acked
+        self.stats.events_rejected += settled.rejected
+        for result in ack.results:
+            number = self._batch_of.pop(result.id, None)
+            if number is None:
+                continue
+            flight = self._inflight.get(number)
+            if flight is not None:
+                flight.ids.discard(result.id)
+                if not flight.ids:
+                    del self._inflight[number]
+        if len(self._inflight) < self.settings.window and not self._dirty:
+            self._dirty, self._dirty_since = True, 0.0
+
+    # --- presence -------------------------------------------------------------------------
+
+    def _status(self, state: str) -> bytes:
+        backlog = last_seq = None
+        if state == "online":
+            stats = self.outbox.stats()
+            backlog, last_seq = stats.backlog, stats.last_seq
+        return wire.encode_status(wire.Status(state, wire.utc_now(), backlog, last_seq))
+
+    def _publish_status(self, state: str) -> None:
+        self._client.publish(self.status_topic, self._status(state), qos=1, retain=True)
+
+
+def hostname_device() -> str:
+    """A default device name: this host's short name, made topic-safe."""
+    name = socket.gethostname().split(".")[0]
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:64] or "edge"

@@ -186,7 +186,7 @@ class Outbox:
                                            e.to, e.operator, e.read, e.count))
             texts = [wire.encode_event(e) for e in numbered]
             size = sum(len(t.encode()) + ROW_OVERHEAD for t in texts)
-            if not self._make_room(self._bytes + added + size):
+            if not self._make_room(added + size):
                 seq -= len(numbered)
                 capture.error = OutboxFull(
                     f"outbox {self.path} is full ({self._bytes + added} of {self.cap_bytes} bytes"
@@ -223,12 +223,15 @@ class Outbox:
             capture.done = True
         self._check_pressure()
 
-    def _make_room(self, needed: int) -> bool:
-        """Under the cap, or made so by purging settled rows early. Never drops unsynced ones."""
-        if needed <= self.cap_bytes:
+    def _make_room(self, extra: int) -> bool:
+        """Room for ``extra`` bytes, made by purging settled rows early if need be.
+
+        Unsynced events are never dropped: without room, the capture is refused.
+        """
+        if self._bytes + extra <= self.cap_bytes:
             return True
         self._purge_locked(before=time.time() + 1)
-        return needed <= self.cap_bytes
+        return self._bytes + extra <= self.cap_bytes
 
     def _check_pressure(self) -> None:
         used = self._bytes / self.cap_bytes if self.cap_bytes else 0.0

@@ -18,6 +18,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -93,6 +94,8 @@ class Syncer:
         self.acks_topic = wire.acks_topic(site, device)
         self.status_topic = wire.status_topic(site, device)
         self.stats = SyncStats()
+        # called on the sync thread with each ack's results, after the outbox settled them
+        self.ack_listeners: list[Callable[[tuple[wire.Result, ...]], None]] = []
         self._inflight: dict[int, _InFlight] = {}
         self._batch_of: dict[str, int] = {}
         self._next_batch = 0
@@ -361,6 +364,8 @@ class Syncer:
         settled = self.outbox.settle(ack.results)
         self.stats.events_acked += settled.acked
         self.stats.events_rejected += settled.rejected
+        for listener in self.ack_listeners:
+            listener(ack.results)
         for result in ack.results:
             number = self._batch_of.pop(result.id, None)
             if number is None:

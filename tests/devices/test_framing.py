@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -138,7 +138,7 @@ def test_garbage_bytes_pass_through_as_frames() -> None:
 
 
 def test_to_scan_read_strips_aim_and_reports_undecodable() -> None:
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     good = to_scan_read("s1", Frame(b"]E04006381333931"), at=at)
     assert (good.text, good.symbology, good.error, good.at) == ("4006381333931", "]E0", None, at)
     bad = to_scan_read("s1", Frame(b"\xff\xfe]C1"))

@@ -1,0 +1,33 @@
+# The two commands: `make demo` runs a whole site on this host, `make test` runs the tests.
+# Each sets up what it needs: a virtual environment in .venv, and (for tests) mosquitto.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8000
+ARGS   ?=
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml deploy/bootstrap.sh
+	@test -x $(PY) || $$(sh deploy/bootstrap.sh python) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/floorsync demo --port $(PORT) $(ARGS)
+
+test: $(STAMP)
+	@sh deploy/bootstrap.sh mosquitto
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge server devices tests
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	@sh deploy/bootstrap.sh mosquitto
+	$(VENV)/bin/floorsync bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Set up what `make demo` and `make test` need on a fresh Debian host: Python 3.11+ with venv
+# and headers (evdev compiles a small C extension), and mosquitto for the tests and benchmark.
+# Installs system packages only when missing, and only as root or with password-less sudo.
+#   deploy/bootstrap.sh python      -> prints the Python interpreter to use
+#   deploy/bootstrap.sh mosquitto   -> makes sure mosquitto is installed
+set -eu
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
+    else
+        echo "bootstrap: need '$*' but cannot install system packages (not root, no sudo)." >&2
+        echo "bootstrap: install them yourself, then run make again." >&2
+        exit 1
+    fi
+}
+
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+find_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+           "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+case "${1:-}" in
+python)
+    py=$(find_python) || { apt_install python3 >&2; py=$(find_python); }
+    if ! "$py" -c 'import venv, ensurepip' 2>/dev/null || ! command -v cc >/dev/null 2>&1 ||
+       [ ! -f "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+        apt_install python3-venv python3-dev gcc
+    fi
+    echo "$py"
+    ;;
+mosquitto)
+    if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+        echo "bootstrap: installing mosquitto (tests start their own on free ports)" >&2
+        apt_install mosquitto
+    fi
+    ;;
+*)
+    echo "usage: $0 python|mosquitto" >&2; exit 2 ;;
+esac

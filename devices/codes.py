@@ -1,0 +1,193 @@
+"""What a scanned code or an EPC identifies: item, location, container, asset, command, or unknown.
+
+Bad and unknown codes are normal on a floor, so `interpret` and `interpret_epc` never raise: they
+return kind "unknown" with `error` set, and the caller records the read with that reason.
+
+Choices:
+- Site location and command labels are matched by prefix before any GS1 parsing.
+- Without an AIM id, a code of only digits with 8, 12, 13 or 14 of them is read as a GTIN
+  (biip would also accept it as a GS1 element string), and 18 digits as an SSCC.
+- A GS1 element string identifies something only through a key: 00 (container, with 02/37 as its
+  contents), 01/02 (item), 414 (location, 254 as extension), 8004 (asset), 8003 (returnable).
+- A location with a GLN extension is written "GLN.EXT", for AI 414+254 and SGLN tags alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import unquote
+
+import biip
+from biip import ParseConfig
+from biip.symbology import GS1Symbology
+from epcpy import hex_to_tag_encodable
+from epcpy.epc_schemes import GIAI, GRAI, SGLN, SGTIN, SSCC
+
+_CONFIG = ParseConfig(separator_chars=("\x1d",))
+_GTIN_LENGTHS = (8, 12, 13, 14)
+_HEX = re.compile(r"[0-9A-F]+")
+KINDS = ("item", "location", "container", "asset", "returnable", "command", "unknown")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The identity a code carries. `kind` is one of KINDS; `error` says why it is unknown.
+
+    `gtin` is GTIN-14, `expiry` ISO YYYY-MM-DD, `epc` the pure identity URI, `asset` the GIAI or
+    GRAI key (for kinds asset and returnable).
+    """
+
+    kind: str
+    gtin: str | None = None
+    lot: str | None = None
+    serial: str | None = None
+    expiry: str | None = None
+    quantity: int | None = None
+    sscc: str | None = None
+    gln: str | None = None
+    epc: str | None = None
+    location: str | None = None
+    command: str | None = None
+    asset: str | None = None
+    error: str | None = None
+
+
+def _unknown(error: str, **fields: Any) -> Identity:
+    return Identity(kind="unknown", error=error, **fields)
+
+
+def interpret(
+    text: str,
+    symbology: str | None = None,
+    *,
+    location_prefixes: tuple[str, ...] = ("LOC:",),
+    command_prefix: str = "CMD:",
+) -> Identity:
+    """Interpret a scanned code (AIM id stripped, given separately as `symbology`)."""
+    try:
+        return _interpret(text, symbology, location_prefixes, command_prefix)
+    except Exception as exc:  # biip and friends must never take the pipeline down
+        return _unknown(f"cannot interpret: {type(exc).__name__}: {exc}")
+
+
+def _interpret(
+    text: str, symbology: str | None, location_prefixes: tuple[str, ...], command_prefix: str
+) -> Identity:
+    if not isinstance(text, str):
+        return _unknown("not text")
+    code = text.strip(" \t\r\n")
+    if not code:
+        return _unknown("empty code")
+    if command_prefix and code.startswith(command_prefix):
+        command = code[len(command_prefix) :].strip()
+        return Identity("command", command=command) if command else _unknown("empty command")
+    for prefix in location_prefixes:
+        if prefix and code.startswith(prefix):
+            where = code[len(prefix) :].strip()
+            return Identity("location", location=where) if where else _unknown("empty location")
+    return _interpret_barcode(code, symbology)
+
+
+def _interpret_barcode(code: str, symbology: str | None) -> Identity:
+    result = biip.parse((symbology or "") + code, config=_CONFIG)
+    sym = result.symbology_identifier
+    gs1_sym = sym.gs1_symbology if sym is not None else None
+    digits_only = code.isascii() and code.isdigit()
+    gtin_only = gs1_sym in GS1Symbology.with_gtin() and gs1_sym not in (
+        GS1Symbology.with_gs1_messages()
+    )
+    if gtin_only or (gs1_sym is None and digits_only and len(code) in _GTIN_LENGTHS):
+        if result.gtin is not None:
+            return Identity("item", gtin=result.gtin.as_gtin_14())
+        return _unknown(result.gtin_error or "not a GTIN")
+    if gs1_sym is None and digits_only and len(code) == 18:
+        if result.sscc is not None:
+            return Identity("container", sscc=result.sscc.value)
+        return _unknown(result.sscc_error or "not an SSCC")
+    link = result.gs1_digital_link_uri
+    if link is None and gs1_sym is None and code.startswith("http"):
+        link = biip.parse(code, config=_CONFIG).gs1_digital_link_uri  # e.g. plain QR, "]Q1"
+    message = result.gs1_message
+    if message is None and link is not None:
+        message = link.as_gs1_message()
+    if message is not None:
+        return _from_element_strings(message.element_strings)
+    errors = [result.gs1_message_error, result.gs1_digital_link_uri_error]
+    reason = next((e for e in errors if e), None)
+    if reason and gs1_sym is not None:
+        return _unknown(reason)
+    return _unknown("not a GS1 code, location or command label")
+
+
+def _from_element_strings(elements: Any) -> Identity:
+    values: dict[str, str] = {}
+    fields: dict[str, Any] = {}
+    for es in elements:
+        ai = es.ai.ai
+        for err in (es.gtin_error, es.sscc_error, es.gln_error):
+            if err:
+                return _unknown(err)
+        values[ai] = es.value
+        if ai in ("01", "02") and es.gtin is not None:
+            fields["gtin"] = es.gtin.as_gtin_14()
+        elif ai == "00" and es.sscc is not None:
+            fields["sscc"] = es.sscc.value
+        elif ai == "414" and es.gln is not None:
+            fields["gln"] = es.gln.value
+        elif ai == "17" and es.date is not None:
+            fields["expiry"] = es.date.isoformat()
+        elif ai == "10":
+            fields["lot"] = es.value
+        elif ai == "21":
+            fields["serial"] = es.value
+        elif ai in ("30", "37"):
+            fields["quantity"] = int(es.value)
+    if "00" in values:
+        return Identity("container", **fields)
+    if "01" in values or "02" in values:
+        return Identity("item", **fields)
+    if "414" in values:
+        gln = fields.get("gln") or values["414"]
+        ext = values.get("254")
+        return Identity("location", gln=gln, location=f"{gln}.{ext}" if ext else gln)
+    if "8004" in values:
+        return Identity("asset", asset=values["8004"])
+    if "8003" in values:
+        return Identity("returnable", asset=values["8003"])
+    return _unknown("GS1 element string without a key (00, 01, 02, 414, 8003, 8004)")
+
+
+def interpret_epc(hex_epc: str) -> Identity:
+    """Interpret an EPC bank (hex) through epcpy; unknown headers are a normal outcome."""
+    try:
+        return _interpret_epc(hex_epc)
+    except Exception as exc:  # epcpy raises ConvertException, ValueError and more
+        return _unknown(f"unknown EPC: {type(exc).__name__}: {exc}")
+
+
+def _interpret_epc(hex_epc: str) -> Identity:
+    if not isinstance(hex_epc, str):
+        return _unknown("EPC is not text")
+    clean = "".join(hex_epc.split()).upper()
+    if not clean or not _HEX.fullmatch(clean):
+        return _unknown("EPC is not hex")
+    tag = hex_to_tag_encodable(clean)
+    uri: str = tag.epc_uri
+    parts = uri.rsplit(":", 1)[-1].split(".")
+    base = Identity("unknown", epc=uri)
+    if isinstance(tag, SGTIN):
+        return replace(base, kind="item", gtin=tag.gs1_key(), serial=unquote(parts[-1]))
+    if isinstance(tag, SSCC):
+        return replace(base, kind="container", sscc=tag.gs1_key())
+    if isinstance(tag, SGLN):
+        gln = tag.gs1_key()
+        ext = unquote(parts[-1]) if len(parts) == 3 else "0"
+        location = gln if ext == "0" else f"{gln}.{ext}"
+        return replace(base, kind="location", gln=gln, location=location)
+    if isinstance(tag, GIAI):
+        return replace(base, kind="asset", asset=tag.gs1_key())
+    if isinstance(tag, GRAI):
+        return replace(base, kind="returnable", asset=tag.gs1_key())
+    return replace(base, error=f"unsupported EPC scheme {type(tag).__name__}")

@@ -1,0 +1,163 @@
+"""The outbox on a real SQLite file: durable capture, states, cap, retention, restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge import wire
+from edge.errors import OutboxFull
+from edge.outbox import Outbox
+from tests.factories import events
+
+
+def test_capture_is_committed_before_add_returns(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        kept = outbox.add(events(3))
+        # a second connection (another process, in effect) sees the rows at once
+        other = sqlite3.connect(tmp_path / "o.db")
+        rows = other.execute("SELECT id, seq, state FROM outbox ORDER BY seq").fetchall()
+        other.close()
+    assert [r[0] for r in rows] == [e.id for e in kept]
+    assert [r[1] for r in rows] == [1, 2, 3]
+    assert {r[2] for r in rows} == {"pending"}
+
+
+def test_outbox_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        assert outbox.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sequence_numbers_continue_across_restart(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        outbox.add(events(2))
+    with Outbox(tmp_path / "o.db") as outbox:
+        kept = outbox.add(events(2))
+        assert [e.seq for e in kept] == [3, 4]
+        assert outbox.stats().last_seq == 4
+
+
+def test_stored_payload_is_the_wire_event(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        (kept,) = outbox.add(events(1))
+        (pending,) = outbox.take(10)
+    assert wire.event_from_dict(__import__("json").loads(pending.payload)) == kept
+
+
+def test_states_pending_sent_acked_rejected(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        a, b, c = outbox.add(events(3))
+        taken = outbox.take(2)
+        assert [p.id for p in taken] == [a.id, b.id]
+        assert outbox.stats().sent == 2 and outbox.stats().pending == 1
+        settled = outbox.settle(
+            [wire.Result(a.id, "applied"), wire.Result(b.id, "rejected", "bad item")]
+        )
+        assert (settled.acked, settled.rejected) == (1, 1)
+        stats = outbox.stats()
+        assert (stats.pending, stats.sent, stats.acked, stats.rejected) == (1, 0, 1, 1)
+        assert stats.backlog == 1
+        assert outbox.rejected()[0][1] == "bad item"
+        # a late duplicate verdict does not move a settled event
+        outbox.settle([wire.Result(b.id, "applied")])
+        assert outbox.stats().rejected == 1
+
+
+def test_duplicate_verdict_counts_as_acked(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        (a,) = outbox.add(events(1))
+        outbox.take(1)
+        outbox.settle([wire.Result(a.id, "duplicate")])
+        assert outbox.stats().acked == 1
+
+
+def test_requeue_and_restart_send_again(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        a, b = outbox.add(events(2))
+        outbox.take(2)
+        assert outbox.requeue([a.id]) == 1
+        assert [p.id for p in outbox.take(5)] == [a.id]
+    with Outbox(tmp_path / "o.db") as outbox:  # both were 'sent' when the agent stopped
+        assert outbox.requeue_all_sent() == 2
+        assert [p.id for p in outbox.take(5)] == [a.id, b.id]
+
+
+def test_send_order_survives_purge(tmp_path: Path) -> None:
+    """AUTOINCREMENT: row ids are never reused after the table empties."""
+    with Outbox(tmp_path / "o.db", retention_s=0) as outbox:
+        first = outbox.add(events(2))
+        outbox.take(2)
+        outbox.settle([wire.Result(e.id, "applied") for e in first])
+        time.sleep(0.01)
+        assert outbox.purge() == 2
+        later = outbox.add(events(1))
+        (pending,) = outbox.take(1)
+        assert pending.id == later[0].id
+        assert pending.rowid > 2
+
+
+def test_retention_keeps_acked_rows_until_due(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", retention_s=3600) as outbox:
+        kept = outbox.add(events(2))
+        outbox.take(2)
+        outbox.settle([wire.Result(kept[0].id, "applied")])
+        assert outbox.purge() == 0
+        assert outbox.stats().acked == 1
+
+
+def test_full_outbox_refuses_capture_and_keeps_unsynced(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", cap_bytes=4000) as outbox:
+        kept = []
+        with pytest.raises(OutboxFull, match="nothing was dropped"):
+            for _ in range(100):
+                kept += outbox.add(events(1))
+        assert 0 < len(kept) < 100
+        assert outbox.stats().pending == len(kept)  # none evicted
+        assert outbox.pressure > 0.8
+        # once events are acked, their room is reclaimed (even inside the retention)
+        outbox.take(len(kept))
+        outbox.settle([wire.Result(e.id, "applied") for e in kept])
+        more = outbox.add(events(1))
+        assert more[0].seq == len(kept) + 1
+
+
+def test_pressure_warning_at_80_percent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Outbox(tmp_path / "o.db", cap_bytes=5000) as outbox:
+        size = len(wire.encode_event(events(1)[0])) + 96
+        count = int(5000 * 0.85 / size)
+        for _ in range(count):
+            outbox.add(events(1))
+    assert any("full" in r.message for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_concurrent_captures_share_commits_and_lose_nothing(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            for _ in range(50):
+                (e,) = outbox.add(events(1))
+                with lock:
+                    ids.append(e.id)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rows = outbox.db.conn.execute("SELECT id, seq FROM outbox").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert sorted(r[1] for r in rows) == list(range(1, 401))
+
+
+def test_two_events_in_one_millisecond_stay_two(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        same_time = wire.local_now()
+        kept = outbox.add(events(2, time=same_time))
+        assert kept[0].time == kept[1].time and kept[0].id != kept[1].id
+        assert outbox.stats().pending == 2

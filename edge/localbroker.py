@@ -61,6 +61,7 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             f"{user}"
+            "set_tcp_nodelay true\n"
             "persistence true\n"
             f"persistence_location {directory}/\n"
             "autosave_interval 1\n"

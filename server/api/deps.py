@@ -1,0 +1,41 @@
+"""Typed dependencies: the app's store, settings and ingest live on ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from server.errors import BadRequest
+from server.ingest import MqttIngest
+from server.ledger import Store
+from server.settings import Settings
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_ingest(request: Request) -> MqttIngest | None:
+    ingest: MqttIngest | None = getattr(request.app.state, "ingest", None)
+    return ingest
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+IngestDep = Annotated[MqttIngest | None, Depends(get_ingest)]
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """Cursors are opaque to clients; inside they are the last ledger id seen."""
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isdigit():
+        raise BadRequest("bad cursor", f"cursor {cursor[:40]!r} was not issued by this service")
+    return int(cursor)

@@ -1,0 +1,33 @@
+"""Liveness and the numbers behind the demo's summary line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from server.api.deps import IngestDep, StoreDep
+from server.errors import StoreError
+from server.schemas import Health, Summary
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(store: StoreDep, ingest: IngestDep) -> JSONResponse:
+    database: Literal["ok", "error"] = "ok"
+    try:
+        store.ping()
+    except StoreError:
+        database = "error"
+    mqtt: Literal["connected", "disconnected", "disabled"] = "disabled"
+    if ingest is not None:
+        mqtt = "connected" if ingest.connected else "disconnected"
+    body = Health(status="ok" if database == "ok" else "error", database=database, mqtt=mqtt)
+    return JSONResponse(body.model_dump(), status_code=200 if database == "ok" else 503)
+
+
+@router.get("/summary", response_model=Summary)
+def summary(store: StoreDep) -> Summary:
+    return Summary(**store.summary())

@@ -1,0 +1,37 @@
+"""The append-only ledger and the rejected input, both paged by an opaque cursor."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from server.api.deps import StoreDep, parse_cursor
+from server.schemas import Movement, MovementPage, Rejection, RejectionPage
+
+router = APIRouter(tags=["ledger"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/movements", response_model=MovementPage)
+def movements(store: StoreDep, cursor: str | None = None, limit: Limit = 100) -> MovementPage:
+    rows = store.movements(after=parse_cursor(cursor), limit=limit + 1)
+    page = rows[:limit]
+    more = len(rows) > limit
+    return MovementPage(
+        items=[Movement(**asdict(r)) for r in page],
+        next_cursor=str(page[-1].id) if more else None,
+    )
+
+
+@router.get("/rejections", response_model=RejectionPage)
+def rejections(store: StoreDep, cursor: str | None = None, limit: Limit = 100) -> RejectionPage:
+    rows = store.rejections(after=parse_cursor(cursor), limit=limit + 1)
+    page = rows[:limit]
+    more = len(rows) > limit
+    return RejectionPage(
+        items=[Rejection(**asdict(r)) for r in page],
+        next_cursor=str(page[-1].id) if more else None,
+    )

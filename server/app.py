@@ -1,0 +1,83 @@
+"""The HTTP application, built by a factory: no import-time globals, one store per app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from server.api import devices, events, health, movements, stock
+from server.errors import BadRequest, ServerError, StoreError
+from server.ingest import MqttIngest
+from server.ledger import Store
+from server.settings import Settings
+
+API_PREFIX = "/api/v1"
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str) -> JSONResponse:
+    """RFC 9457 problem details, the one error shape of this API."""
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    """The service: opens ``store`` (unless given) and starts MQTT ingest (if a broker is set)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        app.state.store = Store(settings.database).open() if store is None else store
+        app.state.ingest = None
+        try:
+            if settings.broker is not None:
+                app.state.ingest = MqttIngest(app.state.store, settings).start()
+            yield
+        finally:
+            if app.state.ingest is not None:
+                app.state.ingest.stop()
+            if own_store:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="floorsync central service",
+        version="0.1.0",
+        description="Ledger, stock and ingest of barcode and RFID movement events.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for module in (health, stock, movements, events, devices):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return problem(400, exc.title, exc.detail)
+
+    @app.exception_handler(StoreError)
+    async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
+        return problem(503, "database unavailable", str(exc))
+
+    @app.exception_handler(ServerError)
+    async def server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return problem(500, "server error", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return problem(422, "invalid request", detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    return app

@@ -1,0 +1,24 @@
+"""The one root of the central service's own errors, so callers can catch ours and only ours."""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base of every error the central service raises on purpose."""
+
+
+class ConfigError(ServerError):
+    """Settings that cannot work (bad protocol, bad broker URL); raised before anything starts."""
+
+
+class StoreError(ServerError):
+    """The database failed (disk, lock, corruption): nothing was committed, so nothing is acked."""
+
+
+class BadRequest(ServerError):
+    """A client sent something we cannot use; the HTTP layer turns it into problem+json 400."""
+
+    def __init__(self, title: str, detail: str) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail

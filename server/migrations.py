@@ -1,0 +1,79 @@
+"""Schema migrations: plain SQL applied in order, each recorded in ``schema_migrations``.
+
+The SQL sticks to what PostgreSQL also runs (``ON CONFLICT``, ``DOUBLE PRECISION``, ISO 8601
+text times). The one SQLite idiom is ``INTEGER PRIMARY KEY`` for the ledger's commit-ordered id
+(a rowid alias); a PostgreSQL dialect would write ``BIGINT GENERATED ALWAYS AS IDENTITY``. The
+ledger is append-only, so without AUTOINCREMENT its ids still never repeat.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_ledger",
+        """
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            type TEXT NOT NULL,
+            event_time TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('mqtt', 'http')),
+            payload TEXT NOT NULL
+        );
+        CREATE INDEX events_device_seq ON events (site, device, seq);
+
+        CREATE TABLE movements (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL REFERENCES events (id),
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            type TEXT NOT NULL,
+            item TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            location TEXT NOT NULL,
+            qty DOUBLE PRECISION NOT NULL,
+            event_time TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX movements_event ON movements (event_id);
+        CREATE INDEX movements_item_location ON movements (item, location, lot);
+
+        CREATE TABLE stock (
+            item TEXT NOT NULL,
+            location TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            quantity DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (item, location, lot)
+        );
+        CREATE INDEX stock_location ON stock (location);
+
+        CREATE TABLE rejections (
+            id INTEGER PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            source TEXT NOT NULL,
+            topic TEXT,
+            site TEXT,
+            device TEXT,
+            event_id TEXT,
+            reason TEXT NOT NULL,
+            payload TEXT NOT NULL
+        );
+        CREATE INDEX rejections_event ON rejections (event_id);
+
+        CREATE TABLE devices (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            last_seen TEXT,
+            last_seq BIGINT,
+            events BIGINT NOT NULL DEFAULT 0,
+            online BOOLEAN,
+            status_at TEXT,
+            backlog BIGINT,
+            PRIMARY KEY (site, device)
+        );
+        """,
+    ),
+)

@@ -1,0 +1,97 @@
+"""Batches built with the wire contract, and a raw paho 'edge' that publishes and collects acks."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
+
+from edge import wire
+
+_seq = iter(range(1, 10**9))
+
+
+def event(
+    type: str = "receive",
+    *,
+    gtin: str = "09501101530003",
+    lot: str | None = None,
+    qty: float = 1,
+    src: str | None = None,
+    dst: str | None = "DOCK-1",
+    count: wire.Count | None = None,
+) -> wire.Event:
+    item = None if type == "count" else wire.Item(gtin=gtin, lot=lot)
+    return wire.Event(
+        id=wire.new_event_id(), seq=next(_seq), time=wire.local_now(), type=type, item=item,
+        qty=0 if type == "count" else qty, from_=src, to=dst, count=count,
+    )
+
+
+def batch(site: str, device: str, *events: wire.Event) -> wire.Batch:
+    return wire.Batch(site, device, wire.utc_now(), tuple(events))
+
+
+def payload(site: str, device: str, *events: wire.Event) -> bytes:
+    return wire.encode_batch(batch(site, device, *events))
+
+
+def decoded(site: str, device: str, *events: wire.Event) -> wire.Batch:
+    """Through the decoder, as the service sees it."""
+    return wire.decode_batch(payload(site, device, *events))
+
+
+class Edge:
+    """A raw paho client standing in for an edge: publishes batches, collects its acks."""
+
+    def __init__(
+        self,
+        port: int,
+        site: str,
+        device: str,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+    ) -> None:
+        self.site, self.device = site, device
+        self.acks: queue.Queue[wire.Ack] = queue.Queue()
+        self._subscribed = threading.Event()
+        self.client = Client(
+            CallbackAPIVersion.VERSION2, client_id=f"edge-{site}-{device}", protocol=protocol
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "edge did not subscribe to its acks"
+
+    def _on_connect(self, client: Client, *args: Any) -> None:
+        client.subscribe(wire.acks_topic(self.site, self.device), qos=1)
+
+    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
+        self.acks.put(wire.decode_ack(bytes(msg.payload)))
+
+    def publish(self, body: bytes, topic: str | None = None, retain: bool = False) -> None:
+        info = self.client.publish(
+            topic or wire.events_topic(self.site, self.device), body, qos=1, retain=retain
+        )
+        info.wait_for_publish(10)
+
+    def send(self, *events: wire.Event) -> list[str]:
+        self.publish(payload(self.site, self.device, *events))
+        return [e.id for e in events]
+
+    def next_ack(self, timeout: float = 10.0) -> wire.Ack:
+        return self.acks.get(timeout=timeout)
+
+    def no_ack(self, wait: float = 0.5) -> bool:
+        try:
+            self.acks.get(timeout=wait)
+        except queue.Empty:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

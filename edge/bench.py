@@ -35,7 +35,7 @@ from edge import wire
 from edge.errors import EdgeError
 from edge.localbroker import Mosquitto, free_port
 from edge.outbox import Outbox
-from edge.sync import Syncer, SyncSettings
+from edge.sync import Syncer, SyncSettings, no_delay
 
 SITE = "bench"
 BATCH = 500
@@ -88,12 +88,14 @@ def bench_paho(broker: Mosquitto, events: int) -> float:
     subscriber.on_message = on_message
     subscriber.connect("127.0.0.1", broker.port)
     subscriber.subscribe(topic, qos=1)
+    no_delay(subscriber)
     subscriber.loop_start()
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
                             protocol=mqtt.MQTTv5)
     publisher.max_inflight_messages_set(16)
     publisher.max_queued_messages_set(0)
     publisher.connect("127.0.0.1", broker.port)
+    no_delay(publisher)
     publisher.loop_start()
     time.sleep(0.3)
     start = time.perf_counter()

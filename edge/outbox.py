@@ -259,11 +259,11 @@ class Outbox:
                 " ORDER BY rowid LIMIT ?",
                 (limit,),
             ).fetchall()
-            if rows:
+            if rows:  # the oldest pending rows up to the last one taken: exactly these
                 self._set_state(
                     "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1"
-                    " WHERE rowid = ?",
-                    [(time.time(), r[0]) for r in rows],
+                    " WHERE state = 'pending' AND rowid <= ?",
+                    [(time.time(), rows[-1][0])],
                 )
         return [Pending(*r) for r in rows]
 
@@ -348,6 +348,13 @@ class Outbox:
             cap_bytes=self.cap_bytes,
             last_seq=self._last_seq,
         )
+
+    def settled(self) -> bool:
+        """Nothing pending or sent: cheap (one index probe), for waiting loops."""
+        with self._lock:
+            return self.db.conn.execute(
+                "SELECT 1 FROM outbox WHERE state IN ('pending', 'sent') LIMIT 1"
+            ).fetchone() is None
 
     def rejected(self, limit: int = 100) -> list[tuple[str, str | None]]:
         """Events the central service refused, with its reasons (newest first)."""

@@ -11,6 +11,7 @@ the outbox only on the central service's ack. Events sent and not acked within `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -176,10 +177,8 @@ class Syncer:
             self._dirty_since = time.monotonic()
         self._added += added
         self._dirty = True
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     @property
     def connected(self) -> bool:
@@ -189,7 +188,7 @@ class Syncer:
         """Block until the outbox holds nothing unconfirmed (tests, benchmarks, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.outbox.stats().backlog == 0:
+            if self.outbox.settled():
                 return True
             time.sleep(0.02)
         return False
@@ -330,6 +329,7 @@ class Syncer:
             self.stats.last_error = f"broker refused the connection: {reason}"
             log.error(self.stats.last_error)
             return
+        no_delay(client)
         self._session_up = True
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()
@@ -389,6 +389,15 @@ class Syncer:
 
     def _publish_status(self, state: str) -> None:
         self._client.publish(self.status_topic, self._status(state), qos=1, retain=True)
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """Turn Nagle off: paho does not, and a small ack held back behind the peer's delayed ACK
+    costs 40 ms (measured here: p50 capture-to-ack fell from ~50 ms to a few ms)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def hostname_device() -> str:

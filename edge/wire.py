@@ -52,6 +52,7 @@ IDENTITY_FIELDS = ("sku", "gtin", "sscc", "epc")
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 MAX_EVENTS_PER_BATCH = 10_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 class WireError(ValueError):
@@ -276,10 +277,25 @@ def _number(value: object, what: str) -> float:
     return value
 
 
+def _strings(data: dict[str, Any], keys: Sequence[str], what: str, limit: int = 256
+             ) -> list[Any]:
+    """Optional strings, in order; the hot path of validation, so a plain loop."""
+    out = []
+    get = data.get
+    for key in keys:
+        value = get(key)
+        if value is not None and (type(value) is not str or not value or len(value) > limit):
+            raise WireError(
+                f"{what}.{key} must be a non-empty string of at most {limit} characters"
+            )
+        out.append(value)
+    return out
+
+
 def item_from_dict(data: object, what: str = "item") -> Item:
     if not isinstance(data, dict):
         raise WireError(f"{what} must be an object")
-    item = Item(**{f: _opt_str(data, f, what) for f in ITEM_FIELDS})
+    item = Item(*_strings(data, ITEM_FIELDS, what))
     if item.key() is None:
         raise WireError(f"{what} needs one of sku, gtin, sscc, epc")
     return item
@@ -295,16 +311,11 @@ def _read_from_dict(data: object) -> SourceRead:
     for name, value in (("antenna", antenna), ("reads", reads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise WireError(f"read.{name} must be an integer")
+    raw, tag = _strings(data, ("raw", "tag"), "read", limit=4096)
+    symbology, first, last = _strings(data, ("symbology", "first", "last"), "read", limit=40)
     return SourceRead(
-        kind=kind,
-        raw=_opt_str(data, "raw", "read", limit=4096),
-        symbology=_opt_str(data, "symbology", "read", limit=8),
-        tag=_opt_str(data, "tag", "read", limit=1024),
-        antenna=antenna,
-        rssi=None if rssi is None else _number(rssi, "read.rssi"),
-        reads=reads,
-        first=_opt_str(data, "first", "read", limit=40),
-        last=_opt_str(data, "last", "read", limit=40),
+        kind, raw, symbology, tag, antenna, None if rssi is None else _number(rssi, "read.rssi"),
+        reads, first, last,
     )
 
 
@@ -335,12 +346,8 @@ def event_from_dict(data: object) -> Event:
     event_id = data.get("id")
     if not isinstance(event_id, str):
         raise WireError("event id must be a UUID string")
-    try:
-        canonical = str(uuid.UUID(event_id))
-    except ValueError:
-        raise WireError(f"event id is not a UUID: {event_id[:40]!r}") from None
-    if canonical != event_id:
-        raise WireError("event id must be a lower-case canonical UUID")
+    if not _CANONICAL_UUID.match(event_id):
+        raise WireError(f"event id must be a lower-case canonical UUID: {event_id[:40]!r}")
     seq = data.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise WireError("seq must be a positive integer")
@@ -350,7 +357,7 @@ def event_from_dict(data: object) -> Event:
     when = data.get("time")
     parse_time(when, "time")
     assert isinstance(when, str)
-    src, dst = _opt_str(data, "from", "event"), _opt_str(data, "to", "event")
+    src, dst, operator = _strings(data, ("from", "to", "operator"), "event")
     needs_from, needs_to = _NEEDS[kind]
     if needs_from and src is None:
         raise WireError(f"a {kind} needs 'from'")
@@ -379,7 +386,7 @@ def event_from_dict(data: object) -> Event:
         qty=qty,
         from_=src,
         to=dst,
-        operator=_opt_str(data, "operator", "event"),
+        operator=operator,
         read=None if read is None else _read_from_dict(read),
         count=count,
     )
@@ -426,6 +433,8 @@ def decode_batch(payload: bytes | str) -> Batch:
 
     One bad event does not sink its neighbours: each event is judged on its own.
     """
+    if isinstance(payload, str):
+        payload = payload.encode()
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
     try:
@@ -460,9 +469,10 @@ def readable_id(raw: object) -> str | None:
     """The event id of a malformed event, if one can be read, so it can be acked as rejected."""
     if isinstance(raw, dict) and isinstance(raw.get("id"), str):
         try:
-            return str(uuid.UUID(raw["id"]))
+            uuid.UUID(raw["id"])
         except ValueError:
             return None
+        return str(raw["id"])  # as sent: the edge matches the ack by its own spelling
     return None
 
 

@@ -1,15 +1,27 @@
 """MQTT ingest: batches in, application acks out, PUBACK only after the commit.
 
-Everything runs in callbacks on paho's one network thread (paho is not thread-safe), so messages
-are applied, acked and PUBACKed in the order they arrived. A bad message is recorded and acked as
-rejected; it never stops the consumer. A failing database is different: nothing is PUBACKed, the
-client drops the connection and comes back, and the broker redelivers what was not acknowledged.
+Two stages, so decoding (Python, holds the GIL) overlaps writing (SQLite, releases it):
+
+- paho's network thread reads a message, checks its topic and decodes the batch;
+- the writer thread takes what has queued up, applies the batches in one transaction (one
+  fsync for several messages), then publishes each application ack and PUBACKs each message,
+  in the order they arrived (MQTT wants acks in receive order).
+
+The queue is bounded: when the writer falls behind, the network thread waits, and the broker
+holds the rest. A bad message is recorded and acked as rejected; it never stops the consumer.
+A failing database is different: nothing is PUBACKed, the client drops the connection and comes
+back, and the broker redelivers what was not acknowledged. Work read on an older connection is
+never PUBACKed on a newer one (its message ids belong to the old session's delivery).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import socket
 import threading
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import wire
 from server.errors import StoreError
-from server.ledger import Store
+from server.ledger import Incoming, Store
 from server.settings import Settings, broker_address
 
 log = logging.getLogger(__name__)
@@ -35,6 +47,27 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
 KEEPALIVE_S = 30
 RESTART_AFTER_STORE_FAILURE_S = 1.0
+QUEUE_MESSAGES = 64  # decoded messages waiting for the writer
+GROUP_EVENTS = 5000  # events applied in one transaction, at most
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One received message, decoded, waiting to be written and acknowledged."""
+
+    connection: int
+    mid: int
+    qos: int
+    site: str | None = None
+    device: str | None = None
+    incoming: Incoming | None = None  # events to apply
+    reject: tuple[str, bytes, str, tuple[str, ...]] | None = None  # reason, payload, topic, ids
+    status: wire.Status | None = None
+
+    @property
+    def events(self) -> int:
+        return len(self.incoming.batch.events) if self.incoming else 0
 EVENTS_FILTER = f"{wire.TOPIC_ROOT}/+/+/events"
 STATUS_FILTER = f"{wire.TOPIC_ROOT}/+/+/status"
 
@@ -58,6 +91,9 @@ class MqttIngest:
         self._stopping = False
         self._life = threading.Lock()
         self._restart_timer: threading.Timer | None = None
+        self._queue: queue.Queue[_Work | None] = queue.Queue(QUEUE_MESSAGES)
+        self._connection = 0  # counts connections; work remembers the one it came on
+        self._writer: threading.Thread | None = None
 
     def _new_client(self) -> Client:
         if self._v5:
@@ -75,7 +111,8 @@ class MqttIngest:
                 clean_session=False,
                 manual_ack=True,
             )
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
+        # paho takes seconds as floats here, whatever its annotation says
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -96,6 +133,9 @@ class MqttIngest:
         """Connect in the background; paho retries until the broker answers."""
         with self._life:
             self._stopping = False
+            self._writer = threading.Thread(target=self._write_loop, name="ingest-writer",
+                                            daemon=True)
+            self._writer.start()
             self._connect_async()
             self._client.loop_start()
         return self
@@ -108,6 +148,10 @@ class MqttIngest:
             self._client.disconnect()
             self._client.loop_stop()
             self._ready.clear()
+            if self._writer is not None:
+                self._queue.put(None)
+                self._writer.join(10)
+                self._writer = None
 
     def __enter__(self) -> MqttIngest:
         return self.start()
@@ -149,7 +193,9 @@ class MqttIngest:
         if reason.is_failure:
             log.error("broker %s:%s refused the connection: %s", self._host, self._port, reason)
             return
+        _no_delay(client)
         self._halted = False
+        self._connection += 1
         # Every time: a shared subscription does not survive a broker restart.
         _, self._subscribe_mid = client.subscribe([(self._events_filter, 1), (STATUS_FILTER, 1)])
         log.info("connected to %s:%s (session present: %s)", self._host, self._port,
@@ -193,73 +239,119 @@ class MqttIngest:
         if self._halted:
             return  # not PUBACKed: the broker redelivers it after we reconnect
         try:
-            self._handle(client, msg)
-        except StoreError:
-            log.exception("store failed on %s; not acknowledging, reconnecting", msg.topic)
-            self._halted = True
-            client.disconnect()
-            return
+            work = self._prepare(msg)
         except Exception:
-            # A bug must not kill the consumer. No application ack was sent, so the edge
-            # re-sends later; the PUBACK below keeps one poison message from blocking the rest.
-            log.exception("unexpected error handling a message on %s", msg.topic)
-        client.ack(msg.mid, msg.qos)
+            # A bug must not kill the consumer. No application ack goes out, so the edge
+            # re-sends later; the PUBACK keeps one poison message from blocking the rest.
+            log.exception("unexpected error reading a message on %s", msg.topic)
+            work = _Work(self._connection, msg.mid, msg.qos)
+        self._queue.put(work)
 
-    # --- handlers -------------------------------------------------------------------------
-
-    def _handle(self, client: Client, msg: MQTTMessage) -> None:
+    def _prepare(self, msg: MQTTMessage) -> _Work:
+        """Network thread: topic and payload checked, the batch decoded; no database here."""
         payload = bytes(msg.payload)
+        work = _Work(self._connection, msg.mid, msg.qos)
         try:
             site, device, kind = wire.parse_topic(msg.topic)
         except wire.WireError as exc:
-            self._store.record_rejection(
-                source="mqtt", reason=str(exc), payload=payload, topic=msg.topic
-            )
-            return
-        if kind == "events":
-            results = self._events(site, device, msg.topic, payload)
-            if results:
-                ack = wire.encode_ack(wire.Ack(device, results))
-                client.publish(wire.acks_topic(site, device), ack, qos=1)
-        elif kind == "status":
-            self._status(site, device, msg.topic, payload)
-
-    def _events(
-        self, site: str, device: str, topic: str, payload: bytes
-    ) -> tuple[wire.Result, ...]:
-        """Decode, check the sender, apply; the results to ack to the topic's device."""
+            return replace(work, reject=(str(exc), payload, msg.topic, ()))
+        work = replace(work, site=site, device=device)
+        if kind == "status":
+            if not payload:
+                return work  # a cleared retained status
+            try:
+                return replace(work, status=wire.decode_status(payload))
+            except wire.WireError as exc:
+                return replace(work, reject=(str(exc), payload, msg.topic, ()))
+        if kind != "events":
+            return work
         try:
             batch = wire.decode_batch(payload)
         except wire.WireError as exc:
-            return self._reject(str(exc), payload, topic, site, device, wire.salvage_ids(payload))
+            ids = tuple(wire.salvage_ids(payload))
+            return replace(work, reject=(str(exc), payload, msg.topic, ids))
         if (batch.site, batch.device) != (site, device):
             reason = (
                 f"spoofed: payload device {batch.site}/{batch.device}"
                 f" on topic of device {site}/{device}"
             )
-            ids = [e.id for e in batch.events] + [b.id for b in batch.invalid if b.id]
-            return self._reject(reason, payload, topic, site, device, ids)
-        return self._store.apply_batch(batch, source="mqtt", topic=topic, raw=payload)
+            ids = tuple([e.id for e in batch.events] + [b.id for b in batch.invalid if b.id])
+            return replace(work, reject=(reason, payload, msg.topic, ids))
+        return replace(work, incoming=Incoming(batch, "mqtt", msg.topic, payload))
 
-    def _reject(
-        self, reason: str, payload: bytes, topic: str, site: str, device: str, ids: list[str]
-    ) -> tuple[wire.Result, ...]:
-        log.warning("rejected batch on %s: %s", topic, reason)
+    # --- the writer -----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, events = [first], first.events
+            while events < GROUP_EVENTS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+                events += more.events
+            if self._halted:
+                continue  # dropped unacknowledged: redelivered after the reconnect
+            try:
+                results = self._write(group)
+            except StoreError:
+                log.exception("store failed; not acknowledging, reconnecting")
+                self._halted = True
+                self._client.disconnect()
+                continue
+            except Exception:
+                log.exception("unexpected error writing %d message(s)", len(group))
+                results = [None] * len(group)
+            self._acknowledge(group, results)
+
+    def _write(self, group: list[_Work]) -> list[tuple[wire.Result, ...] | None]:
+        """All batches of the group in one transaction; rejections and presence beside it."""
+        batches = [w.incoming for w in group if w.incoming is not None]
+        applied = iter(self._store.apply_batches(batches) if batches else [])
+        results: list[tuple[wire.Result, ...] | None] = []
+        for work in group:
+            if work.incoming is not None:
+                results.append(next(applied))
+            elif work.reject is not None:
+                results.append(self._reject(work))
+            else:
+                if work.status is not None and work.site and work.device:
+                    self._store.update_presence(work.site, work.device, work.status)
+                results.append(None)
+        return results
+
+    def _acknowledge(self, group: list[_Work], results: list[tuple[wire.Result, ...] | None]
+                     ) -> None:
+        """After the commit: application acks to the edges, then PUBACKs in receive order."""
+        for work, result in zip(group, results, strict=True):
+            if work.connection != self._connection:
+                continue  # read on a connection that is gone: the broker sends it again
+            if result and work.site and work.device:
+                ack = wire.encode_ack(wire.Ack(work.device, result))
+                self._client.publish(wire.acks_topic(work.site, work.device), ack, qos=1)
+            self._client.ack(work.mid, work.qos)
+
+    def _reject(self, work: _Work) -> tuple[wire.Result, ...]:
+        assert work.reject is not None
+        reason, payload, topic, ids = work.reject
+        log.warning("rejected message on %s: %s", topic, reason)
         self._store.record_rejection(
-            source="mqtt", reason=reason, payload=payload, topic=topic, site=site, device=device,
-            event_ids=ids,
+            source="mqtt", reason=reason, payload=payload, topic=topic, site=work.site,
+            device=work.device, event_ids=ids,
         )
         return wire.results_for(ids, "rejected", reason)
 
-    def _status(self, site: str, device: str, topic: str, payload: bytes) -> None:
-        if not payload:
-            return  # a cleared retained status
-        try:
-            status = wire.decode_status(payload)
-        except wire.WireError as exc:
-            self._store.record_rejection(
-                source="mqtt", reason=str(exc), payload=payload, topic=topic, site=site,
-                device=device,
-            )
-            return
-        self._store.update_presence(site, device, status)
+
+def _no_delay(client: Client) -> None:
+    """Nagle off (paho leaves it on): small acks must not wait for the peer's delayed ACK."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -26,6 +26,16 @@ SOURCES = ("mqtt", "http")
 
 
 @dataclass(frozen=True, slots=True)
+class Incoming:
+    """A batch as it arrived: from where, on which topic, and its bytes (kept with rejections)."""
+
+    batch: wire.Batch
+    source: str
+    topic: str | None = None
+    raw: bytes | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StockRow:
     item: str
     location: str
@@ -78,8 +88,14 @@ _Movement = tuple[str, str, str, str, str, str, str, float, str, str]
 _StockKey = tuple[str, str, str]  # item, location, lot
 
 _INSERT_EVENT = (
-    "INSERT INTO events (id, site, device, seq, type, event_time, received_at, source, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO events (id, site, device, seq, type, event_time, received_at, source,"
+    " message_id, item, gtin, sku, lot, serial, epc, sscc, qty, from_location, to_location,"
+    " operator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (received_at, source, topic, site, device, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_MOVEMENT = (
     "INSERT INTO movements (event_id, site, device, type, item, lot, location, qty, event_time,"
@@ -237,54 +253,86 @@ class Store:
 
         Invalid events are recorded as rejections (``raw``, when given, is kept with them).
         """
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}")
+        return self.apply_batches([Incoming(batch, source, topic, raw)])[0]
+
+    def apply_batches(self, incoming: Sequence[Incoming]) -> list[tuple[wire.Result, ...]]:
+        """Several batches in one transaction (one fsync), each judged as if alone, in order."""
+        for one in incoming:
+            if one.source not in SOURCES:
+                raise ValueError(f"source must be one of {SOURCES}")
         now = utc_now()
-        results: list[wire.Result] = []
         with self._transaction() as cur:
-            pending: dict[_StockKey, float] = {}
-            movements: list[_Movement] = []
-            applied = 0
-            for event in batch.events:
-                cur.execute(
-                    _INSERT_EVENT,
-                    (event.id, batch.site, batch.device, event.seq, event.type, event.time, now,
-                     source, wire.encode_event(event)),
+            return [self._apply(cur, one, now) for one in incoming]
+
+    def _apply(self, cur: sqlite3.Cursor, one: Incoming, now: str) -> tuple[wire.Result, ...]:
+        batch, source, topic, raw = one.batch, one.source, one.topic, one.raw
+        results: list[wire.Result] = []
+        known = self._known_ids(cur, [e.id for e in batch.events])
+        message_id = None
+        if raw is not None and len(known) < len(batch.events):
+            # the message exactly as received, once: the audit trail behind each event
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            message_id = cur.execute(
+                _INSERT_MESSAGE, (now, source, topic, batch.site, batch.device, text)
+            ).lastrowid
+        pending: dict[_StockKey, float] = {}
+        movements: list[_Movement] = []
+        new_events: list[tuple[object, ...]] = []
+        for event in batch.events:
+            if event.id in known:  # applied before, or earlier in this very batch
+                results.append(wire.Result(event.id, "duplicate"))
+                continue
+            known.add(event.id)
+            results.append(wire.Result(event.id, "applied"))
+            it = event.item
+            new_events.append(
+                (event.id, batch.site, batch.device, event.seq, event.type, event.time, now,
+                 source, message_id, it.key() if it else None, it and it.gtin, it and it.sku,
+                 it and it.lot, it and it.serial, it and it.epc, it and it.sscc, event.qty,
+                 event.from_, event.to, event.operator)
+            )
+            if event.type == "count":
+                self._flush_stock(cur, pending)
+                lines = self._count_deltas(cur, event)
+            else:
+                assert event.item is not None
+                item, lot = _need(event.item.key()), event.item.lot or ""
+                lines = [(item, lot, loc, qty) for loc, qty in movement_deltas(event)]
+            for item, lot, loc, qty in lines:
+                movements.append(
+                    (event.id, batch.site, batch.device, event.type, item, lot, loc, qty,
+                     event.time, now)
                 )
-                if cur.rowcount != 1:
-                    results.append(wire.Result(event.id, "duplicate"))
-                    continue
-                applied += 1
-                results.append(wire.Result(event.id, "applied"))
-                if event.type == "count":
-                    self._flush_stock(cur, pending)
-                    lines = self._count_deltas(cur, event)
-                else:
-                    assert event.item is not None
-                    item, lot = _need(event.item.key()), event.item.lot or ""
-                    lines = [(item, lot, loc, qty) for loc, qty in movement_deltas(event)]
-                for item, lot, loc, qty in lines:
-                    movements.append(
-                        (event.id, batch.site, batch.device, event.type, item, lot, loc, qty,
-                         event.time, now)
-                    )
-                    key = (item, loc, lot)
-                    pending[key] = pending.get(key, 0.0) + qty
-            self._flush_stock(cur, pending)
-            cur.executemany(_INSERT_MOVEMENT, movements)
-            if batch.invalid:
-                text = _truncate(raw) if raw is not None else ""
-                cur.executemany(
-                    _INSERT_REJECTION,
-                    [(now, source, topic, batch.site, batch.device, bad.id, bad.reason, text)
-                     for bad in batch.invalid],
-                )
-                results.extend(
-                    wire.Result(bad.id, "rejected", bad.reason) for bad in batch.invalid if bad.id
-                )
-            last_seq = max((e.seq for e in batch.events), default=None)
-            cur.execute(_UPSERT_DEVICE_SEEN, (batch.site, batch.device, now, last_seq, applied))
+                key = (item, loc, lot)
+                pending[key] = pending.get(key, 0.0) + qty
+        applied = len(new_events)
+        cur.executemany(_INSERT_EVENT, new_events)
+        self._flush_stock(cur, pending)
+        cur.executemany(_INSERT_MOVEMENT, movements)
+        if batch.invalid:
+            text = _truncate(raw) if raw is not None else ""
+            cur.executemany(
+                _INSERT_REJECTION,
+                [(now, source, topic, batch.site, batch.device, bad.id, bad.reason, text)
+                 for bad in batch.invalid],
+            )
+            results.extend(
+                wire.Result(bad.id, "rejected", bad.reason) for bad in batch.invalid if bad.id
+            )
+        last_seq = max((e.seq for e in batch.events), default=None)
+        cur.execute(_UPSERT_DEVICE_SEEN, (batch.site, batch.device, now, last_seq, applied))
         return tuple(results)
+
+    @staticmethod
+    def _known_ids(cur: sqlite3.Cursor, ids: list[str]) -> set[str]:
+        """Which of these event ids the ledger already holds: one query per 500, not per event."""
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(r[0] for r in cur.execute(
+                f"SELECT id FROM events WHERE id IN ({marks})", chunk))
+        return known
 
     @staticmethod
     def _flush_stock(cur: sqlite3.Cursor, pending: dict[_StockKey, float]) -> None:

@@ -12,6 +12,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "0001_ledger",
         """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('mqtt', 'http')),
+            topic TEXT,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            payload TEXT NOT NULL
+        );
+
         CREATE TABLE events (
             id TEXT PRIMARY KEY,
             site TEXT NOT NULL,
@@ -21,7 +31,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             event_time TEXT NOT NULL,
             received_at TEXT NOT NULL,
             source TEXT NOT NULL CHECK (source IN ('mqtt', 'http')),
-            payload TEXT NOT NULL
+            message_id BIGINT REFERENCES messages (id),
+            item TEXT,
+            gtin TEXT,
+            sku TEXT,
+            lot TEXT,
+            serial TEXT,
+            epc TEXT,
+            sscc TEXT,
+            qty DOUBLE PRECISION NOT NULL,
+            from_location TEXT,
+            to_location TEXT,
+            operator TEXT
         );
         CREATE INDEX events_device_seq ON events (site, device, seq);
 

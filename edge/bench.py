@@ -237,8 +237,9 @@ def run_bench(*, as_json: bool, events: int, paced_rate: float, paced_seconds: f
     if as_json:
         print(json.dumps(result))
     else:
-        print(f"raw SQLite (WAL, FULL, {BATCH}/commit): {result['raw_sqlite_rows_per_s']:>9,} rows/s")
-        print(f"raw paho QoS 1 ({BATCH} events/message): {result['raw_mqtt_events_per_s']:>9,} events/s")
+        sqlite_rows, mqtt_events = result["raw_sqlite_rows_per_s"], result["raw_mqtt_events_per_s"]
+        print(f"raw SQLite (WAL, FULL, {BATCH}/commit): {sqlite_rows:>9,} rows/s")
+        print(f"raw paho QoS 1 ({BATCH} events/message): {mqtt_events:>9,} events/s")
         print(f"end to end, durable, acked:           {result['e2e_events_per_s']:>9,} events/s"
               f"  (x{result['ratio']} of raw paho, x{result['ratio_sqlite']} of raw SQLite)")
         print(f"latency at {paced_rate:g} events/s (capture -> ack): p50 {result['p50_ms']} ms,"

@@ -72,7 +72,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     }
     if args.broker is None:
         overrides.pop("broker")
-    settings = Settings.from_env(**{k: v for k, v in overrides.items() if v is not None or k == "broker"})
+    given = {k: v for k, v in overrides.items() if v is not None or k == "broker"}
+    settings = Settings.from_env(**given)
     serve(settings)
     return 0
 
@@ -101,7 +102,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="floorsync", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="floorsync",
+        description="Barcode and RFID capture for warehouses: edge agents, central service, demo.",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -105,6 +105,15 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _section(data: Any, where: str, known: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return data
+
+
 def load(path: Path | None, **overrides: Any) -> EdgeConfig:
     """Read a TOML file (optional), then apply non-None overrides (command-line options)."""
     data: dict[str, Any] = {}
@@ -113,7 +122,7 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
-    outbox = data.pop("outbox", {})
+    outbox = _section(data.pop("outbox", {}), "[outbox]", {"path", "cap_mb", "retention_h"})
     sync = _build(SyncSettings, data.pop("sync", {}), "[sync]")
     scanners = tuple(
         _build(ScannerConfig, s, f"[[scanners]] #{i + 1}")
@@ -123,7 +132,9 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         _build(PortalConfig, p, f"[[portals]] #{i + 1}")
         for i, p in enumerate(data.pop("portals", []))
     )
-    workflow = data.pop("workflow", {})
+    workflow = _section(
+        data.pop("workflow", {}), "[workflow]", {"location_prefixes", "command_prefix"}
+    )
     config = _build(EdgeConfig, data, "top level")
     config = replace(
         config,

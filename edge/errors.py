@@ -1,4 +1,4 @@
-"""One error root for the edge agent; foreign errors (sqlite3, paho) are converted at the boundary."""
+"""One error root for the edge agent; foreign errors (sqlite3, paho) are converted at the edge."""
 
 
 class EdgeError(Exception):

@@ -49,7 +49,7 @@ class Mosquitto:
     def __init__(self, directory: Path, port: int | None = None, extra: str = "") -> None:
         binary = mosquitto_binary()
         if binary is None:
-            raise EdgeError("mosquitto is not installed (make test installs it; apt-get install mosquitto)")
+            raise EdgeError("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -82,10 +82,12 @@ class Mosquitto:
         )
         try:
             wait_for_port(self.port)
-        except TimeoutError:
+        except TimeoutError as exc:
             self.stop()
             log = self.directory / "mosquitto.log"
-            raise EdgeError(f"mosquitto did not start: {log.read_text() if log.exists() else ''}")
+            raise EdgeError(
+                f"mosquitto did not start: {log.read_text() if log.exists() else ''}"
+            ) from exc
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -322,7 +322,7 @@ class Outbox:
         self._bytes -= freed
         return count
 
-    def _set_state(self, sql: str, params: list[tuple[object, ...]] | None) -> int:
+    def _set_state(self, sql: str, params: Sequence[Sequence[object]] | None) -> int:
         try:
             self.db.conn.execute("PRAGMA synchronous=NORMAL")
             with self.db.atomic():

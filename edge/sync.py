@@ -211,14 +211,15 @@ class Syncer:
                 continue
             attempt = 0
             timeout = self._timeout()
-            want_write = [sock] if self._client.want_write() else []
+            fd = sock.fileno()
+            want_write = [fd] if self._client.want_write() else []
             try:
-                readable, writable, _ = select.select([sock, self._wake_r], want_write, [], timeout)
+                readable, writable, _ = select.select([fd, self._wake_r], want_write, [], timeout)
             except (OSError, ValueError):
                 readable, writable = [], []
             if self._wake_r in readable:
                 self._drain_wake()
-            if sock in readable:
+            if fd in readable:
                 self._client.loop_read()
             if writable and self._client.socket() is not None:
                 self._client.loop_write()
@@ -357,7 +358,7 @@ class Syncer:
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         try:
-            ack = wire.decode_ack(message.payload)
+            ack = wire.decode_ack(bytes(message.payload))
         except wire.WireError as exc:
             log.error("unreadable ack on %s: %s", message.topic, exc)
             return
@@ -395,7 +396,7 @@ def no_delay(client: mqtt.Client) -> None:
     """Turn Nagle off: paho does not, and a small ack held back behind the peer's delayed ACK
     costs 40 ms (measured here: p50 capture-to-ack fell from ~50 ms to a few ms)."""
     sock = client.socket()
-    if sock is not None:
+    if isinstance(sock, socket.socket):  # also ssl.SSLSocket; not a websocket wrapper
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

@@ -217,7 +217,8 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
-    return _drop_none({f: getattr(item, f) for f in ITEM_FIELDS})
+    values = (item.gtin, item.sku, item.lot, item.serial, item.epc, item.sscc)
+    return {k: v for k, v in zip(ITEM_FIELDS, values, strict=True) if v is not None}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -255,9 +256,13 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return out
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: json.dumps
+# with options builds a new encoder per call, a third of the cost of a small event
+
+
 def encode_event(event: Event) -> str:
     """One event as compact JSON; the edge stores exactly this text in its outbox."""
-    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(event_to_dict(event))
 
 
 def _opt_str(data: dict[str, Any], key: str, what: str, limit: int = 256) -> str | None:

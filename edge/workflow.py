@@ -75,7 +75,8 @@ class HandheldWorkflow:
             return self._location(identity.location or identity.gln or "")
         if identity.kind in ("item", "container"):
             return self._item(identity, read)
-        return Outcome((), False, f"not a label this workflow knows: {identity.error or identity.kind}")
+        why = identity.error or identity.kind
+        return Outcome((), False, f"not a label this workflow knows: {why}")
 
     def _command(self, command: str) -> Outcome:
         mode = command.strip().lower().replace("-", "").replace("_", "")

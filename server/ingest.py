@@ -111,6 +111,8 @@ class MqttIngest:
                 clean_session=False,
                 manual_ack=True,
             )
+        if self._settings.mqtt_username:
+            client.username_pw_set(self._settings.mqtt_username, self._settings.mqtt_password)
         # paho takes seconds as floats here, whatever its annotation says
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
@@ -352,6 +354,6 @@ class MqttIngest:
 def _no_delay(client: Client) -> None:
     """Nagle off (paho leaves it on): small acks must not wait for the peer's delayed ACK."""
     sock = client.socket()
-    if sock is not None:
+    if isinstance(sock, socket.socket):  # also ssl.SSLSocket; not a websocket wrapper
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

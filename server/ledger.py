@@ -7,6 +7,7 @@ transaction, and ``apply_batch`` returns only after COMMIT, so its results may b
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -89,14 +90,13 @@ _StockKey = tuple[str, str, str]  # item, location, lot
 
 _INSERT_EVENT = (
     "INSERT INTO events (id, site, device, seq, type, event_time, received_at, source,"
-    " message_id, item, gtin, sku, lot, serial, epc, sscc, qty, from_location, to_location,"
-    " operator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " item, gtin, sku, lot, serial, epc, sscc, qty, from_location, to_location, operator,"
+    " read_kind, read_raw, symbology, tag, antenna, rssi, reads, first_seen, last_seen, detail)"
+    f" VALUES ({', '.join('?' * 29)})"
     " ON CONFLICT (id) DO NOTHING"
 )
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (received_at, source, topic, site, device, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
+_NO_ITEM = wire.Item()
+_NO_READ = wire.SourceRead(kind="")
 _INSERT_MOVEMENT = (
     "INSERT INTO movements (event_id, site, device, type, item, lot, location, qty, event_time,"
     " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -150,6 +150,13 @@ def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:
     elif kind == "adjust":
         out.append((_need(src or dst), qty))
     return out  # observe: a sighting, no stock change
+
+
+def _count_detail(event: wire.Event) -> str | None:
+    """A count keeps the full set seen (the movements hold only the differences)."""
+    if event.count is None:
+        return None
+    return json.dumps(wire.event_to_dict(event)["count"], separators=(",", ":"))
 
 
 def _need(location: str | None) -> str:
@@ -268,13 +275,6 @@ class Store:
         batch, source, topic, raw = one.batch, one.source, one.topic, one.raw
         results: list[wire.Result] = []
         known = self._known_ids(cur, [e.id for e in batch.events])
-        message_id = None
-        if raw is not None and len(known) < len(batch.events):
-            # the message exactly as received, once: the audit trail behind each event
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-            message_id = cur.execute(
-                _INSERT_MESSAGE, (now, source, topic, batch.site, batch.device, text)
-            ).lastrowid
         pending: dict[_StockKey, float] = {}
         movements: list[_Movement] = []
         new_events: list[tuple[object, ...]] = []
@@ -284,12 +284,13 @@ class Store:
                 continue
             known.add(event.id)
             results.append(wire.Result(event.id, "applied"))
-            it = event.item
+            it, rd = event.item or _NO_ITEM, event.read or _NO_READ
             new_events.append(
                 (event.id, batch.site, batch.device, event.seq, event.type, event.time, now,
-                 source, message_id, it.key() if it else None, it and it.gtin, it and it.sku,
-                 it and it.lot, it and it.serial, it and it.epc, it and it.sscc, event.qty,
-                 event.from_, event.to, event.operator)
+                 source, it.key(), it.gtin, it.sku, it.lot, it.serial, it.epc, it.sscc,
+                 event.qty, event.from_, event.to, event.operator, rd.kind or None, rd.raw,
+                 rd.symbology, rd.tag, rd.antenna, rd.rssi, rd.reads, rd.first, rd.last,
+                 _count_detail(event))
             )
             if event.type == "count":
                 self._flush_stock(cur, pending)

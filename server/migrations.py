@@ -12,16 +12,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "0001_ledger",
         """
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            received_at TEXT NOT NULL,
-            source TEXT NOT NULL CHECK (source IN ('mqtt', 'http')),
-            topic TEXT,
-            site TEXT NOT NULL,
-            device TEXT NOT NULL,
-            payload TEXT NOT NULL
-        );
-
         CREATE TABLE events (
             id TEXT PRIMARY KEY,
             site TEXT NOT NULL,
@@ -31,7 +21,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             event_time TEXT NOT NULL,
             received_at TEXT NOT NULL,
             source TEXT NOT NULL CHECK (source IN ('mqtt', 'http')),
-            message_id BIGINT REFERENCES messages (id),
             item TEXT,
             gtin TEXT,
             sku TEXT,
@@ -42,7 +31,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             qty DOUBLE PRECISION NOT NULL,
             from_location TEXT,
             to_location TEXT,
-            operator TEXT
+            operator TEXT,
+            read_kind TEXT,
+            read_raw TEXT,
+            symbology TEXT,
+            tag TEXT,
+            antenna INTEGER,
+            rssi DOUBLE PRECISION,
+            reads INTEGER,
+            first_seen TEXT,
+            last_seen TEXT,
+            detail TEXT
         );
         CREATE INDEX events_device_seq ON events (site, device, seq);
 
@@ -59,7 +58,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             event_time TEXT NOT NULL,
             received_at TEXT NOT NULL
         );
-        CREATE INDEX movements_event ON movements (event_id);
         CREATE INDEX movements_item_location ON movements (item, location, lot);
 
         CREATE TABLE stock (

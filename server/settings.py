@@ -29,6 +29,8 @@ class Settings:
     mqtt_protocol: str = "5"
     client_id: str = "floorsync-central"
     shared_group: str | None = None
+    mqtt_username: str | None = None  # the central service's broker identity (deploy/mosquitto)
+    mqtt_password: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     online_after_s: float = 60

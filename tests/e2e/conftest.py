@@ -108,7 +108,9 @@ def ledger_counts(database: Path) -> dict[str, int]:
 
     conn = sqlite3.connect(database)
     try:
-        events, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM events").fetchone()
+        events, distinct = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT id) FROM events"
+        ).fetchone()
         (movements,) = conn.execute("SELECT COUNT(*) FROM movements").fetchone()
         (on_hand,) = conn.execute("SELECT COALESCE(SUM(quantity), 0) FROM stock").fetchone()
     finally:

@@ -21,7 +21,7 @@ from tests.factories import event
 def _edge_process(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "edge", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=open(config.with_suffix(".log"), "ab"),  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(config.with_suffix(".log"), "ab"),
     )
 
 

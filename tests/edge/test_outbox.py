@@ -50,7 +50,7 @@ def test_stored_payload_is_the_wire_event(tmp_path: Path) -> None:
 
 def test_states_pending_sent_acked_rejected(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db") as outbox:
-        a, b, c = outbox.add(events(3))
+        a, b, _ = outbox.add(events(3))
         taken = outbox.take(2)
         assert [p.id for p in taken] == [a.id, b.id]
         assert outbox.stats().sent == 2 and outbox.stats().pending == 1

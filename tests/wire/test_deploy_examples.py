@@ -1,0 +1,292 @@
+"""The files under deploy/: example edge configs load, units and env match the code, and the
+production mosquitto config runs on a real mosquitto with its ACL keeping devices apart."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
+
+from edge import config as edge_config
+from edge import wire
+from edge.cli import build_parser
+from edge.errors import ConfigError
+from edge.localbroker import Mosquitto
+from server.settings import ENV_PREFIX, Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXAMPLES = ("handheld.toml", "dock-door.toml")
+DEVICE_PATTERNS = {
+    ("write", "floorsync/v1/+/%u/events"),
+    ("write", "floorsync/v1/+/%u/status"),
+    ("read", "floorsync/v1/+/%u/acks"),
+}
+CENTRAL_TOPICS = {
+    ("read", "floorsync/v1/+/+/events"),
+    ("read", "floorsync/v1/+/+/status"),
+    ("write", "floorsync/v1/+/+/acks"),
+}
+
+
+# --- edge examples ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_edge_example_loads_and_validates(name: str) -> None:
+    config = edge_config.load(DEPLOY / "examples" / name)
+    assert config.validate() is config
+    assert config.site == "wh1"
+    # the outbox lives in the unit's StateDirectory, the only place the agent may write
+    assert config.outbox_path.parent == Path("/var/lib/floorsync")
+    # the device logs in to the broker as itself: the ACL's %u is the device name
+    assert config.sync.username == config.device and config.sync.password
+    assert wire.events_topic(config.site, config.device).split("/")[3] == config.sync.username
+    if name == "handheld.toml":
+        assert [s.mode for s in config.scanners] == ["receive"] and config.portals == ()
+        assert config.scanners[0].port.startswith("/dev/serial/by-id/")
+    else:
+        assert config.scanners == () and [p.location for p in config.portals] == ["DOCK-1"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_edge_example_with_a_typo_is_refused(name: str, tmp_path: Path) -> None:
+    """The examples are checked by a loader that does refuse things (not a no-op)."""
+    text = (DEPLOY / "examples" / name).read_text()
+    bad = tmp_path / name
+    bad.write_text(text.replace("[sync]\n", "[sync]\nbrokr = \"x\"\n", 1))
+    with pytest.raises(ConfigError, match="brokr"):
+        edge_config.load(bad)
+
+
+# --- systemd units and the server's environment -----------------------------------------
+
+
+def unit(name: str) -> dict[str, list[str]]:
+    """A unit file as key -> values (keys may repeat, as DeviceAllow= does)."""
+    out: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_edge_unit() -> None:
+    u = unit("floorsync-edge.service")
+    argv = shlex.split(u["ExecStart"][0])
+    assert argv[0] == "/opt/floorsync/venv/bin/floorsync"
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "edge" and args.config == Path("/etc/floorsync/edge.toml")
+    assert u["Restart"] == ["always"] and u["RestartSec"] == ["1"]
+    assert u["User"] == ["floorsync"] and u["StateDirectory"] == ["floorsync"]
+    assert set(u["SupplementaryGroups"][0].split()) >= {"dialout", "input"}
+    assert u["ProtectSystem"] == ["strict"] and u["NoNewPrivileges"] == ["yes"]
+    # /dev must stay visible for the scanners
+    assert "PrivateDevices" not in u and "char-ttyUSB rw" in u["DeviceAllow"]
+
+
+def test_server_unit_and_env_file() -> None:
+    u = unit("floorsync-server.service")
+    argv = shlex.split(u["ExecStart"][0])
+    assert argv[0] == "/opt/floorsync/venv/bin/floorsync"
+    assert build_parser().parse_args(argv[1:]).command == "server"
+    assert u["EnvironmentFile"] == ["/etc/floorsync/server.env"]
+    assert u["User"] == ["floorsync"] and u["StateDirectory"] == ["floorsync"]
+    assert u["Restart"] == ["always"]
+
+
+def test_server_env_names_are_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {}
+    for line in (DEPLOY / "examples" / "server.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    fields = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    assert set(env) <= fields
+    assert {"FLOORSYNC_DATABASE", "FLOORSYNC_BROKER", "FLOORSYNC_HTTP_HOST",
+            "FLOORSYNC_HTTP_PORT"} <= set(env)
+    for key in fields:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings.from_env()
+    assert settings.database == Path("/var/lib/floorsync/floorsync.db")
+    assert settings.broker == "mqtt://127.0.0.1:1883"
+    assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8000)
+    assert settings.client_id == "floorsync-central"
+
+
+# --- mosquitto --------------------------------------------------------------------------
+
+
+def acl_rules() -> dict[str | None, set[tuple[str, str]]]:
+    """The ACL file as {None: patterns, user: topics}."""
+    rules: dict[str | None, set[tuple[str, str]]] = {None: set()}
+    user: str | None = None
+    for line in (DEPLOY / "mosquitto" / "floorsync.acl").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+            rules[user] = set()
+        elif words[0] == "pattern":
+            rules[None].add((words[1], words[2]))
+        elif words[0] == "topic":
+            rules[user].add((words[1], words[2]))
+        else:
+            raise AssertionError(f"unexpected ACL line {line!r}")
+    return rules
+
+
+def conf_lines() -> list[tuple[str, str]]:
+    out = []
+    for line in (DEPLOY / "mosquitto" / "floorsync.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            out.append((key, value.strip()))
+    return out
+
+
+def test_acl_keys_devices_on_their_username() -> None:
+    rules = acl_rules()
+    assert rules == {None: DEVICE_PATTERNS, "floorsync-central": CENTRAL_TOPICS}
+    # the central service's client id is the ACL's user name
+    assert Settings().client_id == "floorsync-central"
+
+
+def test_broker_config_settings() -> None:
+    conf = dict(conf_lines())
+    assert conf["allow_anonymous"] == "false"
+    assert conf["persistence"] == "true" and conf["persistence_location"].endswith("/")
+    assert conf["set_tcp_nodelay"] == "true"
+    assert int(conf["max_queued_messages"]) >= 100_000
+    assert int(conf["max_packet_size"]) > wire.MAX_PAYLOAD_BYTES
+    assert conf["acl_file"].endswith("floorsync.acl") and "password_file" in conf
+    assert "persistent_client_expiration" in conf
+
+
+class Peer:
+    """A paho client with a name and password; collects what it receives."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.granted: queue.Queue[list[int]] = queue.Queue()
+        self.connected: queue.Queue[int] = queue.Queue()
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-{username}",
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, u, f, rc, p: self.connected.put(rc.value)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.granted.put(
+            [rc.value for rc in rcs])
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
+        self.received.put((msg.topic, bytes(msg.payload)))
+
+    def subscribe(self, *filters: str) -> list[int]:
+        self.client.subscribe([(f, 1) for f in filters])
+        return self.granted.get(timeout=10)
+
+    def publish(self, topic: str, body: bytes) -> None:
+        self.client.publish(topic, body, qos=1).wait_for_publish(10)
+
+    def drain(self, wait: float = 0.5) -> list[tuple[str, bytes]]:
+        out = []
+        try:
+            while True:
+                out.append(self.received.get(timeout=wait))
+        except queue.Empty:
+            return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def production_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """deploy/mosquitto/floorsync.conf on a real mosquitto, only its paths and port moved."""
+    broker = Mosquitto(tmp_path / "broker")
+    passwd = tmp_path / "floorsync.passwd"
+    users = {"hh-07": "pw-07", "hh-08": "pw-08", "floorsync-central": "pw-central"}
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
+                        password], check=True, capture_output=True)
+    moved = {
+        "listener": f"{broker.port} 127.0.0.1",
+        "persistence_location": f"{broker.directory}/",
+        "password_file": str(passwd),
+        "acl_file": str(DEPLOY / "mosquitto" / "floorsync.acl"),
+        "log_dest": f"file {broker.directory}/mosquitto.log",
+    }
+    lines = conf_lines()
+    assert {k for k, _ in lines} >= set(moved)
+    text = "\n".join(f"{k} {moved.get(k, v)}" for k, v in lines)
+    if os.geteuid() == 0:  # mosquitto would drop to a "mosquitto" user
+        text += "\nuser root"
+    broker.config.write_text(text + "\n")
+    with broker:
+        yield broker
+
+
+def test_production_config_runs_and_acl_keeps_devices_apart(
+    production_broker: Mosquitto,
+) -> None:
+    port = production_broker.port
+    central = Peer(port, "floorsync-central", "pw-central")
+    hh07 = Peer(port, "hh-07", "pw-07")
+    stranger = Peer(port, "hh-07", "wrong")
+    try:
+        assert central.connected.get(timeout=10) == 0
+        assert hh07.connected.get(timeout=10) == 0
+        assert stranger.connected.get(timeout=10) != 0  # bad password: refused
+
+        # the ingest's subscriptions are granted at QoS 1
+        assert central.subscribe("floorsync/v1/+/+/events", "floorsync/v1/+/+/status") == [1, 1]
+        # a device may read its own acks only; mosquitto grants any subscription and applies
+        # the ACL's read rules when it delivers, so what counts is what arrives (below)
+        assert hh07.subscribe(wire.acks_topic("wh1", "hh-07")) == [1]
+        hh07.subscribe(wire.acks_topic("wh1", "hh-08"), "floorsync/v1/+/+/events")
+
+        hh07.publish(wire.events_topic("wh1", "hh-07"), b"mine")
+        hh07.publish(wire.status_topic("wh1", "hh-07"), b"online")
+        hh07.publish(wire.events_topic("wh1", "hh-08"), b"impersonating hh-08")
+        hh07.publish(wire.acks_topic("wh1", "hh-07"), b"forged ack")
+        assert sorted(central.drain()) == [
+            (wire.events_topic("wh1", "hh-07"), b"mine"),
+            (wire.status_topic("wh1", "hh-07"), b"online"),
+        ]
+
+        central.publish(wire.acks_topic("wh1", "hh-07"), b"ack for hh-07")
+        central.publish(wire.acks_topic("wh1", "hh-08"), b"ack for hh-08")
+        assert hh07.drain() == [(wire.acks_topic("wh1", "hh-07"), b"ack for hh-07")]
+    finally:
+        for peer in (central, hh07, stranger):
+            peer.close()
+
+
+def test_shared_subscription_is_allowed_for_central(production_broker: Mosquitto) -> None:
+    """FLOORSYNC_SHARED_GROUP makes the ingest subscribe with $share/<group>/..."""
+    central = Peer(production_broker.port, "floorsync-central", "pw-central")
+    hh07 = Peer(production_broker.port, "hh-07", "pw-07")
+    try:
+        assert central.connected.get(timeout=10) == 0 and hh07.connected.get(timeout=10) == 0
+        assert central.subscribe("$share/central/floorsync/v1/+/+/events") == [1]
+        hh07.publish(wire.events_topic("wh1", "hh-07"), b"shared")
+        assert central.drain() == [(wire.events_topic("wh1", "hh-07"), b"shared")]
+    finally:
+        central.close()
+        hh07.close()
+

@@ -49,7 +49,7 @@ KEEPALIVE_S = 30
 RESTART_AFTER_STORE_FAILURE_S = 1.0
 QUEUE_MESSAGES = 64  # decoded messages waiting for the writer
 GROUP_EVENTS = 5000  # events applied in one transaction, at most
-RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 2.0
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # deliveries resume within ~1 s of the broker
 
 
 @dataclass(frozen=True, slots=True)

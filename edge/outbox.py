@@ -30,7 +30,9 @@ from edge.errors import OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
 
-ROW_OVERHEAD = 96  # bytes per row beyond the payload: id, index entries, columns (an estimate)
+# Bytes per row beyond the payload (id, seq, index entries, columns, page slack): ~204 measured as
+# file size over payload bytes after a checkpoint, so the cap bounds the file, not an estimate.
+ROW_OVERHEAD = 224
 WARN_AT = 0.8
 
 migrations = Migrations("floorsync.edge.outbox")
@@ -111,6 +113,7 @@ class Outbox:
         *,
         cap_bytes: int = 256 * 1024 * 1024,
         retention_s: float = 24 * 3600,
+        busy_timeout_s: float = 5.0,
     ) -> None:
         self.path = Path(path)
         self.cap_bytes = cap_bytes
@@ -120,7 +123,7 @@ class Outbox:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self.db = Database(conn)
             migrations.apply(self.db)
         except sqlite3.Error as exc:
@@ -165,7 +168,15 @@ class Outbox:
             if not capture.done:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
-                self._commit_group(group)
+                try:
+                    self._commit_group(group)
+                except Exception as exc:  # every capture of the group must learn of it
+                    error = exc if isinstance(exc, OutboxError) else OutboxError(
+                        f"outbox write failed: {exc}"
+                    )
+                    for other in group:
+                        if not other.done:
+                            other.error, other.done = error, True
         if capture.error is not None:
             raise capture.error
         for listener in self.listeners:
@@ -179,27 +190,32 @@ class Outbox:
         added = 0
         accepted: list[_Capture] = []
         for capture in group:
-            numbered, size = [], 0
+            numbered: list[wire.Event] = []
             for e in capture.events:
-                seq += 1  # positional construction: dataclasses.replace costs 8 us an event
-                numbered.append(wire.Event(e.id, seq, e.time, e.type, e.item, e.qty, e.from_,
-                                           e.to, e.operator, e.read, e.count))
-            texts = [wire.encode_event(e) for e in numbered]
-            size = sum(len(t.encode()) + ROW_OVERHEAD for t in texts)
+                # positional construction: dataclasses.replace costs 8 us an event
+                numbered.append(wire.Event(e.id, seq + len(numbered) + 1, e.time, e.type, e.item,
+                                           e.qty, e.from_, e.to, e.operator, e.read, e.count))
+            try:
+                texts = [wire.encode_event(e) for e in numbered]
+                sizes = [len(t.encode()) + ROW_OVERHEAD for t in texts]
+            except (TypeError, ValueError) as exc:  # one bad capture does not sink the group
+                capture.error, capture.done = OutboxError(f"cannot encode event: {exc}"), True
+                continue
+            size = sum(sizes)
             if not self._make_room(added + size):
-                seq -= len(numbered)
                 capture.error = OutboxFull(
                     f"outbox {self.path} is full ({self._bytes + added} of {self.cap_bytes} bytes"
                     f" used by unsynced events); capture refused, nothing was dropped"
                 )
                 capture.done = True
                 continue
+            seq += len(numbered)
             capture.events = numbered
             accepted.append(capture)
             added += size
             rows.extend(
-                (e.id, e.seq, e.type, t, len(t.encode()) + ROW_OVERHEAD, now)
-                for e, t in zip(numbered, texts, strict=True)
+                (e.id, e.seq, e.type, t, b, now)
+                for e, t, b in zip(numbered, texts, sizes, strict=True)
             )
         try:
             if rows:

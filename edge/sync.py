@@ -107,6 +107,7 @@ class Syncer:
         self._added = 0  # events added since the last look (for the linger decision only)
         self._session_up = False
         self._stop = threading.Event()
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -162,6 +163,9 @@ class Syncer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.notify in self.outbox.listeners:
+            self.outbox.listeners.remove(self.notify)
+        self._closed = True
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -177,6 +181,8 @@ class Syncer:
             self._dirty_since = time.monotonic()
         self._added += added
         self._dirty = True
+        if self._closed:
+            return
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
@@ -196,9 +202,35 @@ class Syncer:
     # --- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        recovered = False
+        while not self._stop.is_set():
+            try:
+                if not recovered:
+                    self._recover()
+                    recovered = True
+                self._loop()
+            except Exception as exc:
+                # A disk error or a bug must not end syncing silently: log, wait, start over
+                # from the outbox (what was in flight is sent again; re-sends are harmless).
+                self.stats.last_error = f"sync loop failed: {exc!r}"
+                log.exception("sync loop failed; retrying in 1 s")
+                recovered = False
+                self._sleep(1.0)
+        try:
+            self._shutdown()
+        except Exception:
+            log.exception("could not say offline before disconnecting")
+
+    def _recover(self) -> None:
+        """Everything marked sent goes back to pending: at start, and after a failure."""
+        self._inflight.clear()
+        self._batch_of.clear()
         requeued = self.outbox.requeue_all_sent()
         if requeued:
-            log.info("%d event(s) in flight at the last stop will be sent again", requeued)
+            log.info("%d event(s) in flight will be sent again", requeued)
+        self._dirty, self._dirty_since = True, 0.0
+
+    def _loop(self) -> None:
         attempt = 0
         last_status = last_purge = time.monotonic()
         while not self._stop.is_set():
@@ -235,7 +267,6 @@ class Syncer:
                 if now - last_purge >= self.settings.purge_interval_s:
                     last_purge = now
                     self.outbox.purge()
-        self._shutdown()
 
     def _connect(self) -> None:
         try:
@@ -344,7 +375,7 @@ class Syncer:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
                        _p: object) -> None:
-        if self._session_up:
+        if self._session_up and not self._stop.is_set():
             log.warning("disconnected from %s:%d (%s)", self.host, self.port, reason)
         self._session_up = False
         self.stats.disconnected_at = time.monotonic()
@@ -362,7 +393,11 @@ class Syncer:
         except wire.WireError as exc:
             log.error("unreadable ack on %s: %s", message.topic, exc)
             return
-        settled = self.outbox.settle(ack.results)
+        try:
+            settled = self.outbox.settle(ack.results)
+        except Exception:  # raised into paho it would end the loop; the ack timeout re-sends
+            log.exception("could not record an ack for %d event(s)", len(ack.results))
+            return
         self.stats.events_acked += settled.acked
         self.stats.events_rejected += settled.rejected
         for listener in self.ack_listeners:

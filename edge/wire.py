@@ -271,7 +271,21 @@ def _opt_str(data: dict[str, Any], key: str, what: str, limit: int = 256) -> str
         return None
     if not isinstance(value, str) or not value or len(value) > limit:
         raise WireError(f"{what}.{key} must be a non-empty string of at most {limit} characters")
+    if not value.isascii():
+        _check_unicode(value, f"{what}.{key}")
     return value
+
+
+def _check_unicode(value: str, what: str) -> None:
+    """JSON can carry lone surrogates (\\ud800) that no database can store as text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise WireError(f"{what} is not valid Unicode text") from None
+
+
+MAX_QTY = 10**12  # beyond any physical count; also keeps integers inside SQLite's 64 bits
+MAX_INT = 2**31 - 1  # antenna numbers, read counts
 
 
 def _number(value: object, what: str) -> float:
@@ -279,6 +293,8 @@ def _number(value: object, what: str) -> float:
         raise WireError(f"{what} must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise WireError(f"{what} must be finite")
+    if abs(value) > MAX_QTY:
+        raise WireError(f"{what} must be at most {MAX_QTY} in size")
     return value
 
 
@@ -293,6 +309,8 @@ def _strings(data: dict[str, Any], keys: Sequence[str], what: str, limit: int = 
             raise WireError(
                 f"{what}.{key} must be a non-empty string of at most {limit} characters"
             )
+        if value is not None and not value.isascii():
+            _check_unicode(value, f"{what}.{key}")
         out.append(value)
     return out
 
@@ -314,8 +332,10 @@ def _read_from_dict(data: object) -> SourceRead:
         raise WireError(f"read.kind must be one of {sorted(READ_KINDS)}")
     antenna, reads, rssi = data.get("antenna"), data.get("reads"), data.get("rssi")
     for name, value in (("antenna", antenna), ("reads", reads)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise WireError(f"read.{name} must be an integer")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT
+        ):
+            raise WireError(f"read.{name} must be an integer from 0 to {MAX_INT}")
     raw, tag = _strings(data, ("raw", "tag"), "read", limit=4096)
     symbology, first, last = _strings(data, ("symbology", "first", "last"), "read", limit=40)
     return SourceRead(
@@ -354,8 +374,8 @@ def event_from_dict(data: object) -> Event:
     if not _CANONICAL_UUID.match(event_id):
         raise WireError(f"event id must be a lower-case canonical UUID: {event_id[:40]!r}")
     seq = data.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise WireError("seq must be a positive integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq < 2**63:
+        raise WireError("seq must be a positive integer below 2**63")
     kind = data.get("type")
     if kind not in MOVEMENT_TYPES:
         raise WireError(f"type must be one of {sorted(MOVEMENT_TYPES)} (got {kind!r})")

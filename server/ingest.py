@@ -173,11 +173,22 @@ class MqttIngest:
         else:
             self._client.connect_async(self._host, self._port, KEEPALIVE_S)
 
+    def _schedule_restart(self) -> None:
+        """After a store failure, reconnect in a while (once, however many callers ask)."""
+        with self._life:
+            if self._stopping or (self._restart_timer and self._restart_timer.is_alive()):
+                return
+            timer = threading.Timer(RESTART_AFTER_STORE_FAILURE_S, self._restart)
+            timer.daemon = True
+            self._restart_timer = timer
+            timer.start()
+
     def _restart(self) -> None:
         """After a store failure: a fresh connection, so the broker redelivers the un-PUBACKed."""
         with self._life:
             if self._stopping:
                 return
+            self._client.disconnect()
             self._client.loop_stop()
             self._connect_async()
             self._client.loop_start()
@@ -232,10 +243,7 @@ class MqttIngest:
             return
         log.warning("disconnected from %s:%s: %s", self._host, self._port, reason)
         if self._halted:
-            timer = threading.Timer(RESTART_AFTER_STORE_FAILURE_S, self._restart)
-            timer.daemon = True
-            self._restart_timer = timer
-            timer.start()
+            self._schedule_restart()
 
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         if self._halted:
@@ -307,6 +315,9 @@ class MqttIngest:
                 log.exception("store failed; not acknowledging, reconnecting")
                 self._halted = True
                 self._client.disconnect()
+                # not left to on_disconnect: with no connection at this moment, paho's thread
+                # just ends and on_disconnect never comes
+                self._schedule_restart()
                 continue
             except Exception:
                 log.exception("unexpected error writing %d message(s)", len(group))
@@ -316,7 +327,7 @@ class MqttIngest:
     def _write(self, group: list[_Work]) -> list[tuple[wire.Result, ...] | None]:
         """All batches of the group in one transaction; rejections and presence beside it."""
         batches = [w.incoming for w in group if w.incoming is not None]
-        applied = iter(self._store.apply_batches(batches) if batches else [])
+        applied = iter(self._apply(batches) if batches else [])
         results: list[tuple[wire.Result, ...] | None] = []
         for work in group:
             if work.incoming is not None:
@@ -328,6 +339,26 @@ class MqttIngest:
                     self._store.update_presence(work.site, work.device, work.status)
                 results.append(None)
         return results
+
+    def _apply(self, batches: list[Incoming]) -> list[tuple[wire.Result, ...]]:
+        """Apply together; if something other than the database fails (a value SQLite cannot
+        take), apply one by one so only the message that carries it is rejected."""
+        try:
+            return self._store.apply_batches(batches)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if len(batches) > 1:
+                return [self._apply([one])[0] for one in batches]
+            one = batches[0]
+            reason = f"could not be stored: {exc!r}"[:500]
+            log.exception("rejected a batch on %s", one.topic)
+            ids = [e.id for e in one.batch.events] + [b.id for b in one.batch.invalid if b.id]
+            self._store.record_rejection(
+                source=one.source, reason=reason, payload=one.raw or b"", topic=one.topic,
+                site=one.batch.site, device=one.batch.device, event_ids=ids,
+            )
+            return [wire.results_for(ids, "rejected", reason)]
 
     def _acknowledge(self, group: list[_Work], results: list[tuple[wire.Result, ...] | None]
                      ) -> None:

@@ -165,3 +165,29 @@ def test_central_restarted_mid_stream_loses_nothing_and_applies_once(
     assert applied == counts["events"] == counts["distinct"] == len(ids)
     assert counts["movements"] == len(ids)
     print(f"{len(ids)} events, {resent} re-sent after ack timeouts, applied once each")
+
+
+def test_sync_survives_outbox_errors_and_catches_up(
+    tmp_path: Path, mosquitto: Mosquitto, site: str
+) -> None:
+    """The outbox locked by another writer (as on a full or failing disk): sync waits it out."""
+    import sqlite3
+
+    from edge.sync import Syncer, SyncSettings
+
+    database = tmp_path / "central.db"
+    with central(database, mosquitto.url) as store, \
+            Outbox(tmp_path / "o.db", busy_timeout_s=0.1) as outbox:
+        kept = outbox.add([event(n) for n in range(50)])
+        blocker = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        syncer = Syncer(outbox, site, "hh-lock", SyncSettings(broker=mosquitto.url)).start()
+        try:
+            wait_until(lambda: syncer.stats.last_error is not None, 10, "the outbox error")
+            assert "locked" in (syncer.stats.last_error or "")
+            blocker.execute("ROLLBACK")
+            assert syncer.wait_synced(20), outbox.stats()
+            assert store.summary()["events"] == len(kept)
+        finally:
+            blocker.close()
+            syncer.stop()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge import wire
-from edge.errors import OutboxFull
-from edge.outbox import Outbox
+from edge.errors import OutboxError, OutboxFull
+from edge.outbox import ROW_OVERHEAD, Outbox
 from tests.factories import events
 
 
@@ -126,12 +126,17 @@ def test_full_outbox_refuses_capture_and_keeps_unsynced(tmp_path: Path) -> None:
 
 
 def test_pressure_warning_at_80_percent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with Outbox(tmp_path / "o.db", cap_bytes=5000) as outbox:
-        size = len(wire.encode_event(events(1)[0])) + 96
-        count = int(5000 * 0.85 / size)
-        for _ in range(count):
+    with Outbox(tmp_path / "o.db", cap_bytes=20_000) as outbox:
+        size = len(wire.encode_event(events(1)[0])) + ROW_OVERHEAD
+        for _ in range(100):
+            before = outbox.pressure
             outbox.add(events(1))
-    assert any("full" in r.message for r in caplog.records if r.levelname == "WARNING")
+            warned = [r for r in caplog.records if r.levelname == "WARNING" and "full" in r.message]
+            if outbox.pressure >= 0.8:
+                break
+            assert warned == [], f"warned at {before:.0%}"
+        assert 0.8 <= outbox.pressure < 0.8 + 2 * size / 20_000
+    assert len(warned) == 1
 
 
 def test_concurrent_captures_share_commits_and_lose_nothing(tmp_path: Path) -> None:
@@ -161,3 +166,45 @@ def test_two_events_in_one_millisecond_stay_two(tmp_path: Path) -> None:
         kept = outbox.add(events(2, time=same_time))
         assert kept[0].time == kept[1].time and kept[0].id != kept[1].id
         assert outbox.stats().pending == 2
+
+
+def test_a_failed_group_commit_fails_every_capture_in_it(tmp_path: Path) -> None:
+    """Captures queued behind a commit that fails must not be reported as kept."""
+    with Outbox(tmp_path / "o.db", cap_bytes=15_000, busy_timeout_s=0.2) as outbox:
+        kept = outbox.add(events(20))
+        outbox.take(100)
+        outbox.settle([wire.Result(e.id, "applied") for e in kept])  # settled rows fill the cap
+        other = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer: the early purge fails (like a full disk)
+        outcomes: dict[int, str] = {}
+
+        def capture(n: int) -> None:
+            try:
+                outbox.add(events(1))
+                outcomes[n] = "kept"
+            except OutboxError as exc:
+                outcomes[n] = f"refused: {exc}"
+
+        outbox._lock.acquire()  # hold the writer so the three captures queue up as one group
+        threads = [threading.Thread(target=capture, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        outbox._lock.release()
+        for t in threads:
+            t.join(10)
+        other.execute("ROLLBACK")
+        other.close()
+        pending = outbox.stats().pending
+    assert sorted(outcomes) == [0, 1, 2]
+    assert all(o.startswith("refused") for o in outcomes.values()), outcomes
+    assert pending == 0
+
+
+def test_a_bad_event_refuses_only_its_own_capture(tmp_path: Path) -> None:
+    good = events(1)[0]
+    bad = wire.Event(good.id + "x", 0, good.time, "receive", good.item, object(), None, "D")  # type: ignore[arg-type]
+    with Outbox(tmp_path / "o.db") as outbox:
+        with pytest.raises(OutboxError, match="cannot encode"):
+            outbox.add([bad])
+        assert [e.seq for e in outbox.add([good])] == [1]

@@ -65,8 +65,9 @@ def parse_broker(url: str) -> tuple[str, int, bool]:
 @dataclass
 class _InFlight:
     ids: set[str]
-    sent: float  # monotonic; reset on reconnect so the ack timeout runs only while connected
+    sent: float  # monotonic: when the broker took it (PUBACK); reset on reconnect
     mid: int = 0
+    taken: bool = False  # PUBACKed: only then does the ack timeout run (a slow link is no loss)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Syncer:
         self.ack_listeners: list[Callable[[tuple[wire.Result, ...]], None]] = []
         self._inflight: dict[int, _InFlight] = {}
         self._batch_of: dict[str, int] = {}
+        self._batch_of_mid: dict[int, int] = {}
         self._next_batch = 0
         # "The outbox may hold pending events": set by captures (any thread), cleared by the
         # sync thread *before* it looks, so a capture racing with a look is never missed.
@@ -225,6 +227,7 @@ class Syncer:
         """Everything marked sent goes back to pending: at start, and after a failure."""
         self._inflight.clear()
         self._batch_of.clear()
+        self._batch_of_mid.clear()
         requeued = self.outbox.requeue_all_sent()
         if requeued:
             log.info("%d event(s) in flight will be sent again", requeued)
@@ -317,6 +320,7 @@ class Syncer:
             self._next_batch += 1
             ids = {p.id for p in batch}
             self._inflight[self._next_batch] = _InFlight(ids, time.monotonic(), info.mid)
+            self._batch_of_mid[info.mid] = self._next_batch
             for event_id in ids:
                 self._batch_of[event_id] = self._next_batch
             self.stats.messages_sent += 1
@@ -327,7 +331,8 @@ class Syncer:
 
     def _check_ack_timeouts(self, now: float) -> None:
         expired = [
-            n for n, f in self._inflight.items() if now - f.sent >= self.settings.ack_timeout_s
+            n for n, f in self._inflight.items()
+            if f.taken and now - f.sent >= self.settings.ack_timeout_s
         ]
         for number in expired:
             flight = self._inflight.pop(number)
@@ -382,6 +387,10 @@ class Syncer:
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: object,
                     _p: object) -> None:
+        number = self._batch_of_mid.pop(mid, None)
+        flight = self._inflight.get(number) if number is not None else None
+        if flight is not None and flight.mid == mid:
+            flight.taken, flight.sent = True, time.monotonic()
         if getattr(reason, "is_failure", False):
             # e.g. "Not authorized": the broker dropped it; the ack timeout will send it again
             self.stats.last_error = f"broker refused message {mid}: {reason}"

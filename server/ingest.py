@@ -119,6 +119,7 @@ class MqttIngest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_socket_close = self._on_socket_close
         return client
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -208,7 +209,6 @@ class MqttIngest:
             return
         _no_delay(client)
         self._halted = False
-        self._connection += 1
         # Every time: a shared subscription does not survive a broker restart.
         _, self._subscribe_mid = client.subscribe([(self._events_filter, 1), (STATUS_FILTER, 1)])
         log.info("connected to %s:%s (session present: %s)", self._host, self._port,
@@ -244,6 +244,11 @@ class MqttIngest:
         log.warning("disconnected from %s:%s: %s", self._host, self._port, reason)
         if self._halted:
             self._schedule_restart()
+
+    def _on_socket_close(self, client: Client, userdata: Any, sock: Any) -> None:
+        # A new connection starts here, before paho drops its queued packets: from now on the
+        # writer PUBACKs nothing read on the old one (its message ids mean nothing any more).
+        self._connection += 1
 
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         if self._halted:

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "broker": "run the embedded MQTT broker (amqtt) for a small single-host site",
     "demo": "broker, central service and two simulated edges, on one host",
     "bench": "measure end-to-end throughput and latency against raw paho and raw SQLite",
+    "decode": "interpret a scanned code or an EPC (GS1 via biip, EPC via epcpy)",
+    "devices": "list serial ports and input devices that look like scanners",
 }
 
 
@@ -95,10 +97,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "devices":
+        import json
+
+        from devices.bench import run
+
+        result = run(seconds=args.seconds)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for key, value in result.items():
+                print(f"{key:28} {value:>12,.0f}" if value is not None else f"{key:28} n/a")
+        return 0
     from edge.bench import run_bench
 
     return run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
                      paced_seconds=args.paced_seconds)
+
+
+# Which extra brings a module an installation may lack.
+EXTRA_OF = {
+    "fastapi": "server", "starlette": "server", "uvicorn": "server", "pydantic": "server",
+    "amqtt": "server", "server": "server", "paho": "edge", "serial": "edge", "evdev": "edge",
+    "biip": "edge", "epcpy": "edge", "sqlite_utils": "edge", "sllurp": "llrp",
+}
+
+IDENTITY_KEYS = ("kind", "gtin", "lot", "serial", "expiry", "quantity", "sscc", "gln", "epc",
+                 "location", "command", "asset", "error")
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """One JSON object per code: the keys are fixed, null where absent."""
+    import json
+    from dataclasses import asdict
+
+    from devices.codes import interpret, interpret_epc
+    from devices.framing import split_aim
+
+    if args.epc is not None:
+        found, symbology, raw = asdict(interpret_epc(args.epc)), None, args.epc
+    elif args.text is not None:
+        text = args.text.replace(args.gs, "\x1d") if args.gs else args.text
+        symbology, rest = split_aim(text)
+        found, raw = asdict(interpret(
+            rest, symbology, location_prefixes=tuple(args.location_prefix or ("LOC:",)),
+            command_prefix=args.command_prefix,
+        )), text
+    else:
+        print("floorsync decode: give TEXT or --epc HEX", file=sys.stderr)
+        return 2
+    out = {key: found.get(key) for key in IDENTITY_KEYS}
+    out.update(symbology=symbology, raw=raw)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for key, value in out.items():
+            if value is not None:
+                print(f"{key:10} {value}")
+    return 0 if out["kind"] != "unknown" else 1
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from devices.listing import list_devices
+
+    found = list_devices()
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    if not found:
+        print("no serial ports or scanner-like input devices found")
+    for d in found:
+        where = d.get("by_id") or d.get("path")
+        print(f"{d.get('kind', '?'):6} {where}  {d.get('description') or ''}"
+              + (f"  ({d['error']})" if d.get("error") else ""))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,11 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
+    p.add_argument("suite", nargs="?", choices=("e2e", "devices"), default="e2e",
+                   help="e2e (default): the durable path; devices: framing, decoding")
+    p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
     p.add_argument("--rate", type=float, default=2000.0, help="paced rate for latency (events/s)")
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("decode", help=COMMANDS["decode"])
+    p.add_argument("text", nargs="?", help="the code as scanned, AIM id (]C1, ]d2, ...) included")
+    p.add_argument("--epc", help="an EPC bank as hex")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--gs", help="a character to read as the GS1 separator (e.g. '|')")
+    p.add_argument("--location-prefix", action="append", help="site location label prefix")
+    p.add_argument("--command-prefix", default="CMD:", help="site command label prefix")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("devices", help=COMMANDS["devices"])
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_devices)
     return parser
 
 
@@ -173,8 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ModuleNotFoundError as exc:
-        print(f"floorsync {args.command}: missing dependency {exc.name!r}; install the extra"
-              f" this command needs (pip install 'floorsync[server]')", file=sys.stderr)
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRA_OF.get(top)
+        hint = f"pip install 'floorsync[{extra}]'" if extra else "reinstall floorsync"
+        print(f"floorsync {args.command}: missing module {exc.name!r} ({hint})", file=sys.stderr)
         return 2
     except _known_errors() as exc:
         print(f"floorsync {args.command}: {exc}", file=sys.stderr)

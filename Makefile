@@ -11,7 +11,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	@test -x $(PY) || $$(sh deploy/bootstrap.sh python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,llrp]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

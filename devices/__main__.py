@@ -1,6 +1,7 @@
 """Diagnostics: watch a serial scanner live, or decode a code or an EPC, as JSON lines.
 
 python -m devices serial /dev/serial/by-id/... [--suffix cr|lf|crlf|tab|none] [--baud N]
+python -m devices wedge /dev/input/by-id/...-event-kbd [--layout us|gb|de|fr] [--no-grab]
 python -m devices decode ']C10109501101530003' [--gs '|']
 python -m devices decode --epc 3074257BF7194E4000001A85
 """
@@ -17,8 +18,10 @@ from typing import Any
 from devices.base import ScanRead
 from devices.codes import interpret, interpret_epc
 from devices.framing import FrameDecoder, split_aim
+from devices.keymap import LAYOUTS
 from devices.serial_scanner import SerialScanner
 
+WEDGE_LAYOUTS = sorted(LAYOUTS)
 SUFFIXES = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t", "none": b""}
 
 
@@ -61,6 +64,33 @@ def _serial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wedge(args: argparse.Namespace) -> int:
+    from devices.wedge import WedgeScanner  # evdev is Linux-only: import it only when asked
+
+    scanner = WedgeScanner(
+        args.path,
+        name=args.name,
+        layout=args.layout,
+        grab=not args.no_grab,
+        inter_key_timeout=args.timeout,
+    )
+    stop = threading.Event()
+
+    def on_state(online: bool) -> None:
+        if online:
+            detail = f" ({scanner.device_name})" if scanner.device_name else ""
+            print(f"{args.path}: online{detail}", file=sys.stderr, flush=True)
+        else:
+            detail = f" ({scanner.last_error})" if scanner.last_error else ""
+            print(f"{args.path}: offline{detail}", file=sys.stderr, flush=True)
+
+    try:
+        scanner.run_with_reopen(lambda read: _print(read_to_json(read)), stop, on_state)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
 def _decode(args: argparse.Namespace) -> int:
     if args.epc is not None:
         _print(asdict(interpret_epc(args.epc)))
@@ -84,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     p_serial.add_argument("--suffix", choices=sorted(SUFFIXES), default="cr")
     p_serial.add_argument("--baud", type=int, default=9600)
     p_serial.add_argument("--name", default="scanner")
+    p_wedge = sub.add_parser("wedge", help="print live reads from a keyboard-wedge scanner")
+    p_wedge.add_argument("path", help="event device (/dev/input/by-id/...-event-kbd)")
+    p_wedge.add_argument(
+        "--layout", choices=WEDGE_LAYOUTS, default="us", help="the scanner's keyboard country"
+    )
+    p_wedge.add_argument(
+        "--no-grab", action="store_true", help="do not grab: keys also reach the console"
+    )
+    p_wedge.add_argument("--name", default="scanner")
+    p_wedge.add_argument("--timeout", type=float, default=0.1, help="inter-key timeout in seconds")
     p_decode = sub.add_parser("decode", help="interpret a barcode text or an EPC")
     p_decode.add_argument("text", nargs="?", help="code as scanned, AIM id included if sent")
     p_decode.add_argument("--epc", help="EPC bank as hex")
@@ -91,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serial":
         return _serial(args)
+    if args.command == "wedge":
+        return _wedge(args)
     return _decode(args)
 
 

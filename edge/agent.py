@@ -7,28 +7,22 @@ sync thread. A read's good-read feedback goes out only after its events are comm
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from devices.base import ScanRead, TagRead, now
-from devices.framing import FrameDecoder
-from devices.serial_scanner import SerialScanner
 from edge import wire
-from edge.config import SUFFIXES, EdgeConfig, PortalConfig, ScannerConfig
+from edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from edge.errors import OutboxError
 from edge.outbox import Outbox
 from edge.portal import DoorPass
+from edge.readers import make_scanner, make_tag_reader, simulated_pallets
 from edge.sync import Syncer
 from edge.workflow import HandheldWorkflow
 
 log = logging.getLogger(__name__)
-
-
-def _feedback(text: str | None) -> bytes | None:
-    return text.encode("latin-1") if text else None
 
 
 class EdgeAgent:
@@ -46,6 +40,7 @@ class EdgeAgent:
         self._threads: list[threading.Thread] = []
         self.captured = 0
         self.refused = 0
+        self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
 
     # --- life cycle -----------------------------------------------------------------------
@@ -111,33 +106,27 @@ class EdgeAgent:
             location_prefixes=self.config.location_prefixes,
             command_prefix=self.config.command_prefix,
         )
-        scanner = SerialScanner(
-            config.port,
-            name=config.name,
-            baudrate=config.baudrate,
-            decoder=FrameDecoder(suffix=SUFFIXES[config.suffix]),
-            exclusive=not config.port.startswith(("loop://", "socket://", "rfc2217://")),
-            good_read_feedback=_feedback(config.good_read),
-            bad_read_feedback=_feedback(config.bad_read),
-        )
+        scanner = make_scanner(config)
 
         def on_read(read: ScanRead) -> None:
             outcome = workflow.handle(read)
             ok = outcome.good and self.capture(outcome.events)
-            if ok:
+            if ok:  # feedback only after the commit: a beep means the scan is on disk
                 scanner.good_read()
                 log.info("%s: %s", config.name, outcome.message)
             else:
                 scanner.bad_read()
                 log.warning("%s: bad read (%r): %s", config.name, read.text, outcome.message)
 
-        def on_state(online: bool) -> None:
-            self.device_online[config.name] = online
-            log.log(logging.INFO if online else logging.WARNING,
-                    "scanner %s %s (%s)", config.name, "online" if online else "offline",
-                    config.port)
+        scanner.run_with_reopen(on_read, self._stop, self._state_reporter("scanner", config.name,
+                                                                          config.port))
 
-        scanner.run_with_reopen(on_read, self._stop, on_state)
+    def _state_reporter(self, what: str, name: str, where: str | None) -> Callable[[bool], None]:
+        def on_state(online: bool) -> None:
+            self.device_online[name] = online
+            log.log(logging.INFO if online else logging.WARNING, "%s %s %s (%s)", what, name,
+                    "online" if online else "offline", where)
+        return on_state
 
     def _run_portal(self, config: PortalConfig) -> None:
         door = DoorPass(
@@ -147,15 +136,41 @@ class EdgeAgent:
             min_reads=config.min_reads,
             company_prefixes=config.company_prefixes,
         )
-        if config.reader != "sim":
-            log.error("door %s: reader %r is not supported yet (only 'sim')", config.name,
-                      config.reader)
+        if config.reader == "sim":
+            self._run_simulated_door(config, door)
             return
+        lock = threading.Lock()  # reads arrive on the reader's thread, passes close on ours
+
+        def on_read(read: TagRead) -> None:
+            with lock:
+                door.add(read)
+
+        def on_error(reason: str, raw: bytes) -> None:
+            self.bad_reads += 1
+            log.warning("door %s: unreadable report (%s): %r", config.name, reason, raw[:80])
+
+        reader = make_tag_reader(config, on_error)
+        thread = threading.Thread(
+            target=reader.run, name=f"reader-{config.name}",
+            args=(on_read, self._stop, self._state_reporter("reader", config.name, config.reader)),
+            daemon=True,
+        )
+        thread.start()
+        while not self._stop.wait(0.1):
+            with lock:
+                events = door.close_passes(now())
+            self.capture(events)
+        thread.join(5)
+        with lock:
+            self.capture(door.close_passes(now() + timedelta(seconds=config.quiet_s)))
+
+    def _run_simulated_door(self, config: PortalConfig, door: DoorPass) -> None:
         self.device_online[config.name] = True
-        pallets = 0
+        pallets = simulated_pallets(config)
+        passed = 0
         while not self._stop.is_set():
-            pallets += 1
-            for read in _simulated_pallet(config, pallets):
+            passed += 1
+            for read in next(pallets):
                 delay = (read.at - now()).total_seconds()
                 if delay > 0 and self._stop.wait(delay):
                     return
@@ -166,18 +181,6 @@ class EdgeAgent:
                 if self._stop.wait(0.1):
                     return
                 self.capture(door.close_passes(now()))
-            if config.sim_pallets and pallets >= config.sim_pallets:
+            if config.sim_pallets and passed >= config.sim_pallets:
                 break
         self.capture(door.close_passes(now() + timedelta(seconds=config.quiet_s)))
-
-
-def _simulated_pallet(config: PortalConfig, number: int) -> list[TagRead]:
-    """A pallet of 6-12 tagged cases passing the simulated door, starting now."""
-    from devices.sim import ScriptedPortal, sgtin96_hex
-
-    rng = random.Random()
-    base = rng.randrange(1, 10**9)
-    tags = [sgtin96_hex("0614141", "812345", base + i) for i in range(rng.randint(6, 12))]
-    portal = ScriptedPortal(config.name, rng_seed=rng.randrange(2**31))
-    start: datetime = now() + timedelta(milliseconds=200)
-    return portal.pallet_pass(tags, start)

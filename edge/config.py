@@ -31,15 +31,22 @@ from edge.errors import ConfigError
 from edge.sync import SyncSettings, hostname_device
 
 SUFFIXES = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t"}
+READERS = ("sim", "serial", "impinj-mqtt", "zebra-mqtt", "impinj-http", "zebra-http", "llrp",
+           "replay")
 MODES = ("receive", "putaway", "move", "pick", "pack", "ship", "return")
 
 
 @dataclass(frozen=True, slots=True)
 class ScannerConfig:
-    """A serial (USB-COM) scanner; ``port`` is a path (prefer /dev/serial/by-id/...) or URL."""
+    """A scanner. ``kind = "serial"`` (USB-COM): ``port`` is a path (prefer
+    /dev/serial/by-id/...) or pyserial URL. ``kind = "wedge"`` (keyboard mode): ``port`` is an
+    input device (prefer /dev/input/by-id/...), decoded with the scanner's ``layout``."""
 
     name: str
     port: str
+    kind: str = "serial"
+    layout: str = "us"  # wedge: the keyboard layout the scanner is set to, never the host's
+    grab: bool = True  # wedge: exclusive, so scans do not also type into the console
     baudrate: int = 9600
     suffix: str = "cr"
     mode: str = "receive"
@@ -50,11 +57,26 @@ class ScannerConfig:
 
 @dataclass(frozen=True, slots=True)
 class PortalConfig:
-    """An RFID dock door. ``reader = "sim"`` runs the scripted simulator (demo, tests)."""
+    """An RFID dock door and its reader.
+
+    ``reader``: ``sim`` (scripted simulator), ``serial`` (``port``, ``line_format``,
+    ``baudrate``), ``impinj-mqtt`` / ``zebra-mqtt`` (``broker``, ``topic``), ``impinj-http`` /
+    ``zebra-http`` (listens on ``host``:``http_port``), ``llrp`` (``host``; needs the llrp
+    extra), ``replay`` (``path`` of JSON lines, ``realtime``).
+    """
 
     name: str
     location: str
     reader: str = "sim"
+    port: str | None = None
+    baudrate: int = 115200
+    line_format: str = "{epc},{antenna},{rssi}"
+    broker: str | None = None
+    topic: str | None = None
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    path: str | None = None
+    realtime: bool = True
     direction: str = "in"  # in: tags passing are received here; out: shipped from here
     quiet_s: float = 1.0  # a pass ends after this long without reads of the tag
     min_reads: int = 2  # reads before a tag counts (fewer are glimpses and stray reads)
@@ -83,6 +105,10 @@ class EdgeConfig:
         except wire.WireError as exc:
             raise ConfigError(str(exc)) from None
         for s in self.scanners:
+            if s.kind not in ("serial", "wedge"):
+                raise ConfigError(f"scanner {s.name}: kind must be 'serial' or 'wedge'")
+            if s.kind == "wedge" and s.layout not in ("us", "gb", "de", "fr"):
+                raise ConfigError(f"scanner {s.name}: layout must be one of us, gb, de, fr")
             if s.suffix not in SUFFIXES:
                 raise ConfigError(f"scanner {s.name}: suffix must be one of {sorted(SUFFIXES)}")
             if s.mode not in MODES:
@@ -90,6 +116,8 @@ class EdgeConfig:
         for p in self.portals:
             if p.direction not in ("in", "out"):
                 raise ConfigError(f"portal {p.name}: direction must be 'in' or 'out'")
+            if p.reader not in READERS:
+                raise ConfigError(f"portal {p.name}: reader must be one of {READERS}")
         return self
 
 

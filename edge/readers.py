@@ -1,0 +1,121 @@
+"""Device drivers from configuration: which scanner or RFID reader a config entry names.
+
+The agent asks this module for a scanner or a tag reader and gets an object of ``devices``
+with ``run_with_reopen(on_read, stop, on_state)`` or ``run(on_read, stop, on_state)``; the
+drivers themselves (framing, reconnects, vendor formats) stay in ``devices``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, Protocol
+
+from devices.base import ScanRead, TagRead, now
+from devices.framing import FrameDecoder
+from edge.config import READERS, SUFFIXES, PortalConfig, ScannerConfig
+from edge.errors import ConfigError
+
+
+class Scanner(Protocol):
+    def run_with_reopen(self, on_read: Callable[[ScanRead], None], stop: Any,
+                        on_state: Callable[[bool], None] | None = None) -> None: ...
+
+    def good_read(self) -> None: ...
+
+    def bad_read(self) -> None: ...
+
+
+def _feedback(text: str | None) -> bytes | None:
+    return text.encode("latin-1") if text else None
+
+
+class _Quiet:
+    """Keyboard-wedge scanners take no host feedback (their beep is their own)."""
+
+    def __init__(self, scanner: Any) -> None:
+        self._scanner = scanner
+
+    def run_with_reopen(self, on_read: Callable[[ScanRead], None], stop: Any,
+                        on_state: Callable[[bool], None] | None = None) -> None:
+        self._scanner.run_with_reopen(on_read, stop, on_state)
+
+    def good_read(self) -> None:
+        pass
+
+    def bad_read(self) -> None:
+        pass
+
+
+def make_scanner(config: ScannerConfig) -> Scanner:
+    if config.kind == "wedge":
+        from devices.wedge import WedgeScanner
+
+        return _Quiet(WedgeScanner(config.port, name=config.name, layout=config.layout,
+                                   grab=config.grab))
+    from devices.serial_scanner import SerialScanner
+
+    return SerialScanner(
+        config.port,
+        name=config.name,
+        baudrate=config.baudrate,
+        decoder=FrameDecoder(suffix=SUFFIXES[config.suffix]),
+        exclusive="://" not in config.port,
+        good_read_feedback=_feedback(config.good_read),
+        bad_read_feedback=_feedback(config.bad_read),
+    )
+
+
+def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]) -> Any:
+    """A ``devices.rfid`` TagReader for a door (``reader = "sim"`` is handled by the agent)."""
+    kind = config.reader
+    if kind == "serial":
+        from devices.rfid.lineformat import LineFormat
+        from devices.rfid.serial_reader import SerialTagReader
+
+        if not config.port:
+            raise ConfigError(f"portal {config.name}: a serial reader needs 'port'")
+        return SerialTagReader(config.port, name=config.name, baudrate=config.baudrate,
+                               line_format=LineFormat.template(config.line_format),
+                               on_error=on_error)
+    if kind in ("impinj-mqtt", "zebra-mqtt", "impinj-http", "zebra-http"):
+        if kind.startswith("impinj"):
+            from devices.rfid.impinj import parse_impinj as parser
+        else:
+            from devices.rfid.zebra import parse_zebra as parser
+        if kind.endswith("mqtt"):
+            from devices.rfid.mqtt_reader import MqttTagReader
+
+            if not (config.broker and config.topic):
+                raise ConfigError(f"portal {config.name}: {kind} needs 'broker' and 'topic'")
+            return MqttTagReader(config.broker, config.topic, parser, name=config.name,
+                                 on_error=on_error)
+        from devices.rfid.http_receiver import HttpTagReceiver
+
+        return HttpTagReceiver(config.host, config.http_port, parser, name=config.name,
+                               on_error=on_error)
+    if kind == "llrp":
+        from devices.rfid.llrp import LlrpTagReader
+
+        return LlrpTagReader(config.host, name=config.name, on_error=on_error)
+    if kind == "replay":
+        from devices.rfid.replay import ReplayReader
+
+        if not config.path:
+            raise ConfigError(f"portal {config.name}: a replay reader needs 'path'")
+        return ReplayReader(config.path, name=config.name, realtime=config.realtime,
+                            on_error=on_error)
+    raise ConfigError(f"portal {config.name}: reader must be one of {READERS} (got {kind!r})")
+
+
+def simulated_pallets(config: PortalConfig) -> Iterator[list[TagRead]]:
+    """Pallets of 6-12 tagged cases passing a simulated door, each starting when asked for."""
+    from devices.sim import ScriptedPortal, sgtin96_hex
+
+    rng = random.Random()
+    portal = ScriptedPortal(config.name, rng_seed=rng.randrange(2**31))
+    while True:
+        base = rng.randrange(1, 10**9)
+        tags = [sgtin96_hex("0614141", "812345", base + i) for i in range(rng.randint(6, 12))]
+        yield portal.pallet_pass(tags, now() + timedelta(milliseconds=200))

@@ -1,0 +1,91 @@
+"""The edge agent with real drivers: pyserial over ptys, a replay file; no broker reachable.
+
+Offline-first: capture goes on while the central service (here: any broker) is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from devices.sim import ScriptedScanner, gs1_label, open_pty, sgtin96_hex
+from edge.agent import EdgeAgent
+from edge.config import EdgeConfig, PortalConfig, ScannerConfig
+from edge.localbroker import free_port
+from edge.sync import SyncSettings
+from tests.e2e.conftest import wait_until
+
+DEAD_BROKER = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def _config(tmp_path: Path, **kwargs: object) -> EdgeConfig:
+    return EdgeConfig(site="wh1", device="edge-1", outbox_path=tmp_path / "outbox.db",
+                      sync=SyncSettings(broker=DEAD_BROKER), **kwargs).validate()  # type: ignore[arg-type]
+
+
+def _events(agent: EdgeAgent) -> list[dict[str, object]]:
+    rows = agent.outbox.db.conn.execute("SELECT payload FROM outbox ORDER BY seq").fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def test_serial_scanner_scans_become_durable_events_while_offline(tmp_path: Path) -> None:
+    master, slave = open_pty()
+    scanner = ScriptedScanner(master)
+    config = _config(tmp_path, scanners=(ScannerConfig(name="hh-1", port=slave, operator="op-7"),))
+    with EdgeAgent(config) as agent:
+        wait_until(lambda: agent.device_online.get("hh-1") is True, 10, "the scanner online")
+        for code in ["CMD:PUTAWAY", "LOC:RECV-1", "LOC:A-01-02",
+                     gs1_label("09501101530003", lot="L7", qty=3), "%%garbage%%"]:
+            scanner.type(code)
+        wait_until(lambda: agent.captured == 1 and agent.outbox.stats().pending == 1, 10,
+                   "one event captured")
+        time.sleep(0.2)
+        events = _events(agent)
+    os.close(master)
+    assert len(events) == 1
+    (e,) = events
+    assert (e["type"], e["from"], e["to"], e["qty"], e["operator"]) == (
+        "putaway", "RECV-1", "A-01-02", 3, "op-7")
+    assert e["item"] == {"gtin": "09501101530003", "lot": "L7"}
+    assert e["read"]["symbology"] == "]C1"  # type: ignore[index]
+
+
+def test_serial_rfid_reader_reads_become_one_event_per_tag(tmp_path: Path) -> None:
+    master, slave = open_pty()
+    tags = [sgtin96_hex("0614141", "812345", n) for n in (1, 2, 3)]
+    door = PortalConfig(name="dock-1", location="DOCK-1", reader="serial", port=slave,
+                        line_format="{epc},{antenna},{rssi}", quiet_s=0.3, min_reads=2)
+    config = _config(tmp_path, portals=(door,))
+    with EdgeAgent(config) as agent:
+        wait_until(lambda: agent.device_online.get("dock-1") is True, 10, "the reader online")
+        for _ in range(5):
+            for antenna, tag in enumerate(tags, start=1):
+                os.write(master, f"{tag},{antenna},-5{antenna}.5\r\n".encode())
+        os.write(master, b"not a tag line\r\n")
+        os.write(master, f"{sgtin96_hex('0614141', '812345', 9)},1,-70\r\n".encode())  # a glimpse
+        wait_until(lambda: agent.captured == 3, 10, "three receives")
+        time.sleep(0.5)
+        events = _events(agent)
+        bad = agent.bad_reads
+    os.close(master)
+    assert sorted(e["item"]["serial"] for e in events) == ["1", "2", "3"]  # type: ignore[index]
+    assert {e["type"] for e in events} == {"receive"}
+    assert all(e["read"]["reads"] == 5 for e in events)  # type: ignore[index]
+    assert bad == 1
+
+
+def test_replayed_door_traffic_becomes_events(tmp_path: Path) -> None:
+    tag = sgtin96_hex("0614141", "812345", 42)
+    lines = [{"t": 0.01 * i, "reader": "dock-2", "antenna": 1 + i % 2, "epc": tag,
+              "rssi": -60 + i % 3} for i in range(10)]
+    replay = tmp_path / "door.jsonl"
+    replay.write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken json\n")
+    door = PortalConfig(name="dock-2", location="DOCK-2", reader="replay", path=str(replay),
+                        realtime=False, quiet_s=0.2, direction="out")
+    with EdgeAgent(_config(tmp_path, portals=(door,))) as agent:
+        wait_until(lambda: agent.captured == 1, 10, "one ship")
+        events = _events(agent)
+    assert [(e["type"], e["from"]) for e in events] == [("ship", "DOCK-2")]
+    assert events[0]["read"]["reads"] == 10  # type: ignore[index]

@@ -10,6 +10,9 @@ Choices:
 - A GS1 element string identifies something only through a key: 00 (container, with 02/37 as its
   contents), 01/02 (item), 414 (location, 254 as extension), 8004 (asset), 8003 (returnable).
 - A location with a GLN extension is written "GLN.EXT", for AI 414+254 and SGLN tags alike.
+- GS1 element strings of the common AIs go through `devices.gs1fast` first (over 10x faster than
+  biip.parse); it gives the same Identity as biip or None, and then biip decides. `fast=False`
+  skips it (biip alone, the reference).
 """
 
 from __future__ import annotations
@@ -64,16 +67,24 @@ def interpret(
     *,
     location_prefixes: tuple[str, ...] = ("LOC:",),
     command_prefix: str = "CMD:",
+    fast: bool = True,
 ) -> Identity:
-    """Interpret a scanned code (AIM id stripped, given separately as `symbology`)."""
+    """Interpret a scanned code (AIM id stripped, given separately as `symbology`).
+
+    `fast=False` skips the GS1 fast path (devices.gs1fast): biip alone, for comparison.
+    """
     try:
-        return _interpret(text, symbology, location_prefixes, command_prefix)
+        return _interpret(text, symbology, location_prefixes, command_prefix, fast)
     except Exception as exc:  # biip and friends must never take the pipeline down
         return _unknown(f"cannot interpret: {type(exc).__name__}: {exc}")
 
 
 def _interpret(
-    text: str, symbology: str | None, location_prefixes: tuple[str, ...], command_prefix: str
+    text: str,
+    symbology: str | None,
+    location_prefixes: tuple[str, ...],
+    command_prefix: str,
+    fast: bool,
 ) -> Identity:
     if not isinstance(text, str):
         return _unknown("not text")
@@ -87,7 +98,21 @@ def _interpret(
         if prefix and code.startswith(prefix):
             where = code[len(prefix) :].strip()
             return Identity("location", location=where) if where else _unknown("empty location")
+    if fast:
+        quick = _fast_path(code, symbology)
+        if quick is not None:
+            return quick
     return _interpret_barcode(code, symbology)
+
+
+def _fast_path(code: str, symbology: str | None) -> Identity | None:
+    if not symbology:
+        # Without an AIM id biip reads any GS1 element string too, except what the rules below
+        # (in _interpret_barcode) read as a bare GTIN or SSCC first.
+        if code.isascii() and code.isdigit() and len(code) in (*_GTIN_LENGTHS, 18):
+            return None
+        return _gs1fast.parse(code, None, assume_gs1=True)
+    return _gs1fast.parse(code, symbology)
 
 
 def _interpret_barcode(code: str, symbology: str | None) -> Identity:
@@ -144,6 +169,14 @@ def _from_element_strings(elements: Any) -> Identity:
             fields["serial"] = es.value
         elif ai in ("30", "37"):
             fields["quantity"] = int(es.value)
+    return identity_from_ais(values, fields)
+
+
+def identity_from_ais(values: dict[str, str], fields: dict[str, Any]) -> Identity:
+    """The Identity of a GS1 element string: `values` by AI, `fields` the Identity fields found.
+
+    Shared by the biip path and devices.gs1fast, so both decide the kind the same way.
+    """
     if "00" in values:
         return Identity("container", **fields)
     if "01" in values or "02" in values:
@@ -191,3 +224,7 @@ def _interpret_epc(hex_epc: str) -> Identity:
     if isinstance(tag, GRAI):
         return replace(base, kind="returnable", asset=tag.gs1_key())
     return replace(base, error=f"unsupported EPC scheme {type(tag).__name__}")
+
+
+# Last, because devices.gs1fast builds on Identity and identity_from_ais above.
+import devices.gs1fast as _gs1fast  # noqa: E402

@@ -62,6 +62,12 @@ def test_decode_without_input_says_what_to_give() -> None:
     assert result.returncode == 2 and "--epc" in result.stderr
 
 
+def test_devices_lists_without_failing() -> None:
+    result = floorsync("devices", "--json")
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
+
+
 def test_config_errors_are_one_line_messages(tmp_path: object) -> None:
     result = floorsync("edge", "--site", "bad/site")
     assert result.returncode == 2

@@ -67,16 +67,33 @@ def interpret(
     *,
     location_prefixes: tuple[str, ...] = ("LOC:",),
     command_prefix: str = "CMD:",
+    location_patterns: tuple[str | re.Pattern[str], ...] = (),
     fast: bool = True,
 ) -> Identity:
     """Interpret a scanned code (AIM id stripped, given separately as `symbology`).
 
-    `fast=False` skips the GS1 fast path (devices.gs1fast): biip alone, for comparison.
+    Site labels come first: a command prefix, location prefixes, and location patterns
+    (regular expressions matched against the whole code; a group named ``location`` gives the
+    location's name, else the whole code is). `fast=False` skips the GS1 fast path
+    (devices.gs1fast): biip alone, for comparison.
     """
     try:
+        identity = _site_label(text, location_patterns) if location_patterns else None
+        if identity is not None:
+            return identity
         return _interpret(text, symbology, location_prefixes, command_prefix, fast)
     except Exception as exc:  # biip and friends must never take the pipeline down
         return _unknown(f"cannot interpret: {type(exc).__name__}: {exc}")
+
+
+def _site_label(text: str, patterns: tuple[str | re.Pattern[str], ...]) -> Identity | None:
+    code = text.strip(" \t\r\n") if isinstance(text, str) else ""
+    for pattern in patterns:
+        match = re.fullmatch(pattern, code)
+        if match:
+            named = match.groupdict().get("location")
+            return Identity("location", location=named or code)
+    return None
 
 
 def _interpret(

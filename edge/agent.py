@@ -104,6 +104,7 @@ class EdgeAgent:
             mode=config.mode,
             operator=config.operator,
             location_prefixes=self.config.location_prefixes,
+            location_patterns=self.config.location_patterns,
             command_prefix=self.config.command_prefix,
         )
         scanner = make_scanner(config)

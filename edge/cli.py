@@ -141,6 +141,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         symbology, rest = split_aim(text)
         found, raw = asdict(interpret(
             rest, symbology, location_prefixes=tuple(args.location_prefix or ("LOC:",)),
+            location_patterns=tuple(args.location_pattern or ()),
             command_prefix=args.command_prefix,
         )), text
     else:
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--gs", help="a character to read as the GS1 separator (e.g. '|')")
     p.add_argument("--location-prefix", action="append", help="site location label prefix")
+    p.add_argument("--location-pattern", action="append",
+                   help="regex for site location labels (group 'location' names the place)")
     p.add_argument("--command-prefix", default="CMD:", help="site command label prefix")
     p.set_defaults(func=cmd_decode)
 

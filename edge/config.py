@@ -21,6 +21,7 @@ Example (``deploy/examples/handheld.toml``)::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -94,6 +95,7 @@ class EdgeConfig:
     outbox_retention_h: float = 24
     sync: SyncSettings = field(default_factory=SyncSettings)
     location_prefixes: tuple[str, ...] = ("LOC:",)
+    location_patterns: tuple[str, ...] = ()  # regexes for bin labels, e.g. "[A-Z]-\\d{2}-\\d{2}"
     command_prefix: str = "CMD:"
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
@@ -104,6 +106,11 @@ class EdgeConfig:
             wire.check_name(self.device, "device")
         except wire.WireError as exc:
             raise ConfigError(str(exc)) from None
+        for pattern in self.location_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"[workflow] location pattern {pattern!r}: {exc}") from None
         for s in self.scanners:
             if s.kind not in ("serial", "wedge"):
                 raise ConfigError(f"scanner {s.name}: kind must be 'serial' or 'wedge'")
@@ -161,7 +168,8 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         for i, p in enumerate(data.pop("portals", []))
     )
     workflow = _section(
-        data.pop("workflow", {}), "[workflow]", {"location_prefixes", "command_prefix"}
+        data.pop("workflow", {}), "[workflow]",
+        {"location_prefixes", "location_patterns", "command_prefix"},
     )
     config = _build(EdgeConfig, data, "top level")
     config = replace(
@@ -173,6 +181,7 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         outbox_cap_mb=outbox.get("cap_mb", config.outbox_cap_mb),
         outbox_retention_h=outbox.get("retention_h", config.outbox_retention_h),
         location_prefixes=tuple(workflow.get("location_prefixes", config.location_prefixes)),
+        location_patterns=tuple(workflow.get("location_patterns", config.location_patterns)),
         command_prefix=workflow.get("command_prefix", config.command_prefix),
     )
     sync_overrides = {k: overrides.pop(k) for k in ("broker", "protocol") if k in overrides}

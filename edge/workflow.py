@@ -49,6 +49,7 @@ class HandheldWorkflow:
         mode: str = "receive",
         operator: str | None = None,
         location_prefixes: tuple[str, ...] = ("LOC:",),
+        location_patterns: tuple[str, ...] = (),
         command_prefix: str = "CMD:",
     ) -> None:
         if mode not in _NEEDS:
@@ -56,6 +57,7 @@ class HandheldWorkflow:
         self.mode = mode
         self.operator = operator
         self.location_prefixes = location_prefixes
+        self.location_patterns = location_patterns
         self.command_prefix = command_prefix
         self.from_: str | None = None
         self.to: str | None = None
@@ -67,6 +69,7 @@ class HandheldWorkflow:
             read.text,
             read.symbology,
             location_prefixes=self.location_prefixes,
+            location_patterns=self.location_patterns,
             command_prefix=self.command_prefix,
         )
         if identity.kind == "command":

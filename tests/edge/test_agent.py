@@ -89,3 +89,38 @@ def test_replayed_door_traffic_becomes_events(tmp_path: Path) -> None:
         events = _events(agent)
     assert [(e["type"], e["from"]) for e in events] == [("ship", "DOCK-2")]
     assert events[0]["read"]["reads"] == 10  # type: ignore[index]
+
+
+def test_good_read_feedback_follows_the_commit_and_bad_reads_get_theirs(tmp_path: Path) -> None:
+    """Honeywell host commands: ESC 7 after the event is on disk, ESC 8 for a refused scan."""
+    master, slave = open_pty()
+    scanner = ScriptedScanner(master)
+    hh = ScannerConfig(name="hh-2", port=slave, good_read="\x1b7", bad_read="\x1b8")
+    with EdgeAgent(_config(tmp_path, scanners=(hh,))) as agent:
+        wait_until(lambda: agent.device_online.get("hh-2") is True, 10, "the scanner online")
+        scanner.type(gs1_label("09501101530003"))  # an item before any location: refused
+        wait_until(lambda: b"\x1b8" in scanner.read_host(), 5, "bad-read feedback")
+        scanner.type("LOC:DOCK-1")  # receive mode: the location is the destination
+        scanner.type(gs1_label("09501101530003"))
+        got = b""
+
+        def good_read_seen() -> bool:
+            nonlocal got
+            got += scanner.read_host()
+            return got.count(b"\x1b7") >= 2  # the location scan and the item scan
+
+        wait_until(good_read_seen, 5, "good-read feedback")
+        assert agent.outbox.stats().pending == 1  # the item scan was kept, the refused one not
+    os.close(master)
+
+
+def test_config_refuses_a_broken_location_pattern(tmp_path: Path) -> None:
+    import pytest
+
+    from edge.config import load
+    from edge.errors import ConfigError
+
+    path = tmp_path / "edge.toml"
+    path.write_text('site = "wh1"\ndevice = "hh"\n[workflow]\nlocation_patterns = ["["]\n')
+    with pytest.raises(ConfigError, match="location pattern"):
+        load(path)

@@ -64,6 +64,27 @@ def m001_outbox(db: Database) -> None:
     db.execute("INSERT INTO outbox_meta VALUES ('last_seq', 0)")
 
 
+@migrations()
+def m002_floor_state(db: Database) -> None:
+    # Workflow context (mode, location, pending items) per scanning device, saved in the same
+    # transaction as the events it produces, so a restart resumes exactly where it stopped.
+    db.execute("CREATE TABLE contexts (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # Floor exceptions seen at the edge (a scan that makes no sense where it comes, unreadable
+    # reports) and a bounded sample of raw reads for diagnosis.
+    db.execute(
+        "CREATE TABLE floor_exceptions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+        " source TEXT NOT NULL, reason TEXT NOT NULL, raw TEXT)"
+    )
+    db.execute(
+        "CREATE TABLE raw_samples (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+        " source TEXT NOT NULL, sample TEXT NOT NULL)"
+    )
+
+
+KEEP_EXCEPTIONS = 10_000  # newest kept; older ones are dropped (they are diagnostics, not data)
+KEEP_SAMPLES = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """An event ready to be sent: its id and its wire text."""
@@ -96,10 +117,11 @@ class OutboxStats:
 
 
 class _Capture:
-    __slots__ = ("done", "error", "events")
+    __slots__ = ("context", "done", "error", "events")
 
-    def __init__(self, events: Sequence[wire.Event]) -> None:
+    def __init__(self, events: Sequence[wire.Event], context: tuple[str, str] | None) -> None:
         self.events: list[wire.Event] = list(events)
+        self.context = context
         self.done = False
         self.error: BaseException | None = None
 
@@ -154,14 +176,17 @@ class Outbox:
 
     # --- capture --------------------------------------------------------------------------
 
-    def add(self, events: Sequence[wire.Event]) -> list[wire.Event]:
+    def add(
+        self, events: Sequence[wire.Event], *, context: tuple[str, str] | None = None
+    ) -> list[wire.Event]:
         """Keep events durably; returns them numbered. When this returns, they are on disk.
 
         Each event gets this device's next sequence number. Callers that arrive while another
         commit is in progress are committed together with the next fsync (group commit).
-        Raises OutboxFull (nothing kept) when the byte cap would be passed.
+        ``context=(key, text)`` saves a workflow's state in the same transaction (events may
+        then be empty). Raises OutboxFull (nothing kept) when the byte cap would be passed.
         """
-        capture = _Capture(events)
+        capture = _Capture(events, context)
         with self._queue_lock:
             self._queue.append(capture)
         with self._lock:
@@ -217,8 +242,9 @@ class Outbox:
                 (e.id, e.seq, e.type, t, b, now)
                 for e, t, b in zip(numbered, texts, sizes, strict=True)
             )
+        contexts = [c.context for c in accepted if c.context is not None]
         try:
-            if rows:
+            if rows or contexts:
                 self.db.conn.execute("PRAGMA synchronous=FULL")
                 with self.db.atomic():
                     self.db.conn.executemany(
@@ -228,6 +254,11 @@ class Outbox:
                     )
                     self.db.conn.execute(
                         "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
+                    )
+                    self.db.conn.executemany(
+                        "INSERT INTO contexts (key, value) VALUES (?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        contexts,
                     )
                 self._last_seq = seq
                 self._bytes += added
@@ -371,6 +402,57 @@ class Outbox:
             return self.db.conn.execute(
                 "SELECT 1 FROM outbox WHERE state IN ('pending', 'sent') LIMIT 1"
             ).fetchone() is None
+
+    def context(self, key: str) -> str | None:
+        """A workflow's saved state (see ``add(context=...)``)."""
+        with self._lock:
+            row = self.db.conn.execute(
+                "SELECT value FROM contexts WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_exception(self, source: str, reason: str, raw: str | None = None) -> None:
+        """A floor exception seen here (kept for diagnosis, the newest KEEP_EXCEPTIONS)."""
+        self._diagnostic(
+            "INSERT INTO floor_exceptions (at, source, reason, raw) VALUES (?, ?, ?, ?)",
+            [(time.time(), source, reason, raw)], "floor_exceptions", KEEP_EXCEPTIONS,
+        )
+
+    def record_samples(self, source: str, samples: Sequence[str]) -> None:
+        """Raw reads kept for diagnosis (bounded: the newest KEEP_SAMPLES)."""
+        now = time.time()
+        self._diagnostic(
+            "INSERT INTO raw_samples (at, source, sample) VALUES (?, ?, ?)",
+            [(now, source, s) for s in samples], "raw_samples", KEEP_SAMPLES,
+        )
+
+    def _diagnostic(self, sql: str, rows: list[tuple[object, ...]], table: str, keep: int
+                    ) -> None:
+        with self._lock:
+            try:
+                self.db.conn.execute("PRAGMA synchronous=NORMAL")
+                with self.db.atomic():
+                    self.db.conn.executemany(sql, rows)
+                    last = self._scalar(f"SELECT MAX(id) FROM {table}")
+                    self.db.conn.execute(f"DELETE FROM {table} WHERE id <= ?", (last - keep,))
+            except sqlite3.Error as exc:
+                log.warning("could not record %s: %s", table, exc)
+
+    def exceptions(self, limit: int = 100) -> list[tuple[float, str, str, str | None]]:
+        """Floor exceptions, newest first: (at, source, reason, raw)."""
+        with self._lock:
+            return list(self.db.conn.execute(
+                "SELECT at, source, reason, raw FROM floor_exceptions ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ))
+
+    def samples(self, source: str | None = None, limit: int = 100) -> list[str]:
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT sample FROM raw_samples WHERE ? IS NULL OR source = ?"
+                " ORDER BY id DESC LIMIT ?", (source, source, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def rejected(self, limit: int = 100) -> list[tuple[str, str | None]]:
         """Events the central service refused, with its reasons (newest first)."""

@@ -208,3 +208,40 @@ def test_a_bad_event_refuses_only_its_own_capture(tmp_path: Path) -> None:
         with pytest.raises(OutboxError, match="cannot encode"):
             outbox.add([bad])
         assert [e.seq for e in outbox.add([good])] == [1]
+
+
+def test_context_is_saved_with_the_events_it_goes_with(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as outbox:
+        outbox.add([], context=("hh-1", '{"mode": "putaway", "pending": ["a"]}'))
+        outbox.add(events(2), context=("hh-1", '{"mode": "putaway", "pending": []}'))
+        outbox.add([], context=("hh-2", "{}"))
+    with Outbox(tmp_path / "o.db") as outbox:  # after a restart
+        assert outbox.context("hh-1") == '{"mode": "putaway", "pending": []}'
+        assert outbox.context("hh-2") == "{}"
+        assert outbox.context("hh-3") is None
+        assert outbox.stats().pending == 2
+
+
+def test_a_refused_capture_leaves_the_context_as_it_was(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", cap_bytes=3000) as outbox:
+        outbox.add([], context=("hh-1", "before"))
+        with pytest.raises(OutboxFull):
+            outbox.add(events(20), context=("hh-1", "after"))
+        assert outbox.context("hh-1") == "before"
+
+
+def test_floor_exceptions_and_samples_are_kept_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.outbox as module
+
+    monkeypatch.setattr(module, "KEEP_EXCEPTIONS", 5)
+    monkeypatch.setattr(module, "KEEP_SAMPLES", 3)
+    with Outbox(tmp_path / "o.db") as outbox:
+        for n in range(8):
+            outbox.record_exception("hh-1", f"item before location #{n}", raw="]C1...")
+        outbox.record_samples("dock-1", [f"read {n}" for n in range(10)])
+        reasons = [r[2] for r in outbox.exceptions()]
+        samples = outbox.samples("dock-1")
+    assert reasons == [f"item before location #{n}" for n in (7, 6, 5, 4, 3)]
+    assert samples == ["read 9", "read 8", "read 7"]

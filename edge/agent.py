@@ -10,14 +10,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from devices.base import ScanRead, TagRead, now
 from edge import wire
+from edge.arbiter import DoorArbiter
 from edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from edge.errors import OutboxError
 from edge.outbox import Outbox
-from edge.portal import DoorPass
+from edge.portal import CycleReport, Door
 from edge.readers import make_scanner, make_tag_reader, simulated_pallets
 from edge.sync import Syncer
 from edge.workflow import HandheldWorkflow
@@ -42,6 +43,7 @@ class EdgeAgent:
         self.refused = 0
         self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
+        self._door_arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -101,21 +103,32 @@ class EdgeAgent:
 
     def _run_scanner(self, config: ScannerConfig) -> None:
         workflow = HandheldWorkflow(
+            store=self.outbox,
+            key=config.name,
             mode=config.mode,
+            fixed_mode=config.fixed_mode,
             operator=config.operator,
             location_prefixes=self.config.location_prefixes,
             location_patterns=self.config.location_patterns,
             command_prefix=self.config.command_prefix,
+            duplicate_window_ms=config.duplicate_window_ms,
         )
         scanner = make_scanner(config)
 
         def on_read(read: ScanRead) -> None:
-            outcome = workflow.handle(read)
-            ok = outcome.good and self.capture(outcome.events)
-            if ok:  # feedback only after the commit: a beep means the scan is on disk
+            try:  # the workflow commits events and its state together before it returns
+                outcome = workflow.handle(read)
+            except OutboxError as exc:  # nothing kept, the session did not move: scan again
+                self.refused += 1
+                scanner.bad_read()
+                log.error("%s: scan refused (%r): %s", config.name, read.text, exc)
+                return
+            self.captured += len(outcome.events)
+            if outcome.good:  # feedback only after the commit: a beep means the scan is on disk
                 scanner.good_read()
                 log.info("%s: %s", config.name, outcome.message)
             else:
+                self.bad_reads += 1
                 scanner.bad_read()
                 log.warning("%s: bad read (%r): %s", config.name, read.text, outcome.message)
 
@@ -130,58 +143,97 @@ class EdgeAgent:
         return on_state
 
     def _run_portal(self, config: PortalConfig) -> None:
-        door = DoorPass(
-            location=config.location,
-            direction=config.direction,
-            quiet_s=config.quiet_s,
-            min_reads=config.min_reads,
-            company_prefixes=config.company_prefixes,
-        )
+        door = Door(config, arbiter=self._door_arbiter)
         if config.reader == "sim":
             self._run_simulated_door(config, door)
             return
         lock = threading.Lock()  # reads arrive on the reader's thread, passes close on ours
+        online = threading.Event()
+        report_state = self._state_reporter("reader", config.name, config.reader)
 
         def on_read(read: TagRead) -> None:
             with lock:
                 door.add(read)
+
+        def on_gpi(input: int, state: bool, at: datetime) -> None:
+            with lock:
+                door.gpi(input, state, at)
+
+        def on_state(up: bool) -> None:
+            if up:
+                online.set()
+            else:
+                online.clear()
+            report_state(up)
 
         def on_error(reason: str, raw: bytes) -> None:
             self.bad_reads += 1
             log.warning("door %s: unreadable report (%s): %r", config.name, reason, raw[:80])
 
         reader = make_tag_reader(config, on_error)
+        hook = getattr(reader, "set_gpi_handler", None)  # readers that report GPI inputs
+        if callable(hook):
+            hook(on_gpi)
         thread = threading.Thread(
             target=reader.run, name=f"reader-{config.name}",
-            args=(on_read, self._stop, self._state_reporter("reader", config.name, config.reader)),
-            daemon=True,
+            args=(on_read, self._stop, on_state), daemon=True,
         )
         thread.start()
+        lag = timedelta(seconds=config.latency_s)
         while not self._stop.wait(0.1):
+            if not online.is_set():
+                continue  # hold the watermark: the reader may flush a backlog when it is back
             with lock:
-                events = door.close_passes(now())
+                events = door.advance(now() - lag)
+                reports = door.take_reports()
             self.capture(events)
+            self._door_reports(door, reports)
         thread.join(5)
         with lock:
-            self.capture(door.close_passes(now() + timedelta(seconds=config.quiet_s)))
+            events = door.finish()
+            reports = door.take_reports()
+        self.capture(events)
+        self._door_reports(door, reports)
 
-    def _run_simulated_door(self, config: PortalConfig, door: DoorPass) -> None:
+    def _door_reports(self, door: Door, reports: list[CycleReport]) -> None:
+        """Cycle summaries: a bounded raw sample and unknown EPCs kept for diagnosis."""
+        source = f"door:{door.name}"
+        for r in reports:
+            if r.samples:
+                self.outbox.record_samples(source, r.samples)
+            for epc in r.unknown_tags:
+                self.outbox.record_exception(source, door.unknown_reason(epc) or "unknown EPC",
+                                             epc)
+            if r.overflow:
+                self.outbox.record_exception(
+                    source, f"over {door.config.max_tags} tags in a cycle: "
+                    f"{r.overflow} reads of further tags dropped")
+            log.info("door %s cycle %s: %d tags (%d glimpsed, %d excluded, %d stray, %d unknown), "
+                     "%d events", door.name, r.opened.isoformat(timespec="seconds"), r.tags,
+                     r.glimpsed, r.excluded, r.stray, r.unknown, r.events)
+
+    def _run_simulated_door(self, config: PortalConfig, door: Door) -> None:
         self.device_online[config.name] = True
         pallets = simulated_pallets(config)
+        lag = timedelta(seconds=config.latency_s)
         passed = 0
+
+        def tick() -> None:
+            self.capture(door.advance(now() - lag))
+            self._door_reports(door, door.take_reports())
+
         while not self._stop.is_set():
             passed += 1
             for read in next(pallets):
                 delay = (read.at - now()).total_seconds()
                 if delay > 0 and self._stop.wait(delay):
-                    return
+                    break
                 door.add(read)
-                self.capture(door.close_passes(now()))
+                tick()
             deadline = time.monotonic() + config.sim_interval_s
-            while time.monotonic() < deadline:
-                if self._stop.wait(0.1):
-                    return
-                self.capture(door.close_passes(now()))
+            while time.monotonic() < deadline and not self._stop.wait(0.1):
+                tick()
             if config.sim_pallets and passed >= config.sim_pallets:
                 break
-        self.capture(door.close_passes(now() + timedelta(seconds=config.quiet_s)))
+        self.capture(door.finish())
+        self._door_reports(door, door.take_reports())

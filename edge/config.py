@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from edge import wire
+from edge.epcmatch import parse_patterns
 from edge.errors import ConfigError
 from edge.sync import SyncSettings, hostname_device
 
 SUFFIXES = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t"}
 READERS = ("sim", "serial", "impinj-mqtt", "zebra-mqtt", "impinj-http", "zebra-http", "llrp",
            "replay")
-MODES = ("receive", "putaway", "move", "pick", "pack", "ship", "return")
+MODES = ("receive", "putaway", "move", "pick", "pack", "ship", "return", "count", "adjust")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class ScannerConfig:
     baudrate: int = 9600
     suffix: str = "cr"
     mode: str = "receive"
+    fixed_mode: bool = False  # true: mode labels for other modes are refused
+    duplicate_window_ms: float = 500  # the same code again within this is ignored
     operator: str | None = None
     good_read: str | None = None  # bytes sent after the commit, e.g. "\x1b7" (Honeywell ESC 7)
     bad_read: str | None = None
@@ -58,12 +61,21 @@ class ScannerConfig:
 
 @dataclass(frozen=True, slots=True)
 class PortalConfig:
-    """An RFID dock door and its reader.
+    """An RFID dock door (or count point) and its reader.
 
     ``reader``: ``sim`` (scripted simulator), ``serial`` (``port``, ``line_format``,
     ``baudrate``), ``impinj-mqtt`` / ``zebra-mqtt`` (``broker``, ``topic``), ``impinj-http`` /
     ``zebra-http`` (listens on ``host``:``http_port``), ``llrp`` (``host``; needs the llrp
     extra), ``replay`` (``path`` of JSON lines, ``realtime``).
+
+    Floor logic (``edge.portal``): ``antennas`` maps antenna numbers to roles, as a table
+    ``{"1" = "outside", "2" = "inside"}`` or a list ``[{antenna = 1, role = "outside"}]``;
+    roles are ``outside``, ``inside`` and ``door`` (in the frame, no side). Without it every
+    antenna is a ``door`` antenna; with it, reads of other antennas are ignored (counted).
+    ``direction``: ``auto`` (from which side saw the tag first and last; needs an outside and an
+    inside antenna, and means ``in`` for a door without an antenna map), ``in`` (receive here),
+    ``out`` (ship from here). ``mode = "count"`` makes one count event per cycle instead of
+    movements. A cycle is time-boxed (``cycle_s``) unless ``gpi`` names the photo-eye input.
     """
 
     name: str
@@ -78,12 +90,109 @@ class PortalConfig:
     http_port: int = 8080
     path: str | None = None
     realtime: bool = True
-    direction: str = "in"  # in: tags passing are received here; out: shipped from here
-    quiet_s: float = 1.0  # a pass ends after this long without reads of the tag
-    min_reads: int = 2  # reads before a tag counts (fewer are glimpses and stray reads)
-    company_prefixes: tuple[str, ...] = ()
+    mode: str = "door"  # door: one movement per tag per pass; count: one count per cycle
+    direction: str = "auto"  # auto | in (receive here) | out (ship from here)
+    antennas: Any = ()  # normalised to ((antenna, role), ...), sorted
+    include: tuple[str, ...] = ()  # EPC patterns (edge.epcmatch); empty: every tag
+    exclude: tuple[str, ...] = ()  # EPC patterns never counted (the door's own SGLN tag)
+    company_prefixes: tuple[str, ...] = ()  # shorthand: GS1 company prefixes added to include
+    quiet_s: float = 1.0  # an observed tag silent this long is lost: its pass ends
+    min_reads: int = 2  # reads before a tag is observed (fewer: a glimpse, expires quietly)
+    min_ms: float = 0.0  # or read over at least this many ms (0: reads only)
+    rssi_min: float | None = None  # reads weaker than this (dBm) are ignored
+    cycle_s: float = 10.0  # time-boxed event cycles (when gpi is not set)
+    gpi: int | None = None  # photo-eye input opening and closing cycles
+    stable_s: float = 2.0  # a GPI cycle closes this long after the trigger and the last new tag
+    arbitration_s: float = 2.0  # a tag at two doors within this counts at the stronger (0: off)
+    hold_s: float = 60.0  # the same movement of a tag at this door is not repeated within this
+    max_tags: int = 10_000  # distinct tags per cycle; reads of further tags are dropped, counted
+    samples: int = 50  # raw reads kept per cycle for diagnosis (the first ones)
+    unmoved: str = "ignore"  # observed but no direction (one side, backed out): ignore | observe
+    latency_s: float = 0.5  # reads reach the agent up to this late: passes close this far behind
     sim_pallets: int = 0  # with reader "sim": pallets to run through (0: forever)
     sim_interval_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "antennas", _antenna_roles(self.name, self.antennas))
+
+    @property
+    def roles(self) -> dict[int, str]:
+        """Antenna number -> role (empty: every antenna is a door antenna)."""
+        return dict(self.antennas)
+
+    def check(self) -> None:
+        """Raise ConfigError for the first setting that cannot work."""
+        where = f"portal {self.name}"
+        if self.reader not in READERS:
+            raise ConfigError(f"{where}: reader must be one of {READERS}")
+        if self.mode not in ("door", "count"):
+            raise ConfigError(f"{where}: mode must be 'door' or 'count'")
+        if self.direction not in ("auto", "in", "out"):
+            raise ConfigError(f"{where}: direction must be 'auto', 'in' or 'out'")
+        if self.unmoved not in ("ignore", "observe"):
+            raise ConfigError(f"{where}: unmoved must be 'ignore' or 'observe'")
+        sides = set(self.roles.values())
+        if self.mode == "door" and self.direction == "auto" and self.antennas and not (
+            {"outside", "inside"} <= sides
+        ):
+            raise ConfigError(
+                f"{where}: direction 'auto' needs an 'outside' and an 'inside' antenna; "
+                "a door with one side needs direction = 'in' or 'out'"
+            )
+        for key in ("quiet_s", "cycle_s", "stable_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{where}: {key} must be positive")
+        for key in ("min_ms", "arbitration_s", "hold_s", "latency_s"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"{where}: {key} must not be negative")
+        for key in ("min_reads", "max_tags"):
+            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
+                raise ConfigError(f"{where}: {key} must be a positive integer")
+        if not (isinstance(self.samples, int) and self.samples >= 0):
+            raise ConfigError(f"{where}: samples must be a non-negative integer")
+        if self.gpi is not None and (isinstance(self.gpi, bool) or not isinstance(self.gpi, int)):
+            raise ConfigError(f"{where}: gpi must be an input number")
+        try:
+            parse_patterns(self.include + self.company_prefixes)
+            parse_patterns(self.exclude)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+_ROLES = ("outside", "inside", "door")
+
+
+def _antenna_roles(name: str, value: Any) -> tuple[tuple[int, str], ...]:
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, tuple | list):
+        pairs = []
+        for entry in value:
+            if isinstance(entry, tuple | list) and len(entry) == 2:
+                pairs.append((entry[0], entry[1]))
+            elif isinstance(entry, dict) and set(entry) == {"antenna", "role"}:
+                pairs.append((entry["antenna"], entry["role"]))
+            else:
+                raise ConfigError(
+                    f"portal {name}: each antennas entry needs 'antenna' and 'role' (got {entry!r})"
+                )
+    else:
+        raise ConfigError(f"portal {name}: antennas must be a table or a list")
+    out: dict[int, str] = {}
+    for antenna, role in pairs:
+        try:
+            number = int(antenna)
+        except (TypeError, ValueError):
+            raise ConfigError(f"portal {name}: antenna {antenna!r} is not a number") from None
+        if isinstance(antenna, bool) or number < 0:
+            raise ConfigError(f"portal {name}: antenna {antenna!r} is not a number")
+        if role not in _ROLES:
+            raise ConfigError(f"portal {name}: antenna {number} role must be one of {_ROLES}")
+        if number in out:
+            raise ConfigError(f"portal {name}: antenna {number} is mapped twice")
+        out[number] = role
+    return tuple(sorted(out.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +229,11 @@ class EdgeConfig:
                 raise ConfigError(f"scanner {s.name}: suffix must be one of {sorted(SUFFIXES)}")
             if s.mode not in MODES:
                 raise ConfigError(f"scanner {s.name}: mode must be one of {MODES}")
+        names = [p.name for p in self.portals]
         for p in self.portals:
-            if p.direction not in ("in", "out"):
-                raise ConfigError(f"portal {p.name}: direction must be 'in' or 'out'")
-            if p.reader not in READERS:
-                raise ConfigError(f"portal {p.name}: reader must be one of {READERS}")
+            if names.count(p.name) > 1:
+                raise ConfigError(f"portal {p.name}: two portals have this name")
+            p.check()
         return self
 
 

@@ -30,13 +30,15 @@ from edge.localbroker import free_port, wait_for_port
 SITE = "demo"
 PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]
 HANDHELD_ROUND = [
+    # receive at the dock: the location, then the items (a quantity label for a full case)
     "CMD:RECEIVE", "LOC:DOCK-1",
-    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(6)],
-    *[gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]) for _ in range(4)],
-    "CMD:PUTAWAY", "LOC:DOCK-1", "LOC:A-01-02",
-    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(4)],
-    "CMD:PICK", "LOC:A-01-02",
-    *[gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]) for _ in range(2)],
+    "QTY:6", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
+    gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1], qty=4),  # AI 30: four in this case
+    # put away: the source, the items, then the destination
+    "CMD:PUTAWAY", "LOC:DOCK-1", "QTY:4", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
+    "LOC:A-01-02", "CMD:DONE",
+    # pick from the bin
+    "CMD:PICK", "LOC:A-01-02", "QTY:2", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
     "%%garbled%%",  # a bad scan: bad-read feedback, nothing captured, the agent reads on
 ]
 

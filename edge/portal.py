@@ -1,111 +1,625 @@
-"""RFID dock doors: hundreds of raw tag reads per second become one movement per tag per pass.
+"""RFID dock doors: raw tag reads become one movement per tag per pass, or one count per cycle.
 
-A tag is counted once it was read ``min_reads`` times (fewer are glimpses: stray reads from a
-neighbouring door); its pass ends after ``quiet_s`` without reads, and then one event is made
-carrying read count, first and last seen, peak RSSI and the antenna that saw it best. A tag
-that passed stays remembered for ``hold_s`` so a pallet parked in the door is not received twice.
+The model follows EPCglobal ALE, driven only by read timestamps and an explicit watermark
+(``advance(now)``), never the wall clock, so a recorded stream replays to the same events:
 
-This is the spine's door logic; read points per antenna, direction from antenna order, GPI
-cycles and cross-door arbitration belong to the floor-logic issue.
+- **Inputs are ordered by their own time.** ``add`` and ``gpi`` only buffer; ``advance(now)``
+  sorts the buffer and processes everything up to ``now`` in timestamp order. ``now`` is a
+  promise that nothing older follows: the agent passes host time minus ``latency_s`` while the
+  reader is online and holds it while the reader is offline, so a backlog flushed after a
+  disconnect (reads with their original reader timestamps) gives what the live stream gave.
+  A read older than the watermark anyway is processed as it comes and counted ``late``.
+- **Read points.** ``antennas`` maps antenna numbers to ``outside`` / ``inside`` / ``door``;
+  reads of unmapped antennas are ignored (``unmapped``); reads under ``rssi_min`` too (``weak``).
+- **Filters.** Tags must match ``include`` (or ``company_prefixes``) and no ``exclude`` pattern
+  (``edge.epcmatch``); location tags (SGLN: the door's own tag) never move. Filtered tags are
+  ``excluded``; EPCs that do not decode are ``unknown``: counted and reported, never fatal.
+- **Smoothing.** A tag's pass starts at its first read. It is *glimpsed* until read
+  ``min_reads`` times (or over ``min_ms``), then *observed*. A glimpsed tag silent for
+  ``quiet_s`` expires quietly; an observed one is *lost* then and its pass ends.
+- **Direction** (``direction = "auto"``): the side (outside/inside antennas) that saw the tag
+  first and the side that saw it last. Outside then inside: ``receive`` to the door's location;
+  inside then outside: ``ship`` from it. First and last on the same side (a forklift that enters
+  and backs out, a pallet staged inside that is pulled back) or one side only: no movement
+  (``unmoved = "observe"`` makes an ``observe`` event instead). ``in`` / ``out`` fix it for
+  doors with one antenna; ``auto`` without an antenna map means ``in``. A tag that made a
+  movement here does not make the same movement again within ``hold_s``.
+- **Arbitration.** Each observed pass is a claim to the shared ``DoorArbiter``
+  (``edge.arbiter``): a tag read at two doors within ``arbitration_s`` counts at the door that
+  read it stronger; the other door counts it ``stray``.
+- **Event cycles**, time-boxed (``cycle_s``, aligned to the epoch so replays cut the same
+  cycles; a span without reads opens none) or, with ``gpi`` set, opened when the photo eye
+  input goes on and closed once it is off and no new tag was observed for ``stable_s``. Reads
+  outside a GPI cycle are ignored (``outside_reads``). A GPI cycle's close ends all its passes;
+  a time-boxed cycle's does not (a pass may span cycles: it belongs to the cycle it was last
+  read in). Each cycle yields a ``CycleReport`` (counts per GTIN and SSCC, glimpses, filtered,
+  stray, a bounded raw sample) once all its passes are decided.
+- **Count mode** (``mode = "count"``): no movements; each cycle makes one ``count`` event of the
+  location with every tag observed in it. A cycle without a single read (not even of an
+  excluded tag) opens no cycle and counts nothing: a deaf reader is not an empty location
+  (mount a reference tag, excluded, so an empty location still reports empty).
+- **Bounds.** At most ``max_tags`` distinct tags per cycle and in passes: reads of further tags
+  are dropped and counted ``overflow``. Raw reads live only in memory, aggregated per pass; the
+  first ``samples`` raw reads of each cycle go into its report (the agent stores them with
+  ``Outbox.record_samples``).
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from operator import attrgetter
 
 from devices.base import TagRead
 from devices.codes import interpret_epc
 from edge import wire
+from edge.arbiter import DoorArbiter, Pass
+from edge.config import PortalConfig
+from edge.epcmatch import EpcFilter, parse_patterns
 
-log = logging.getLogger(__name__)
+_INF = math.inf
+_ROLE = {"door": 0, "outside": 1, "inside": 2}
+_OK, _EXCLUDED, _UNKNOWN = 0, 1, 2
+_MOVABLE = ("item", "container", "asset", "returnable")
+MAX_VERDICTS = 100_000  # distinct EPCs remembered (their decoded identity); then forgotten
+MAX_UNKNOWN_LISTED = 20  # unknown EPCs listed per cycle report (all are counted)
+MAX_BUFFER = 500_000  # reads buffered ahead of the watermark before they are processed anyway
+_AT = attrgetter("at")
 
 
-@dataclass(slots=True)
-class _Seen:
-    first: datetime
-    last: datetime
-    reads: int
-    peak_rssi: float | None
-    antenna: int
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What a door saw in one event cycle. Tag counts are distinct tags.
+
+    ``tags``, ``per_gtin``, ``per_sscc``: tags observed in the cycle (before arbitration);
+    ``glimpsed``: read but never observed; ``excluded``: filtered out (patterns, location tags);
+    ``unknown``: EPCs that do not decode (``unknown_tags``: those seen for the first time, at
+    most 20); ``stray``, ``unmoved``, ``held``, ``events``: what became of the passes last read
+    in the cycle (lost to another door, no direction, a repeat within ``hold_s``, an event);
+    ``reads``: raw reads in the cycle; ``weak``, ``unmapped``, ``late``, ``overflow``: reads
+    ignored; ``samples``: the first raw reads, as JSON lines.
+    """
+
+    door: str
+    opened: datetime
+    closed: datetime
+    tags: int
+    per_gtin: dict[str, int]
+    per_sscc: dict[str, int]
+    glimpsed: int
+    excluded: int
+    stray: int
+    unknown: int = 0
+    unknown_tags: tuple[str, ...] = ()
+    unmoved: int = 0
+    held: int = 0
+    events: int = 0
+    reads: int = 0
+    weak: int = 0
+    unmapped: int = 0
+    late: int = 0
+    overflow: int = 0
+    samples: tuple[str, ...] = ()
 
 
-class DoorPass:
-    """Aggregates one door's tag reads in memory; ``close_passes`` returns finished movements."""
+@dataclass(frozen=True, slots=True)
+class _Gpi:
+    input: int
+    state: bool
+    at: datetime
 
-    def __init__(
-        self,
-        *,
-        location: str,
-        direction: str = "in",
-        quiet_s: float = 1.0,
-        min_reads: int = 2,
-        hold_s: float = 60.0,
-        company_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        self.location = location
-        self.movement = "receive" if direction == "in" else "ship"
-        self.quiet_s = quiet_s
-        self.min_reads = min_reads
-        self.hold_s = hold_s
-        self.company_prefixes = company_prefixes
-        self._seen: dict[str, _Seen] = {}
-        self._done: dict[str, datetime] = {}  # tag -> when its pass closed
-        self.unknown_tags = 0
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    status: int  # _OK, _EXCLUDED, _UNKNOWN
+    item: wire.Item | None = None
+    error: str | None = None
+
+
+class _Tag:
+    """One tag's pass in progress (mutable, slots: the hot path)."""
+
+    __slots__ = ("antenna", "cycle", "first", "first_t", "item", "last", "last_t", "observed",
+                 "reads", "rssi", "sides", "tag")
+
+    def __init__(self, tag: str, item: wire.Item, read: TagRead, t: float, cycle: int) -> None:
+        self.tag = tag
+        self.item = item
+        self.first = self.last = read.at
+        self.first_t = self.last_t = t
+        self.reads = 0
+        self.rssi: float | None = None
+        self.antenna = read.antenna
+        self.sides = [_INF, -_INF, _INF, -_INF]  # outside first, last; inside first, last
+        self.observed = False
+        self.cycle = cycle
+
+
+class _Cycle:
+    __slots__ = (
+        "closed_t",
+        "due",
+        "events",
+        "excluded",
+        "held",
+        "id",
+        "last_new",
+        "late",
+        "live",
+        "new_unknown",
+        "off_t",
+        "opened_t",
+        "overflow",
+        "reads",
+        "samples",
+        "seen",
+        "stray",
+        "tags",
+        "trigger",
+        "undecided",
+        "unknown",
+        "unmapped",
+        "unmoved",
+        "weak",
+    )
+
+    def __init__(self, cycle_id: int, opened_t: float, due: float) -> None:
+        self.id = cycle_id
+        self.opened_t = opened_t
+        self.closed_t = _INF
+        self.due = due
+        self.trigger = False
+        self.off_t = -_INF
+        self.last_new = -_INF
+        self.tags: dict[str, wire.Item] = {}
+        self.seen: set[str] = set()
+        self.excluded: set[str] = set()
+        self.unknown: set[str] = set()
+        self.new_unknown: list[str] = []
+        self.samples: list[str] = []
+        self.live = self.undecided = 0
+        self.reads = self.weak = self.unmapped = self.late = self.overflow = 0
+        self.events = self.stray = self.unmoved = self.held = 0
+
+
+def _fmt(moment: datetime) -> str:
+    return wire.format_time(moment.astimezone())
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class Door:
+    """One door's floor logic. Not thread-safe: the agent serialises calls with a lock.
+
+    ``add(read)`` and ``gpi(input, state, at)`` buffer inputs; ``advance(now)`` processes those
+    up to ``now`` and returns the finished events; ``take_reports()`` returns finished cycle
+    reports; ``finish()`` ends everything (agent stop).
+    """
+
+    def __init__(self, config: PortalConfig, *, arbiter: DoorArbiter | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.location = config.location
+        self.counting = config.mode == "count"
+        self._roles = {a: _ROLE[r] for a, r in config.roles.items()}
+        sides = set(self._roles.values())
+        if config.direction == "in" or (config.direction == "auto" and not self._roles):
+            self._fixed: str | None = "receive"
+        elif config.direction == "out":
+            self._fixed = "ship"
+        else:
+            self._fixed = None if {1, 2} <= sides else "receive"
+        self._filter = EpcFilter(parse_patterns(config.include + config.company_prefixes),
+                                 parse_patterns(config.exclude))
+        self._gpi = config.gpi
+        self._quiet = config.quiet_s
+        self._arbiter = None
+        if arbiter is not None and not self.counting and config.arbitration_s > 0:
+            if self.name not in arbiter.doors():
+                arbiter.join(self.name, config.quiet_s)
+            self._arbiter = arbiter
+        self._pending: list[TagRead | _Gpi] = []
+        self._unsorted = False
+        self._wm = -_INF
+        self._active: dict[str, _Tag] = {}
+        self._verdicts: dict[str, _Verdict] = {}
+        self._cycle: _Cycle | None = None
+        self._cycles: dict[int, _Cycle] = {}  # open and closed, until reported
+        self._next_cycle = 1
+        self._decided: list[tuple[Pass, bool]] = []  # without an arbiter: decided at once
+        self._emitted: list[tuple[float, str, wire.Event]] = []
+        self._reports: list[CycleReport] = []
+        self._held: dict[str, tuple[str, float]] = {}  # tag -> (movement, last read)
+        self._held_pruned = -_INF
+        self.outside_reads = 0  # reads while no GPI cycle was open
+        self.late_reads = 0
+
+    # --- inputs -----------------------------------------------------------------------------
 
     def add(self, read: TagRead) -> None:
-        seen = self._seen.get(read.epc)
-        if seen is None:
-            self._seen[read.epc] = _Seen(read.at, read.at, read.seen, read.rssi, read.antenna)
-            return
-        seen.last = max(seen.last, read.at)
-        seen.reads += read.seen
-        if read.rssi is not None and (seen.peak_rssi is None or read.rssi > seen.peak_rssi):
-            seen.peak_rssi, seen.antenna = read.rssi, read.antenna
+        pending = self._pending
+        if pending and read.at < pending[-1].at:
+            self._unsorted = True
+        pending.append(read)
 
-    def close_passes(self, now: datetime) -> list[wire.Event]:
-        """Events for tags silent for ``quiet_s``; glimpses expire quietly."""
-        events = []
-        for tag, seen in list(self._seen.items()):
-            if (now - seen.last).total_seconds() < self.quiet_s:
+    def gpi(self, input: int, state: bool, at: datetime) -> None:
+        """A general-purpose input changed (a photo eye: True while the beam is broken)."""
+        if self._gpi is None or input != self._gpi:
+            return
+        if self._pending and at < self._pending[-1].at:
+            self._unsorted = True
+        self._pending.append(_Gpi(input, state, at))
+
+    # --- outputs ----------------------------------------------------------------------------
+
+    def advance(self, now: datetime) -> list[wire.Event]:
+        """Process inputs up to ``now`` (a watermark); the events finished by then, in order."""
+        pending = self._pending
+        if self._unsorted:
+            pending.sort(key=_AT)
+            self._unsorted = False
+        cut = bisect_right(pending, now, key=_AT)
+        if len(pending) - cut > MAX_BUFFER:  # a reader clock far ahead: do not hoard memory
+            cut = len(pending)
+        if cut:
+            batch = pending[:cut]
+            del pending[:cut]
+            self._feed(batch)
+        now_t = now.timestamp()
+        if now_t > self._wm:
+            self._wm = now_t
+        self._expire(self._wm)
+        return self._finish_round()
+
+    close_passes = advance  # the spine's name
+
+    def finish(self) -> list[wire.Event]:
+        """End everything now (agent stop): all buffered reads, the open cycle, every pass."""
+        pending = self._pending
+        pending.sort(key=_AT)
+        self._pending = []
+        self._unsorted = False
+        self._feed(pending)
+        end = self._wm
+        for st in self._active.values():
+            end = max(end, st.last_t)
+        if self._cycle is not None:
+            self._close(min(self._cycle.due, max(end, self._cycle.opened_t)))
+        for st in sorted(self._active.values(), key=lambda s: (s.last_t, s.tag)):
+            self._end(st, min(st.last_t + self._quiet, max(end, st.last_t)))
+        self._active.clear()
+        if self._arbiter is not None:
+            self._arbiter.finish(self.name)
+        return self._finish_round(final=True)
+
+    def take_reports(self) -> list[CycleReport]:
+        reports, self._reports = self._reports, []
+        return reports
+
+    @property
+    def active_tags(self) -> int:
+        return len(self._active)
+
+    # --- the timeline -----------------------------------------------------------------------
+
+    def _feed(self, batch: list[TagRead | _Gpi]) -> None:
+        cfg = self.config
+        roles = self._roles
+        rssi_min = cfg.rssi_min
+        quiet = self._quiet
+        min_reads = cfg.min_reads
+        min_s = cfg.min_ms / 1000.0 if cfg.min_ms > 0 else _INF
+        max_tags = cfg.max_tags
+        nsamples = cfg.samples
+        gpi_mode = self._gpi is not None
+        cycle_s = cfg.cycle_s
+        stable_s = cfg.stable_s
+        verdicts = self._verdicts
+        active = self._active
+        cycles = self._cycles
+        wm = self._wm
+        cyc = self._cycle
+        for r in batch:
+            if type(r) is _Gpi:
+                self._on_gpi(r)
+                cyc = self._cycle
                 continue
-            del self._seen[tag]
-            held = self._done.get(tag)
-            if seen.reads < self.min_reads or (
-                held is not None and (seen.first - held).total_seconds() < self.hold_s
-            ):
+            assert isinstance(r, TagRead)
+            t = r.at.timestamp()
+            if cyc is not None and t >= cyc.due:
+                self._close(cyc.due)
+                cyc = None
+            if cyc is None:
+                if gpi_mode:
+                    self.outside_reads += 1
+                    continue
+                opened = math.floor(t / cycle_s) * cycle_s
+                cyc = self._open(opened, opened + cycle_s)
+            cyc.reads += 1
+            if t < wm:
+                cyc.late += 1
+                self.late_reads += 1
+            if len(cyc.samples) < nsamples:
+                cyc.samples.append(_sample(r))
+            if roles:
+                role = roles.get(r.antenna)
+                if role is None:
+                    cyc.unmapped += 1
+                    continue
+            else:
+                role = 0
+            rssi = r.rssi
+            if rssi_min is not None and rssi is not None and rssi < rssi_min:
+                cyc.weak += 1
                 continue
-            event = self._event(tag, seen)
-            if event is not None:
-                self._done[tag] = seen.last
-                events.append(event)
-        for tag, at in list(self._done.items()):
-            if (now - at).total_seconds() >= self.hold_s:
-                del self._done[tag]
+            epc = r.epc
+            verdict = verdicts.get(epc)
+            if verdict is None:
+                verdict = self._classify(epc, cyc)
+            if verdict.status:
+                if verdict.status == _EXCLUDED:
+                    if len(cyc.excluded) < max_tags:
+                        cyc.excluded.add(epc)
+                elif len(cyc.unknown) < max_tags:
+                    cyc.unknown.add(epc)
+                continue
+            st = active.get(epc)
+            if st is not None and t - st.last_t >= quiet:  # silent: that pass ended
+                del active[epc]
+                self._end(st, st.last_t + quiet)
+                st = None
+            if st is None:
+                if (len(active) >= max_tags
+                        or (len(cyc.seen) >= max_tags and epc not in cyc.seen)):
+                    cyc.overflow += 1
+                    continue
+                assert verdict.item is not None
+                st = _Tag(epc, verdict.item, r, t, cyc.id)
+                active[epc] = st
+                cyc.live += 1
+            elif st.cycle != cyc.id:
+                cycles[st.cycle].live -= 1
+                cyc.live += 1
+                st.cycle = cyc.id
+            if t > st.last_t:
+                st.last_t, st.last = t, r.at
+            elif t < st.first_t:
+                st.first_t, st.first = t, r.at
+            st.reads += r.seen
+            if rssi is not None and (st.rssi is None or rssi > st.rssi):
+                st.rssi, st.antenna = rssi, r.antenna
+            if role:
+                sides = st.sides
+                i = 0 if role == 1 else 2
+                if t < sides[i]:
+                    sides[i] = t
+                if t > sides[i + 1]:
+                    sides[i + 1] = t
+            cyc.seen.add(epc)
+            if st.observed:
+                cyc.tags[epc] = st.item
+            elif st.reads >= min_reads or st.last_t - st.first_t >= min_s:
+                st.observed = True
+                cyc.tags[epc] = st.item
+                cyc.last_new = t
+                if gpi_mode and not cyc.trigger:
+                    cyc.due = max(cyc.off_t, t) + stable_s
+        self._cycle = cyc
+
+    def _on_gpi(self, g: _Gpi) -> None:
+        t = g.at.timestamp()
+        cyc = self._cycle
+        if cyc is not None and t >= cyc.due:
+            self._close(cyc.due)
+            cyc = None
+        if g.state:
+            if cyc is None:
+                cyc = self._open(t, _INF)
+            cyc.trigger = True
+            cyc.due = _INF
+        elif cyc is not None and cyc.trigger:
+            cyc.trigger = False
+            cyc.off_t = t
+            cyc.due = max(t, cyc.last_new) + self.config.stable_s
+
+    def _open(self, opened_t: float, due: float) -> _Cycle:
+        cyc = _Cycle(self._next_cycle, opened_t, due)
+        self._next_cycle += 1
+        self._cycles[cyc.id] = cyc
+        self._cycle = cyc
+        return cyc
+
+    def _close(self, at_t: float) -> None:
+        cyc = self._cycle
+        assert cyc is not None
+        cyc.closed_t = at_t
+        self._cycle = None
+        quiet = self._quiet
+        gpi_mode = self._gpi is not None
+        ended = [st for st in self._active.values()
+                 if st.last_t + quiet <= at_t or (gpi_mode and st.cycle == cyc.id)]
+        ended.sort(key=lambda s: (s.last_t, s.tag))
+        for st in ended:
+            del self._active[st.tag]
+            self._end(st, min(st.last_t + quiet, at_t))
+        if self.counting:
+            self._emit(at_t, "", self._count_event(cyc))
+
+    def _expire(self, now_t: float) -> None:
+        cyc = self._cycle
+        if cyc is not None and now_t >= cyc.due:
+            self._close(cyc.due)
+        quiet = self._quiet
+        ended = [st for st in self._active.values() if st.last_t + quiet <= now_t]
+        if ended:
+            ended.sort(key=lambda s: (s.last_t, s.tag))
+            for st in ended:
+                del self._active[st.tag]
+                self._end(st, st.last_t + quiet)
+
+    def _end(self, st: _Tag, end_t: float) -> None:
+        """A pass ended (the caller removed it from the active ones)."""
+        cyc = self._cycles[st.cycle]
+        cyc.live -= 1
+        if not st.observed or self.counting:
+            return  # a glimpse expires quietly; a count needs no claim
+        movement, why = self._direction(st)
+        p = Pass(self.name, st.tag, st.item, st.first, st.last, st.first_t, st.last_t, end_t,
+                 st.reads, st.rssi, st.antenna, movement, why, st.cycle)
+        cyc.undecided += 1
+        if self._arbiter is not None:
+            self._arbiter.submit(p)
+        else:
+            self._decided.append((p, True))
+
+    def _direction(self, st: _Tag) -> tuple[str | None, str]:
+        if self._fixed is not None:
+            return self._fixed, "fixed"
+        out_first, out_last, in_first, in_last = st.sides
+        if out_first == _INF or in_first == _INF:
+            return None, "one side"
+        if out_first < in_first and out_last < in_last:
+            return "receive", "in"
+        if in_first < out_first and in_last < out_last:
+            return "ship", "out"
+        if (out_first < in_first and out_last > in_last) or (
+            in_first < out_first and in_last > out_last
+        ):
+            return None, "backed out"
+        return None, "unclear"
+
+    # --- decisions, events, reports ---------------------------------------------------------
+
+    def _finish_round(self, final: bool = False) -> list[wire.Event]:
+        decided = self._decided
+        self._decided = []
+        delay = 0.0
+        if self._arbiter is not None:
+            if not final:
+                self._arbiter.advance(self.name, self._wm)
+            decided = decided + self._arbiter.take(self.name)
+            delay = self._arbiter.delay_s
+        for p, won in decided:
+            self._decide(p, won, p.last_t + delay if delay else p.end_t)
+        self._prune_held()
+        self._release_reports(final)
+        if not self._emitted:
+            return []
+        self._emitted.sort(key=lambda e: (e[0], e[1]))
+        events = [e for _, _, e in self._emitted]
+        self._emitted = []
         return events
 
-    def _event(self, tag: str, seen: _Seen) -> wire.Event | None:
-        identity = interpret_epc(tag)
-        if identity.kind not in ("item", "container", "returnable", "asset") or not identity.epc:
-            self.unknown_tags += 1
-            log.info("tag %s is not one of ours: %s", tag, identity.error or identity.kind)
-            return None
-        if self.company_prefixes and not any(p in identity.epc for p in self.company_prefixes):
-            return None
+    def _decide(self, p: Pass, won: bool, key: float) -> None:
+        cyc = self._cycles[p.cycle]
+        cyc.undecided -= 1
+        if not won:
+            cyc.stray += 1
+            return
+        cfg = self.config
+        if p.movement is None:
+            cyc.unmoved += 1
+            if cfg.unmoved == "observe":
+                cyc.events += 1
+                self._emit(key, p.tag, self._event(p, "observe"))
+            return
+        held = self._held.get(p.tag)
+        if held is not None and held[0] == p.movement and p.first_t - held[1] < cfg.hold_s:
+            cyc.held += 1
+            self._held[p.tag] = (p.movement, p.last_t)
+            return
+        self._held[p.tag] = (p.movement, p.last_t)
+        cyc.events += 1
+        self._emit(key, p.tag, self._event(p, p.movement))
+
+    def _emit(self, key: float, tag: str, event: wire.Event) -> None:
+        self._emitted.append((key, tag, event))
+
+    def _event(self, p: Pass, kind: str) -> wire.Event:
         return wire.Event(
             id=wire.new_event_id(),
             seq=0,
-            time=wire.format_time(seen.first.astimezone()),
-            type=self.movement,
-            item=wire.Item(gtin=identity.gtin, serial=identity.serial, epc=identity.epc,
-                           sscc=identity.sscc),
+            time=_fmt(p.first),
+            type=kind,
+            item=p.item,
             qty=1,
-            from_=self.location if self.movement == "ship" else None,
-            to=self.location if self.movement == "receive" else None,
-            read=wire.SourceRead(
-                kind="rfid", tag=tag, antenna=seen.antenna, rssi=seen.peak_rssi, reads=seen.reads,
-                first=wire.format_time(seen.first.astimezone()),
-                last=wire.format_time(seen.last.astimezone()),
-            ),
+            from_=self.location if kind == "ship" else None,
+            to=self.location if kind != "ship" else None,
+            read=wire.SourceRead(kind="rfid", tag=p.tag, antenna=p.antenna, rssi=p.rssi,
+                                 reads=p.reads, first=_fmt(p.first), last=_fmt(p.last)),
         )
+
+    def _count_event(self, cyc: _Cycle) -> wire.Event:
+        lines = tuple(wire.CountLine(item, 1) for _, item in sorted(cyc.tags.items()))
+        closed = _dt(cyc.closed_t)
+        return wire.Event(
+            id=wire.new_event_id(), seq=0, time=_fmt(closed), type="count", item=None, qty=0,
+            read=wire.SourceRead(kind="rfid", reads=cyc.reads, first=_fmt(_dt(cyc.opened_t)),
+                                 last=_fmt(closed)),
+            count=wire.Count(self.location, lines),
+        )
+
+    def _release_reports(self, final: bool) -> None:
+        for cid in sorted(self._cycles):
+            cyc = self._cycles[cid]
+            if cyc.closed_t == _INF or (not final and (cyc.live or cyc.undecided)):
+                break
+            del self._cycles[cid]
+            self._reports.append(self._report(cyc))
+
+    def _report(self, cyc: _Cycle) -> CycleReport:
+        per_gtin: dict[str, int] = {}
+        per_sscc: dict[str, int] = {}
+        for item in cyc.tags.values():
+            if item.gtin:
+                per_gtin[item.gtin] = per_gtin.get(item.gtin, 0) + 1
+            if item.sscc:
+                per_sscc[item.sscc] = per_sscc.get(item.sscc, 0) + 1
+        return CycleReport(
+            door=self.name, opened=_dt(cyc.opened_t), closed=_dt(cyc.closed_t),
+            tags=len(cyc.tags), per_gtin=dict(sorted(per_gtin.items())),
+            per_sscc=dict(sorted(per_sscc.items())), glimpsed=len(cyc.seen) - len(cyc.tags),
+            excluded=len(cyc.excluded), stray=cyc.stray, unknown=len(cyc.unknown),
+            unknown_tags=tuple(cyc.new_unknown), unmoved=cyc.unmoved, held=cyc.held,
+            events=cyc.events, reads=cyc.reads, weak=cyc.weak, unmapped=cyc.unmapped,
+            late=cyc.late, overflow=cyc.overflow, samples=tuple(cyc.samples),
+        )
+
+    def _prune_held(self) -> None:
+        if self._wm < self._held_pruned + 10.0:
+            return
+        self._held_pruned = self._wm
+        limit = self._wm - self.config.hold_s
+        self._held = {k: v for k, v in self._held.items() if v[1] >= limit}
+
+    def _classify(self, epc: str, cyc: _Cycle) -> _Verdict:
+        identity = interpret_epc(epc)
+        if identity.kind == "unknown" or not identity.epc:
+            verdict = _Verdict(_UNKNOWN, error=identity.error or "unknown EPC")
+            if len(cyc.new_unknown) < MAX_UNKNOWN_LISTED:
+                cyc.new_unknown.append(epc)
+        elif identity.kind not in _MOVABLE or not self._filter.accepts(epc, identity.epc):
+            verdict = _Verdict(_EXCLUDED)
+        else:
+            verdict = _Verdict(_OK, wire.Item(gtin=identity.gtin, serial=identity.serial,
+                                              epc=identity.epc, sscc=identity.sscc))
+        if len(self._verdicts) >= MAX_VERDICTS:
+            self._verdicts.clear()
+        self._verdicts[epc] = verdict
+        return verdict
+
+    def unknown_reason(self, epc: str) -> str | None:
+        """Why an EPC was not understood (for the agent's exception record), if it was not."""
+        verdict = self._verdicts.get(epc)
+        return verdict.error if verdict is not None and verdict.status == _UNKNOWN else None
+
+
+def _sample(read: TagRead) -> str:
+    return json.dumps({"at": read.at.isoformat(), "reader": read.reader, "antenna": read.antenna,
+                       "epc": read.epc, "rssi": read.rssi, "seen": read.seen},
+                      separators=(",", ":"))

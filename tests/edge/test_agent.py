@@ -36,8 +36,8 @@ def test_serial_scanner_scans_become_durable_events_while_offline(tmp_path: Path
     config = _config(tmp_path, scanners=(ScannerConfig(name="hh-1", port=slave, operator="op-7"),))
     with EdgeAgent(config) as agent:
         wait_until(lambda: agent.device_online.get("hh-1") is True, 10, "the scanner online")
-        for code in ["CMD:PUTAWAY", "LOC:RECV-1", "LOC:A-01-02",
-                     gs1_label("09501101530003", lot="L7", qty=3), "%%garbage%%"]:
+        for code in ["CMD:PUTAWAY", "LOC:RECV-1", gs1_label("09501101530003", lot="L7", qty=3),
+                     "LOC:A-01-02", "%%garbage%%"]:
             scanner.type(code)
         wait_until(lambda: agent.captured == 1 and agent.outbox.stats().pending == 1, 10,
                    "one event captured")

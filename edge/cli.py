@@ -37,6 +37,17 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge import config as edge_config
+
+    if args.edge_command == "replay":
+        from datetime import datetime
+
+        from edge.replay import replay
+
+        start = datetime.fromisoformat(args.start) if args.start else None
+        if start is not None and start.tzinfo is None:
+            raise EdgeError("--start needs a UTC offset, e.g. 2026-11-22T08:00+01:00")
+        return replay(args.file, edge_config.load(args.config), start=start)
+
     from edge.agent import EdgeAgent
 
     config = edge_config.load(
@@ -97,17 +108,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite == "devices":
+    if args.suite in ("devices", "floor"):
         import json
 
-        from devices.bench import run
+        if args.suite == "devices":
+            from devices.bench import run
 
-        result = run(seconds=args.seconds)
+            result = run(seconds=args.seconds)
+        else:
+            from edge.floorbench import run as run_floor
+
+            result = run_floor()
         if args.json:
             print(json.dumps(result))
         else:
             for key, value in result.items():
-                print(f"{key:28} {value:>12,.0f}" if value is not None else f"{key:28} n/a")
+                print(f"{key:28} {value:>12,.2f}" if value is not None else f"{key:28} n/a")
         return 0
     from edge.bench import run_bench
 
@@ -193,7 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outbox", type=Path, help="outbox database file")
     p.add_argument("--serial", help="add a serial scanner on this port")
     p.add_argument("--mode", default="receive", help="workflow mode for --serial")
-    p.set_defaults(func=cmd_edge)
+    p.set_defaults(func=cmd_edge, edge_command=None)
+    edge_sub = p.add_subparsers(dest="edge_command", metavar="[replay]")
+    r = edge_sub.add_parser(
+        "replay", help="run recorded scans, tag reads and GPI inputs (JSON lines) through the "
+        "floor logic and print the events as JSON lines; no devices, no broker")
+    r.add_argument("file", type=Path, help="JSON lines: see README, 'Replay'")
+    r.add_argument("--config", type=Path, required=True, help="the edge's TOML config")
+    r.add_argument("--start", help="wall time of t=0 (ISO 8601 with offset; default: now)")
 
     p = sub.add_parser("server", help=COMMANDS["server"])
     p.add_argument("--db", type=Path, help="SQLite database file")
@@ -216,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
-    p.add_argument("suite", nargs="?", choices=("e2e", "devices"), default="e2e",
-                   help="e2e (default): the durable path; devices: framing, decoding")
+    p.add_argument("suite", nargs="?", choices=("e2e", "devices", "floor"), default="e2e",
+                   help="e2e (default): the durable path; devices: framing, decoding; "
+                   "floor: door logic and handheld scan durability")
     p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")

@@ -81,3 +81,32 @@ def test_replay_needs_its_config(tmp_path: Path) -> None:
          "--config", str(tmp_path / "missing.toml")], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "cannot read config" in result.stderr
+
+
+def test_gpi_lines_open_and_close_door_cycles(tmp_path: Path) -> None:
+    from devices.sim import sgtin96_hex
+
+    config = tmp_path / "door.toml"
+    config.write_text(
+        'site = "wh1"\ndevice = "door-07"\n[outbox]\npath = "unused.db"\n'
+        '[[portals]]\nname = "door-07"\nlocation = "DOCK-7"\nreader = "sim"\ngpi = 1\n'
+        'stable_s = 0.5\nantennas = { "1" = "outside", "2" = "inside" }\n'
+    )
+    inside_cycle = sgtin96_hex("0614141", "812345", 1)
+    before_cycle = sgtin96_hex("0614141", "812345", 2)
+    # a full pass (outside, then inside) while the photo-eye is dark: ignored in GPI mode
+    lines = [{"t": 0.2 + 0.05 * i, "reader": "door-07", "antenna": 1 if i < 3 else 2,
+              "epc": before_cycle, "rssi": -50.0} for i in range(6)]
+    lines.append({"t": 1.0, "reader": "door-07", "gpi": 1, "state": True})
+    for i in range(10):
+        lines.append({"t": 1.1 + 0.05 * i, "reader": "door-07", "antenna": 1 if i < 5 else 2,
+                      "epc": inside_cycle, "rssi": -50.0})
+    lines.append({"t": 2.0, "reader": "door-07", "gpi": 1, "state": False})
+    lines.append({"t": 4.0, "reader": "door-07", "gpi": 1, "state": False})
+    recording = tmp_path / "gpi.jsonl"
+    recording.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    result = replay(recording, config)
+    assert result.returncode == 0, result.stderr
+    got = events(result)
+    assert [(e.type, e.to, e.item.serial if e.item else None) for e in got] == [
+        ("receive", "DOCK-7", "1")]

@@ -66,9 +66,12 @@ class EdgeAgent:
         self._threads.append(thread)
 
     def stop(self) -> None:
+        """Devices first (doors hand over their last passes), then sync, then the outbox."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(5)
+            thread.join(30)
+            if thread.is_alive():
+                log.error("%s did not stop within 30 s; closing the outbox anyway", thread.name)
         self.syncer.stop()
         self.outbox.close()
 
@@ -88,16 +91,28 @@ class EdgeAgent:
 
     # --- capture --------------------------------------------------------------------------
 
-    def capture(self, events: Sequence[wire.Event]) -> bool:
-        """Keep events durably. False (and nothing kept) when the outbox refuses them."""
+    def capture(self, events: Sequence[wire.Event], *,
+                backlog: list[wire.Event] | None = None) -> bool:
+        """Keep events durably. False (and nothing kept) when the outbox refuses them.
+
+        With ``backlog`` (a door's), refused events wait there and go first next time: a tag
+        that passed cannot be read again, so nothing of a door's may be dropped.
+        """
+        if backlog is not None:
+            backlog.extend(events)
+            events = list(backlog)
         if not events:
             return True
         try:
             self.outbox.add(events)
         except OutboxError as exc:
-            self.refused += len(events)
-            log.error("capture refused: %s", exc)
+            if backlog is None:
+                self.refused += len(events)
+            log.error("capture refused (%d event(s)%s): %s", len(events),
+                      ", kept in memory to retry" if backlog is not None else "", exc)
             return False
+        if backlog is not None:
+            backlog.clear()
         self.captured += len(events)
         return True
 
@@ -122,6 +137,12 @@ class EdgeAgent:
                 self.refused += 1
                 scanner.bad_read()
                 log.error("%s: scan refused (%r): %s", config.name, read.text, exc)
+                return
+            except Exception as exc:  # a bug must not end this scanner's thread
+                self.bad_reads += 1
+                scanner.bad_read()
+                log.exception("%s: scan failed (%r)", config.name, read.text)
+                self.outbox.record_exception(config.name, f"scan failed: {exc!r}", read.text)
                 return
             self.captured += len(outcome.events)
             if outcome.good:  # feedback only after the commit: a beep means the scan is on disk

@@ -16,6 +16,7 @@ line number, and the replay goes on; the exit status is then 1.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from edge.errors import ConfigError
 from edge.outbox import Outbox
 from edge.portal import Door
 from edge.workflow import HandheldWorkflow
+
+
+MAX_T = 366 * 24 * 3600.0  # a recording longer than a year is a mistake (NaN fails too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +60,8 @@ def read_lines(path: Path, errors: TextIO) -> tuple[list[Line], int]:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             t = data.get("t")
-            if isinstance(t, bool) or not isinstance(t, int | float) or t < 0:
-                raise ValueError("'t' must be a number of seconds, not negative")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= MAX_T:
+                raise ValueError(f"'t' must be a number of seconds from 0 to {MAX_T:.0f}")
             lines.append(Line(number, float(t), data))
         except ValueError as exc:
             bad += 1
@@ -103,7 +107,7 @@ def replay(path: Path, config: EdgeConfig, out: TextIO = sys.stdout,
                 emit(outbox.add(door.advance(at)))
             try:
                 emit(_one(line, at, workflow_of, doors, errors))
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, OverflowError) as exc:
                 bad += 1
                 print(f"{path}:{line.number}: skipped: {exc}", file=errors)
         for door in doors.values():
@@ -139,7 +143,7 @@ def _one(line: Line, at: datetime, workflow_of: Any, doors: dict[str, Door],
     epc, antenna, rssi = data["epc"], data.get("antenna", 0), data.get("rssi")
     if not isinstance(epc, str) or not isinstance(antenna, int):
         raise ValueError("'epc' must be hex text and 'antenna' a number")
-    if rssi is not None and not isinstance(rssi, int | float):
-        raise ValueError("'rssi' must be a number")
+    if rssi is not None and (not isinstance(rssi, int | float) or not math.isfinite(rssi)):
+        raise ValueError("'rssi' must be a finite number")
     door.add(TagRead(reader, epc.upper(), antenna, rssi, at, int(data.get("count", 1))))
     return []

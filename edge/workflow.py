@@ -143,6 +143,8 @@ class Session:
     def from_json(cls, text: str) -> Session:
         """Raises ValueError (WireError included) for a context this version cannot read."""
         data: dict[str, Any] = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"saved state is not an object: {text[:80]!r}")
         if data.get("v") != _CONTEXT_VERSION or data.get("mode") not in MODES:
             raise ValueError(f"unknown context version or mode: {text[:80]!r}")
         codes = [(wire.item_from_dict(c["item"]), str(c["raw"]), c.get("symbology"))
@@ -153,6 +155,13 @@ class Session:
             return PendingScan(item, qty, raw, symbology)
 
         last = data.get("last")
+        qty = data.get("qty")
+        location = data.get("location")
+        if not (qty is None or _is_number(qty)) or not (location is None
+                                                       or isinstance(location, str)):
+            raise ValueError(f"saved state has a bad qty or location: {text[:80]!r}")
+        if not all(isinstance(i, int) and _is_number(q) for i, q in data.get("scans", ())):
+            raise ValueError(f"saved state has bad scans: {text[:80]!r}")
         return cls(
             mode=data["mode"],
             location=data.get("location"),
@@ -166,6 +175,29 @@ class Session:
 
 class _Refused(Exception):
     """A scan that makes no sense where it comes; the message is for the operator."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _acceptable(step: _Step) -> None:
+    """Refuse, before anything is kept, what the central service would reject: an operator
+    hears a bad read now rather than a good one for an event that never counts."""
+    totals: dict[wire.Item, float] = {}
+    for scan in step.session.pending:
+        totals[scan.item] = totals.get(scan.item, 0) + scan.qty
+    if step.session.qty is not None:
+        totals[wire.Item(sku="quantity label")] = step.session.qty
+    if any(abs(q) > wire.MAX_QTY for q in totals.values()):
+        raise _Refused(f"quantity over {wire.MAX_QTY}: scan a smaller quantity")
+    for event in step.events:
+        try:  # the same check the central service makes (seq is given by the outbox)
+            wire.event_from_dict(json.loads(wire.encode_event(
+                wire.Event(event.id, 1, event.time, event.type, event.item, event.qty,
+                           event.from_, event.to, event.operator, event.read, event.count))))
+        except wire.WireError as exc:
+            raise _Refused(f"the central service would refuse this: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +251,7 @@ class HandheldWorkflow:
             return Session(self.default_mode)
         try:
             return Session.from_json(text)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:  # kept, never dropped
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:  # kept
             reason = f"saved workflow state unreadable, starting afresh: {exc}"
             log.error("%s: %s", self.key, reason)
             self.store.record_exception(self.key, reason, text)
@@ -244,6 +276,7 @@ class HandheldWorkflow:
             return Outcome((), True, "same code again: ignored")
         try:
             step = self._step(code, read)
+            _acceptable(step)
         except _Refused as exc:
             return self._refuse(read, str(exc))
         session = self._fixed(step.session)

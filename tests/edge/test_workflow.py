@@ -405,3 +405,31 @@ def test_a_fixed_mode_device_finishes_a_saved_session_of_another_mode_first(tmp_
         assert [e["type"] for e in h.events()] == ["putaway"]
     finally:
         h.close()
+
+
+# --- found in review: odd saved state and quantities the central service would refuse ------
+
+
+@pytest.mark.parametrize(
+    "saved",
+    ["null", "[]", "5", '"text"', '{"v": 1, "mode": "putaway", "qty": "many"}',
+     '{"v": 1, "mode": "putaway", "scans": [["x", 1]]}', "{broken"],
+)
+def test_an_unreadable_saved_session_starts_afresh_and_is_recorded(
+    hand: Hand, saved: str
+) -> None:
+    hand.outbox.add([], context=("hh-1", saved))
+    hand.restart()
+    assert hand.scan("LOC:DOCK-1").good  # the scanner works: a fresh receive session
+    assert hand.scan(ITEM_A).good
+    assert [e["type"] for e in hand.events()] == ["receive"]
+    assert any("unreadable" in reason and raw == saved for reason, raw in hand.exceptions())
+
+
+def test_a_quantity_the_central_service_would_refuse_gets_a_bad_read(hand: Hand) -> None:
+    hand.scan_all("CMD:PUTAWAY", "LOC:DOCK-1")
+    assert hand.scan("QTY:1000000000000").good  # at the limit itself
+    refused = hand.scan("]C10109501101530003" + "3099999999")  # times 99,999,999: too many
+    assert not refused.good and "quantity" in refused.message
+    assert hand.events() == []
+    assert hand.scan("CMD:CLEAR").good

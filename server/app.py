@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server.api import devices, events, health, movements, stock
+from server.api import devices, events, health, items, locations, movements, stock
 from server.errors import BadRequest, ServerError, StoreError
 from server.ingest import MqttIngest
 from server.ledger import Store
@@ -54,7 +54,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (health, stock, movements, events, devices):
+    for module in (health, stock, movements, events, devices, items, locations):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.exception_handler(BadRequest)

@@ -95,4 +95,54 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0002_master_data",
+        """
+        CREATE TABLE items (
+            sku TEXT PRIMARY KEY,
+            description TEXT NOT NULL DEFAULT '',
+            tracking TEXT NOT NULL DEFAULT 'none' CHECK (tracking IN ('none', 'lot', 'serial')),
+            unit TEXT NOT NULL DEFAULT 'EA',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE item_gtins (
+            gtin TEXT PRIMARY KEY CHECK (length(gtin) = 14),
+            sku TEXT NOT NULL REFERENCES items (sku) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL
+        );
+        CREATE INDEX item_gtins_sku ON item_gtins (sku, ordinal);
+
+        CREATE TABLE locations (
+            site TEXT NOT NULL,
+            code TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('site', 'zone', 'aisle', 'bin', 'virtual')),
+            parent TEXT,
+            name TEXT NOT NULL DEFAULT '',
+            gln TEXT CHECK (gln IS NULL OR length(gln) = 13),
+            gln_extension TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (site, code),
+            CHECK ((kind = 'site') = (parent IS NULL)),
+            FOREIGN KEY (site, parent) REFERENCES locations (site, code)
+                DEFERRABLE INITIALLY DEFERRED
+        );
+        CREATE INDEX locations_parent ON locations (site, parent, code);
+        CREATE UNIQUE INDEX locations_gln ON locations (gln, gln_extension);
+
+        CREATE TABLE location_barcodes (
+            site TEXT NOT NULL,
+            barcode TEXT NOT NULL,
+            code TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            PRIMARY KEY (site, barcode),
+            FOREIGN KEY (site, code) REFERENCES locations (site, code) ON DELETE CASCADE
+                DEFERRABLE INITIALLY DEFERRED
+        );
+        CREATE INDEX location_barcodes_location ON location_barcodes (site, code, ordinal);
+        CREATE INDEX location_barcodes_text ON location_barcodes (barcode);
+        """,
+    ),
 )

@@ -172,3 +172,108 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     resolved: dict[str, Any] = resolve(schema)
     return resolved
+
+
+# --- master data: items and locations ------------------------------------------------------
+
+Tracking = Literal["none", "lot", "serial"]
+LocationKind = Literal["site", "zone", "aisle", "bin", "virtual"]
+_KEY_DOC = "1-64 characters of A-Z a-z 0-9 . _ -"
+
+
+class ItemFields(BaseModel):
+    """An item's fields; PUT replaces them all (an omitted field takes its default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    gtins: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="GTIN-8/12/13/14, check digit verified, stored as GTIN-14; each GTIN"
+        " belongs to one item",
+    )
+    description: str = Field("", max_length=256)
+    tracking: Tracking = Field("none", description="whether stock is kept per lot or serial")
+    unit: str = Field("EA", min_length=1, max_length=16, description="unit of measure")
+
+
+class ItemCreate(ItemFields):
+    sku: str = Field(min_length=1, max_length=64, description=f"the item's key: {_KEY_DOC}")
+
+
+class ItemOut(BaseModel):
+    sku: str
+    gtins: list[str] = Field(description="GTIN-14, in the order given")
+    description: str
+    tracking: Tracking
+    unit: str
+    created_at: str
+    updated_at: str
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
+class LocationFields(BaseModel):
+    """A location's fields; PUT replaces them all (an omitted field takes its default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: LocationKind = Field(
+        description="site (the root; code = site name), zone, aisle, bin, or virtual"
+        " (receiving, shipping, customer, supplier, lost)"
+    )
+    parent: str | None = Field(
+        None, max_length=64,
+        description="code of the location it sits in (same site); null: the site's root."
+        " A location sits in one of the same or a higher level, never in itself",
+    )
+    name: str = Field("", max_length=128)
+    barcodes: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="label texts scanned for it (e.g. LOC:A-01-02), unique per site",
+    )
+    gln: str | None = Field(None, description="GLN (13 digits, check digit verified)")
+    gln_extension: str = Field("", max_length=20, description="GS1 AI 254; needs a GLN")
+    sgln: str | None = Field(
+        None, description="instead of gln/gln_extension: urn:epc:id:sgln:..., (414)...(254)..."
+        " or a GS1 Digital Link; input only",
+    )
+
+
+class LocationCreate(LocationFields):
+    site: str = Field(min_length=1, max_length=64, description=_KEY_DOC)
+    code: str = Field(min_length=1, max_length=64, description=f"unique per site: {_KEY_DOC}")
+
+
+class LocationOut(BaseModel):
+    site: str
+    code: str
+    kind: LocationKind
+    parent: str | None
+    name: str
+    barcodes: list[str]
+    gln: str | None
+    gln_extension: str
+    created_at: str
+    updated_at: str
+
+
+class LocationPage(BaseModel):
+    items: list[LocationOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
+class ImportResult(BaseModel):
+    created: int = Field(description="rows whose key was new")
+    updated: int = Field(description="rows whose key existed (upserted)")
+
+
+class RowProblem(BaseModel):
+    line: int = Field(description="physical line of the CSV file where the row starts (header: 1)")
+    reason: str
+
+
+class ImportProblem(Problem):
+    """A rejected import: nothing was written; every bad row is listed (up to 1000)."""
+
+    errors: list[RowProblem]

@@ -18,7 +18,7 @@ from edge.arbiter import DoorArbiter
 from edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from edge.errors import OutboxError
 from edge.outbox import Outbox
-from edge.portal import CycleReport, Door
+from edge.portal import CycleReport, Door, ReaderClock
 from edge.readers import make_scanner, make_tag_reader, simulated_pallets
 from edge.sync import Syncer
 from edge.workflow import HandheldWorkflow
@@ -171,20 +171,27 @@ class EdgeAgent:
         lock = threading.Lock()  # reads arrive on the reader's thread, passes close on ours
         online = threading.Event()
         report_state = self._state_reporter("reader", config.name, config.reader)
+        clock = ReaderClock(config.latency_s)  # the watermark follows the reader's timestamps
+        backlog: list[wire.Event] = []  # movements the outbox refused, tried again first
 
         def on_read(read: TagRead) -> None:
             with lock:
+                clock.seen(read.at, time.monotonic())
                 door.add(read)
 
         def on_gpi(input: int, state: bool, at: datetime) -> None:
             with lock:
+                clock.seen(at, time.monotonic())
                 door.gpi(input, state, at)
 
         def on_state(up: bool) -> None:
-            if up:
-                online.set()
-            else:
-                online.clear()
+            with lock:
+                if up:
+                    clock.online(time.monotonic())
+                    online.set()
+                elif online.is_set():
+                    online.clear()
+                    door.interrupt()  # a cycle open now is not covered completely
             report_state(up)
 
         def on_error(reason: str, raw: bytes) -> None:
@@ -200,20 +207,22 @@ class EdgeAgent:
             args=(on_read, self._stop, on_state), daemon=True,
         )
         thread.start()
-        lag = timedelta(seconds=config.latency_s)
         while not self._stop.wait(0.1):
             if not online.is_set():
                 continue  # hold the watermark: the reader may flush a backlog when it is back
             with lock:
-                events = door.advance(now() - lag)
+                mark = clock.watermark(now(), time.monotonic())
+                events = door.advance(mark) if mark is not None else []
                 reports = door.take_reports()
-            self.capture(events)
+            self.capture(events, backlog=backlog)
             self._door_reports(door, reports)
         thread.join(5)
         with lock:
             events = door.finish()
             reports = door.take_reports()
-        self.capture(events)
+        if not self.capture(events, backlog=backlog):
+            log.error("door %s: %d movement(s) could not be kept at stop", config.name,
+                      len(backlog))
         self._door_reports(door, reports)
 
     def _door_reports(self, door: Door, reports: list[CycleReport]) -> None:
@@ -238,9 +247,10 @@ class EdgeAgent:
         pallets = simulated_pallets(config)
         lag = timedelta(seconds=config.latency_s)
         passed = 0
+        backlog: list[wire.Event] = []
 
         def tick() -> None:
-            self.capture(door.advance(now() - lag))
+            self.capture(door.advance(now() - lag), backlog=backlog)
             self._door_reports(door, door.take_reports())
 
         while not self._stop.is_set():
@@ -256,5 +266,5 @@ class EdgeAgent:
                 tick()
             if config.sim_pallets and passed >= config.sim_pallets:
                 break
-        self.capture(door.finish())
+        self.capture(door.finish(), backlog=backlog)
         self._door_reports(door, door.take_reports())

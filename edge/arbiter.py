@@ -10,6 +10,10 @@ makes its movement) or lost (a stray read; the door counts it). Deterministic un
 - A claim wins when no rival (same tag, another door, passes within ``window_s`` of each other)
   is stronger: higher peak RSSI, then more reads, then the lower door name. Each claim is
   decided on its own by that rule, so the outcome does not depend on which door came first.
+- A door tells the arbiter when a pass of a tag starts (``opened``) and when it ends without a
+  claim (``closed``, a glimpse). A claim is not decided while another door has a pass of the
+  same tag still going that started within the window of its last read: that rival's claim is
+  awaited, so the outcome does not depend on how far the watermarks move per ``advance``.
 - A door whose watermark lags the most advanced one by more than ``max_wait_s`` (its reader is
   offline) is not waited for; its late claims lose to a rival that already won, so a backlog
   never doubles a movement.
@@ -81,6 +85,7 @@ class DoorArbiter:
         self._wm: dict[str, float] = {}
         self._pending: list[_Claim] = []
         self._by_tag: dict[str, list[_Claim]] = {}
+        self._open: dict[str, dict[str, float]] = {}  # tag -> door -> first read of its pass
         self._out: dict[str, list[tuple[Pass, bool]]] = {}
         self._released = _NEG
         self._pruned_at = _NEG
@@ -111,8 +116,26 @@ class DoorArbiter:
             return 0.0
         return self.window_s + max(self._quiet.values())
 
+    def opened(self, door: str, tag: str, first_t: float) -> None:
+        """A pass of ``tag`` started at ``door`` (its first read at ``first_t``)."""
+        with self._lock:
+            self._open.setdefault(tag, {})[door] = first_t
+
+    def closed(self, door: str, tag: str) -> None:
+        """The pass of ``tag`` at ``door`` ended without a claim (a glimpse)."""
+        with self._lock:
+            self._close(door, tag)
+
+    def _close(self, door: str, tag: str) -> None:
+        doors = self._open.get(tag)
+        if doors is not None:
+            doors.pop(door, None)
+            if not doors:
+                del self._open[tag]
+
     def submit(self, p: Pass) -> None:
         with self._lock:
+            self._close(p.door, p.tag)
             claim = _Claim(p)
             self._pending.append(claim)
             self._by_tag.setdefault(p.tag, []).append(claim)
@@ -152,14 +175,25 @@ class DoorArbiter:
         delay = self.delay_s
         if horizon > self._released:
             self._released = horizon
+        window = self.window_s
+        top = max((m for m in self._wm.values() if m != float("inf")), default=_NEG)
+
+        def awaited(p: Pass) -> bool:  # a rival pass still going that may outrank this claim
+            for door, first_t in self._open.get(p.tag, {}).items():
+                if (door != p.door and first_t <= p.last_t + window
+                        and self._wm.get(door, _NEG) != float("inf")
+                        and self._wm.get(door, _NEG) >= top - self.max_wait_s):
+                    return True
+            return False
+
         ready = [c for c in self._pending
-                 if c.p.last_t + delay <= horizon or c.p.door == force_door]
+                 if (c.p.last_t + delay <= horizon and not awaited(c.p))
+                 or c.p.door == force_door]
         if not ready:
             return
         ready.sort(key=lambda c: (c.p.last_t + delay, c.p.door, c.p.tag))
         done = set(map(id, ready))
         self._pending = [c for c in self._pending if id(c) not in done]
-        window = self.window_s
         for claim in ready:
             p = claim.p
             won = True

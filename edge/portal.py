@@ -5,10 +5,14 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
 
 - **Inputs are ordered by their own time.** ``add`` and ``gpi`` only buffer; ``advance(now)``
   sorts the buffer and processes everything up to ``now`` in timestamp order. ``now`` is a
-  promise that nothing older follows: the agent passes host time minus ``latency_s`` while the
-  reader is online and holds it while the reader is offline, so a backlog flushed after a
-  disconnect (reads with their original reader timestamps) gives what the live stream gave.
-  A read older than the watermark anyway is processed as it comes and counted ``late``.
+  promise that nothing older follows. The agent's ``ReaderClock`` keeps it in the reader's own
+  time: the newest read time seen minus ``latency_s`` (never past host time minus
+  ``latency_s``), moving on with the host's elapsed time only once the reader has been online
+  and silent for longer than ``latency_s``; it holds while the reader is offline. So a backlog
+  flushed after a disconnect (reads with their original reader timestamps), over however many
+  ticks, or a reader clock behind the host, gives what the live stream gave. A read older than
+  the watermark anyway is processed as it comes and counted ``late``. Quiet passes end at the
+  time of each read as well as at the watermark, so one big batch gives what small ones do.
 - **Read points.** ``antennas`` maps antenna numbers to ``outside`` / ``inside`` / ``door``;
   reads of unmapped antennas are ignored (``unmapped``); reads under ``rssi_min`` too (``weak``).
 - **Filters.** Tags must match ``include`` (or ``company_prefixes``) and no ``exclude`` pattern
@@ -23,10 +27,12 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   and backs out, a pallet staged inside that is pulled back) or one side only: no movement
   (``unmoved = "observe"`` makes an ``observe`` event instead). ``in`` / ``out`` fix it for
   doors with one antenna; ``auto`` without an antenna map means ``in``. A tag that made a
-  movement here does not make the same movement again within ``hold_s``.
+  movement here does not make the same movement again within ``hold_s`` (counted from the
+  previous pass's last read; a tag that stays at the door keeps its hold while its pass lasts).
 - **Arbitration.** Each observed pass is a claim to the shared ``DoorArbiter``
   (``edge.arbiter``): a tag read at two doors within ``arbitration_s`` counts at the door that
-  read it stronger; the other door counts it ``stray``.
+  read it stronger; the other door counts it ``stray``. A door tells the arbiter when a pass
+  starts, so a claim waits for a rival pass of the same tag still going at another door.
 - **Event cycles**, time-boxed (``cycle_s``, aligned to the epoch so replays cut the same
   cycles; a span without reads opens none) or, with ``gpi`` set, opened when the photo eye
   input goes on and closed once it is off and no new tag was observed for ``stable_s``. Reads
@@ -35,9 +41,14 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   read in). Each cycle yields a ``CycleReport`` (counts per GTIN and SSCC, glimpses, filtered,
   stray, a bounded raw sample) once all its passes are decided.
 - **Count mode** (``mode = "count"``): no movements; each cycle makes one ``count`` event of the
-  location with every tag observed in it. A cycle without a single read (not even of an
-  excluded tag) opens no cycle and counts nothing: a deaf reader is not an empty location
-  (mount a reference tag, excluded, so an empty location still reports empty).
+  location with every tag observed in it. A count is the full set of the location, so only a
+  cycle the reader covered completely makes one: not the first time-boxed cycle after start or
+  after the reader went offline when it began before the door was watching (its first read or
+  watermark), not a cycle open when the reader went offline (``interrupt``), not one cut short
+  by ``finish`` (agent stop). Such a cycle still gets its report, without a count. A cycle
+  without a single read (not even of an excluded tag) opens no cycle and counts nothing: a deaf
+  reader is not an empty location (mount a reference tag, excluded, so an empty location still
+  reports empty).
 - **Bounds.** At most ``max_tags`` distinct tags per cycle and in passes: reads of further tags
   are dropped and counted ``overflow``. Raw reads live only in memory, aggregated per pass; the
   first ``samples`` raw reads of each cycle go into its report (the agent stores them with
@@ -113,6 +124,13 @@ class _Gpi:
 
 
 @dataclass(frozen=True, slots=True)
+class _Gap:
+    """The reader went offline after its reads up to ``at``: coverage is lost from there."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class _Verdict:
     status: int  # _OK, _EXCLUDED, _UNKNOWN
     item: wire.Item | None = None
@@ -153,6 +171,7 @@ class _Cycle:
         "off_t",
         "opened_t",
         "overflow",
+        "partial",
         "reads",
         "samples",
         "seen",
@@ -172,6 +191,7 @@ class _Cycle:
         self.closed_t = _INF
         self.due = due
         self.trigger = False
+        self.partial = False  # the reader did not cover the whole cycle: no count
         self.off_t = -_INF
         self.last_new = -_INF
         self.tags: dict[str, wire.Item] = {}
@@ -223,7 +243,7 @@ class Door:
             if self.name not in arbiter.doors():
                 arbiter.join(self.name, config.quiet_s)
             self._arbiter = arbiter
-        self._pending: list[TagRead | _Gpi] = []
+        self._pending: list[TagRead | _Gpi | _Gap] = []
         self._unsorted = False
         self._wm = -_INF
         self._active: dict[str, _Tag] = {}
@@ -236,6 +256,9 @@ class Door:
         self._reports: list[CycleReport] = []
         self._held: dict[str, tuple[str, float]] = {}  # tag -> (movement, last read)
         self._held_pruned = -_INF
+        self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
+        self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
+        self._next_sweep = -_INF  # no pass goes quiet before this (overflow check)
         self.outside_reads = 0  # reads while no GPI cycle was open
         self.late_reads = 0
 
@@ -255,6 +278,22 @@ class Door:
             self._unsorted = True
         self._pending.append(_Gpi(input, state, at))
 
+    def interrupt(self) -> None:
+        """The reader went offline: the cycle open after its last read so far is not complete
+        (no count), nor the first time-boxed cycle after it that began before the next read."""
+        at = None
+        for item in self._pending:
+            if at is None or item.at > at:
+                at = item.at
+        if at is None or at.timestamp() < self._wm:
+            at = _dt(self._wm) if self._wm > -_INF else None
+        if at is None:  # nothing seen yet: not watching
+            self._cover_t = None
+            return
+        if self._pending and at < self._pending[-1].at:
+            self._unsorted = True
+        self._pending.append(_Gap(at))
+
     # --- outputs ----------------------------------------------------------------------------
 
     def advance(self, now: datetime) -> list[wire.Event]:
@@ -273,6 +312,8 @@ class Door:
         now_t = now.timestamp()
         if now_t > self._wm:
             self._wm = now_t
+            if self._cover_t is None:
+                self._cover_t = now_t
         self._expire(self._wm)
         return self._finish_round()
 
@@ -289,7 +330,10 @@ class Door:
         for st in self._active.values():
             end = max(end, st.last_t)
         if self._cycle is not None:
-            self._close(min(self._cycle.due, max(end, self._cycle.opened_t)))
+            close_t = min(self._cycle.due, max(end, self._cycle.opened_t))
+            if close_t < self._cycle.due:
+                self._cycle.partial = True  # cut short: not the full set
+            self._close(close_t)
         for st in sorted(self._active.values(), key=lambda s: (s.last_t, s.tag)):
             self._end(st, min(st.last_t + self._quiet, max(end, st.last_t)))
         self._active.clear()
@@ -307,7 +351,7 @@ class Door:
 
     # --- the timeline -----------------------------------------------------------------------
 
-    def _feed(self, batch: list[TagRead | _Gpi]) -> None:
+    def _feed(self, batch: list[TagRead | _Gpi | _Gap]) -> None:
         cfg = self.config
         roles = self._roles
         rssi_min = cfg.rssi_min
@@ -329,8 +373,14 @@ class Door:
                 self._on_gpi(r)
                 cyc = self._cycle
                 continue
+            if type(r) is _Gap:
+                self._on_gap(r)
+                cyc = self._cycle
+                continue
             assert isinstance(r, TagRead)
             t = r.at.timestamp()
+            if self._cover_t is None:
+                self._cover_t = t
             if cyc is not None and t >= cyc.due:
                 self._close(cyc.due)
                 cyc = None
@@ -374,6 +424,8 @@ class Door:
                 self._end(st, st.last_t + quiet)
                 st = None
             if st is None:
+                if len(active) >= max_tags and t >= self._next_sweep:
+                    self._sweep(t)  # passes quiet by now end first, as they would live
                 if (len(active) >= max_tags
                         or (len(cyc.seen) >= max_tags and epc not in cyc.seen)):
                     cyc.overflow += 1
@@ -382,6 +434,10 @@ class Door:
                 st = _Tag(epc, verdict.item, r, t, cyc.id)
                 active[epc] = st
                 cyc.live += 1
+                if t + quiet < self._next_sweep:
+                    self._next_sweep = t + quiet
+                if self._arbiter is not None:
+                    self._arbiter.opened(self.name, epc, t)
             elif st.cycle != cyc.id:
                 cycles[st.cycle].live -= 1
                 cyc.live += 1
@@ -427,8 +483,31 @@ class Door:
             cyc.off_t = t
             cyc.due = max(t, cyc.last_new) + self.config.stable_s
 
+    def _on_gap(self, g: _Gap) -> None:
+        t = g.at.timestamp()
+        cyc = self._cycle
+        if cyc is not None and t >= cyc.due:
+            self._close(cyc.due)
+            cyc = None
+        if cyc is not None:
+            cyc.partial = True
+        self._cover_t = None
+
+    def _sweep(self, now_t: float) -> None:
+        """End the passes quiet at ``now_t`` (a read's time, inside a batch)."""
+        quiet = self._quiet
+        active = self._active
+        ended = [st for st in active.values() if st.last_t + quiet <= now_t]
+        ended.sort(key=lambda s: (s.last_t, s.tag))
+        for st in ended:
+            del active[st.tag]
+            self._end(st, st.last_t + quiet)
+        self._next_sweep = min((st.last_t for st in active.values()), default=now_t) + quiet
+
     def _open(self, opened_t: float, due: float) -> _Cycle:
         cyc = _Cycle(self._next_cycle, opened_t, due)
+        if self._gpi is None and (self._cover_t is None or self._cover_t > opened_t):
+            cyc.partial = True  # began before the door was watching
         self._next_cycle += 1
         self._cycles[cyc.id] = cyc
         self._cycle = cyc
@@ -447,7 +526,7 @@ class Door:
         for st in ended:
             del self._active[st.tag]
             self._end(st, min(st.last_t + quiet, at_t))
-        if self.counting:
+        if self.counting and not cyc.partial:
             self._emit(at_t, "", self._count_event(cyc))
 
     def _expire(self, now_t: float) -> None:
@@ -467,11 +546,14 @@ class Door:
         cyc = self._cycles[st.cycle]
         cyc.live -= 1
         if not st.observed or self.counting:
+            if self._arbiter is not None:
+                self._arbiter.closed(self.name, st.tag)
             return  # a glimpse expires quietly; a count needs no claim
         movement, why = self._direction(st)
         p = Pass(self.name, st.tag, st.item, st.first, st.last, st.first_t, st.last_t, end_t,
                  st.reads, st.rssi, st.antenna, movement, why, st.cycle)
         cyc.undecided += 1
+        self._claims[st.tag] = self._claims.get(st.tag, 0) + 1
         if self._arbiter is not None:
             self._arbiter.submit(p)
         else:
@@ -518,6 +600,11 @@ class Door:
     def _decide(self, p: Pass, won: bool, key: float) -> None:
         cyc = self._cycles[p.cycle]
         cyc.undecided -= 1
+        left = self._claims.get(p.tag, 0) - 1
+        if left > 0:
+            self._claims[p.tag] = left
+        else:
+            self._claims.pop(p.tag, None)
         if not won:
             cyc.stray += 1
             return
@@ -595,7 +682,9 @@ class Door:
             return
         self._held_pruned = self._wm
         limit = self._wm - self.config.hold_s
-        self._held = {k: v for k, v in self._held.items() if v[1] >= limit}
+        active, claims = self._active, self._claims  # a pass still going keeps its hold
+        self._held = {k: v for k, v in self._held.items()
+                      if v[1] >= limit or k in active or k in claims}
 
     def _classify(self, epc: str, cyc: _Cycle) -> _Verdict:
         identity = interpret_epc(epc)
@@ -617,6 +706,45 @@ class Door:
         """Why an EPC was not understood (for the agent's exception record), if it was not."""
         verdict = self._verdicts.get(epc)
         return verdict.error if verdict is not None and verdict.status == _UNKNOWN else None
+
+
+class ReaderClock:
+    """The watermark the agent gives a door, kept in the reader's own time (not thread-safe).
+
+    ``seen(at, host)`` for every read or GPI change (its reader timestamp, the host's monotonic
+    time it arrived); ``online(host)`` when the reader comes (back) online; ``watermark(now,
+    host)`` the ``advance`` argument: the newest reader time seen minus ``lag_s``, never past
+    host time minus ``lag_s``. Once the reader has been online and silent for longer than
+    ``lag_s`` it moves on with the host's elapsed time (passes must end in a quiet door), from
+    the reader's time, so a reader clock behind the host does not make its next reads late.
+    ``None`` until the first read (a door that never read holds up no other: the arbiter
+    stops waiting for it after ``max_wait_s``). While the reader is offline the agent does not
+    call it: the watermark holds, and a backlog flushed later, over any number of ticks, lands
+    ahead of it as the live stream did.
+    """
+
+    def __init__(self, lag_s: float) -> None:
+        self.lag_s = lag_s
+        self._latest = -_INF  # newest reader timestamp seen
+        self._heard = -_INF  # host monotonic time it was seen, or the reader came online
+
+    def seen(self, at: datetime, host: float) -> None:
+        t = at.timestamp()
+        if t > self._latest:
+            self._latest = t
+            self._heard = host
+
+    def online(self, host: float) -> None:
+        self._heard = host
+
+    def watermark(self, now: datetime, host: float) -> datetime | None:
+        lag = self.lag_s
+        silent = host - self._heard
+        cap = now.timestamp() - lag
+        if self._latest == -_INF:  # nothing read yet, nothing to process: no promise either
+            return None
+        t = self._latest - lag + max(0.0, silent - lag)
+        return _dt(min(t, cap))
 
 
 def _sample(read: TagRead) -> str:

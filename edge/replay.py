@@ -34,7 +34,6 @@ from edge.outbox import Outbox
 from edge.portal import Door
 from edge.workflow import HandheldWorkflow
 
-
 MAX_T = 366 * 24 * 3600.0  # a recording longer than a year is a mistake (NaN fails too)
 
 

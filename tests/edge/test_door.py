@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from devices.base import TagRead
 from devices.sim import sgtin96_hex
+from edge import wire
 from edge.config import PortalConfig, load
 from edge.epcmatch import EpcFilter, parse_pattern, parse_patterns
 from edge.errors import ConfigError
@@ -208,3 +211,64 @@ def test_reads_are_put_in_time_order_before_they_are_judged() -> None:
     events = d.advance(at(8.0))
     assert [(e.type, e.item, e.read) for e in events] == [
         (e.type, e.item, e.read) for e in in_order.events]
+
+
+def test_a_tag_staged_at_the_door_longer_than_hold_s_is_not_received_twice() -> None:
+    config = door("door-a", "DOCK-A", antennas={"1": "door"}, direction="in", hold_s=60.0)
+    floor = Floor()
+    floor.sweep("door-a", case(1), 1, 0.0, 1.9, every=0.1)  # a pass: receive
+    floor.sweep("door-a", case(1), 1, 3.5, 103.0, every=0.5)  # back, staged for 100 s: held
+    result = run([Door(config)], floor, until=110)
+    assert [e.type for e in result.events] == ["receive"]
+    assert sum(r.held for r in result.reports) == 1
+
+
+def test_one_big_batch_ends_quiet_passes_before_it_counts_overflow() -> None:
+    config = door("door-a", "DOCK-A", antennas={"1": "door"}, direction="in", max_tags=3)
+    floor = Floor()  # three tags in the cycle 0-10 s, three more in 10-20 s
+    for n in (1, 2, 3):
+        floor.sweep("door-a", case(n), 1, 9.5, 9.9, every=0.1)
+    for n in (4, 5, 6):
+        floor.sweep("door-a", case(n), 1, 12.0, 12.4, every=0.1)
+    live = run([Door(config)], floor, until=20)
+    d = Door(config)
+    for read in floor.reads:
+        d.add(read)
+    batch = d.advance(at(30.0)) + d.finish()
+    assert [e.item for e in batch] == [e.item for e in live.events] and len(batch) == 6
+    assert [r.overflow for r in d.take_reports()] == [0, 0]
+
+
+def _shelf(first: float, last: float) -> list[TagRead]:
+    """Four tags on a shelf, each read twice a second from ``first`` to ``last``."""
+    return [TagRead("shelf", case(n), 1, -50.0, at(first + k / 2 + n / 50))
+            for k in range(round((last - first) * 2) + 1) for n in range(4)]
+
+
+def _counts(d: Door, reads: list[TagRead], until: float,
+            before: Sequence[wire.Event] = ()) -> list[tuple[datetime, int]]:
+    for read in reads:
+        d.add(read)
+    events = [*before, *d.advance(at(until)), *d.finish()]
+    return [(wire.parse_time(e.read.first, "first"), len(e.count.seen))  # type: ignore[union-attr]
+            for e in events if e.type == "count" and e.read and e.count]
+
+
+def test_count_mode_makes_no_count_of_a_cycle_the_reader_did_not_cover_completely() -> None:
+    config = PortalConfig(name="shelf", location="A-01", mode="count", cycle_s=10.0)
+    # started at 3 s (mid-cycle), stopped at 30.3 s (mid-cycle): only 10-20 and 20-30 are full
+    counts = _counts(Door(config), _shelf(3.0, 30.3), until=29.8)
+    assert counts == [(at(10.0), 4), (at(20.0), 4)]
+    # started on a cycle boundary: that cycle is complete
+    assert _counts(Door(config), _shelf(0.0, 19.9), until=25.0) == [(at(0.0), 4), (at(10.0), 4)]
+
+
+def test_count_mode_makes_no_count_of_a_cycle_the_reader_went_offline_in() -> None:
+    config = PortalConfig(name="shelf", location="A-01", mode="count", cycle_s=10.0)
+    d = Door(config)
+    for read in _shelf(0.0, 14.0):
+        d.add(read)
+    before = d.advance(at(13.0))
+    d.interrupt()  # the reader drops off after its read at 14.06 s, back at 33 s
+    counts = _counts(d, _shelf(33.0, 50.0), until=55.0, before=before)
+    assert counts == [(at(0.0), 4), (at(40.0), 4)]  # not 10-20 (cut), nor 30-40 (begun late)

@@ -19,7 +19,7 @@ from devices.sim import ScriptedPortal, sgtin96_hex, sscc96_hex
 from edge import wire
 from edge.arbiter import DoorArbiter
 from edge.config import PortalConfig
-from edge.portal import CycleReport, Door
+from edge.portal import CycleReport, Door, ReaderClock
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
 SIDES = {"1": "outside", "2": "inside"}
@@ -376,3 +376,53 @@ def test_the_device_simulator_through_a_door_with_a_fixed_direction() -> None:
     assert len(result.events) == 13 and {e.type for e in result.events} == {"ship"}
     (report,) = [r for r in result.reports if r.tags]
     assert report.per_sscc == {"106141412345678908": 1} and report.per_gtin == {GTIN: 12}
+
+
+def _agent_loop(config: PortalConfig, reads: Sequence[TagRead], arrivals: Sequence[float], *,
+                online_at: float = 0.0, until: float = 40.0) -> list[wire.Event]:
+    """The agent's door thread in simulated host time: read ``i`` reaches the agent at host
+    time ``arrivals[i]``; a tick every 0.1 s advances the door to the ``ReaderClock``."""
+    d = Door(config)
+    clock = ReaderClock(config.latency_s)
+    clock.online(online_at)
+    events: list[wire.Event] = []
+    order = sorted(range(len(reads)), key=lambda i: arrivals[i])
+    pos = 0
+    for k in range(round(online_at * 10), round(until * 10) + 1):
+        host = k / 10
+        while pos < len(order) and arrivals[order[pos]] <= host + 1e-9:
+            read = reads[order[pos]]
+            clock.seen(read.at, host)
+            d.add(read)
+            pos += 1
+        mark = clock.watermark(at(host), host)
+        if mark is not None:
+            events += d.advance(mark)
+    return events + d.finish()
+
+
+def test_the_watermark_follows_the_reader_clock_so_a_slow_backlog_or_clock_splits_no_pass() -> None:
+    config = door("door-a", "DOCK-A", min_reads=2, arbitration_s=0.0)
+    reads = [TagRead("door-a", case(7), OUT, -50.0, at(10 + k / 10)) for k in range(10)]
+    reads += [TagRead("door-a", case(7), IN, -50.0, at(11 + k / 10)) for k in range(10)]
+    live = _agent_loop(config, reads, [(r.at - T0).total_seconds() for r in reads])
+    assert [e.type for e in live] == ["receive"]
+    # back online at 30 s, the backlog flushed ten reads a tick from the second tick on
+    flushed = _agent_loop(config, reads, [30.1 + (i // 10) / 10 for i in range(20)],
+                          online_at=30.0)
+    # a reader clock 2 s behind the host
+    slow = _agent_loop(config, reads, [(r.at - T0).total_seconds() + 2.0 for r in reads])
+    for events in (flushed, slow):
+        assert without_ids(events) == without_ids(live)
+
+
+def test_arbitration_does_not_depend_on_how_far_the_watermark_moves() -> None:
+    a, b = door("door-a", "DOCK-A", direction="in"), door("door-b", "DOCK-B", direction="in")
+    floor = Floor()
+    floor.sweep("door-a", case(42), IN, 0.0, 1.0, every=0.1, rssi=-60.0)  # weak, short
+    floor.sweep("door-b", case(42), IN, 0.5, 5.0, every=0.1, rssi=-40.0)  # strong, still going
+    for tick in (0.1, 1.0, 10.0):
+        arbiter = DoorArbiter.for_portals([a, b])
+        result = run([Door(a, arbiter=arbiter), Door(b, arbiter=arbiter)], floor, until=30,
+                     tick=tick)
+        assert [(e.type, e.to) for e in result.events] == [("receive", "DOCK-B")], tick

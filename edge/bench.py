@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -116,12 +117,14 @@ class _Central:
     def __init__(self, directory: Path, broker: Mosquitto) -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        self.token = secrets.token_urlsafe(24)  # read: the bench only polls
         self.log = open(directory / "central.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "--log-level", "WARNING", "server",
              "--db", str(directory / "central.db"), "--broker", broker.url,
              "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "FLOORSYNC_TOKENS": f"{self.token}=read"},
         )
         deadline = time.monotonic() + 30
         while True:
@@ -137,7 +140,10 @@ class _Central:
             time.sleep(0.1)
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.api}/{path}", timeout=5) as response:
+        request = urllib.request.Request(
+            f"{self.api}/{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -50,11 +51,13 @@ class _Processes:
         self.data = data
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "--log-level", "INFO", *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self.children.append((name, process))
         return process
@@ -78,12 +81,15 @@ class _Processes:
                 if p.poll() is not None and p.returncode not in (0, -signal.SIGTERM)]
 
 
-def _get(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _get(url: str, token: str | None = None, timeout: float = 2.0) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def _wait_http(url: str, timeout: float, processes: _Processes) -> None:
+    """Until the open health endpoint answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -139,8 +145,12 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
             wait_for_port(broker_port, timeout=20)
             broker, protocol = f"mqtt://127.0.0.1:{broker_port}", "3.1.1"
         api = f"http://127.0.0.1:{port}/api/v1"
+        # this run's own tokens; a person may try the API with them while the demo runs
+        read_token, write_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         processes.start("server", "server", "--db", str(data / "central.db"), "--broker", broker,
-                        "--protocol", protocol, "--port", str(port))
+                        "--protocol", protocol, "--port", str(port),
+                        env={"FLOORSYNC_TOKENS": f"{read_token}=read;{write_token}=write",
+                             "FLOORSYNC_AUTH": "on", "FLOORSYNC_TOKENS_FILE": ""})
         _wait_http(f"{api}/health", 30, processes)
 
         master, slave = open_pty()
@@ -158,6 +168,9 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         processes.start("dock-1", "edge", "--config", str(door))
         print(f"floorsync demo: central service {api} (OpenAPI: http://127.0.0.1:{port}/docs)")
         print(f"  broker {broker} (MQTT {protocol}); logs and databases in {data}")
+        print(f"  read token:  {read_token}")
+        print(f"  write token: {write_token}")
+        print(f'  try: curl -H "Authorization: Bearer {read_token}" {api}/stock')
         print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick")
         print("  dock-1: RFID dock door receiving pallets of tagged cases", flush=True)
 
@@ -168,14 +181,14 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         operator.start()
         started = time.monotonic()
         while not stop.wait(3.0):
-            _print_progress(api)
+            _print_progress(api, read_token)
             if processes.failed():
                 raise EdgeError(f"demo process failed: {', '.join(processes.failed())}")
             if duration is not None and time.monotonic() - started >= duration:
                 break
         stop.set()
         operator.join(2)
-        return _finish(api, data, processes)
+        return _finish(api, read_token, data, processes)
     finally:
         stop.set()
         processes.stop_all()
@@ -183,10 +196,10 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
             os.close(master)
 
 
-def _print_progress(api: str) -> None:
+def _print_progress(api: str, token: str) -> None:
     try:
-        stock = _get(f"{api}/stock")
-        summary = _get(f"{api}/summary")
+        stock = _get(f"{api}/stock", token)
+        summary = _get(f"{api}/summary", token)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"  (central service not answering: {exc})", flush=True)
         return
@@ -196,7 +209,7 @@ def _print_progress(api: str) -> None:
     print(f"  applied {summary['events']} events | stock {shown}{more}", flush=True)
 
 
-def _finish(api: str, data: Path, processes: _Processes) -> int:
+def _finish(api: str, token: str, data: Path, processes: _Processes) -> int:
     """Let the edges drain, stop them, and print what was captured, applied, pending, rejected."""
     outboxes = [data / "hh-01-outbox.db", data / "dock-1-outbox.db"]
     deadline = time.monotonic() + 15
@@ -208,7 +221,7 @@ def _finish(api: str, data: Path, processes: _Processes) -> int:
     processes.stop("hh-01")
     processes.stop("dock-1")
     counts = [_outbox_counts(p) for p in outboxes]
-    summary = _get(f"{api}/summary")
+    summary = _get(f"{api}/summary", token)
     captured = sum(c.get("captured", 0) for c in counts)
     pending = sum(c.get("pending", 0) + c.get("sent", 0) for c in counts)
     rejected = sum(c.get("rejected", 0) for c in counts)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -10,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server.api import devices, events, health, items, locations, movements, stock
-from server.errors import BadRequest, ServerError, StoreError
+from server.api import devices, events, health, items, ledger, locations, movements, stock
+from server.auth import AuthError, document_denials
+from server.errors import BadRequest, ConfigError, ServerError, StoreError
 from server.ingest import MqttIngest
 from server.ledger import Store
 from server.settings import Settings
@@ -19,18 +21,33 @@ from server.settings import Settings
 API_PREFIX = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
 
+log = logging.getLogger(__name__)
 
-def problem(status: int, title: str, detail: str) -> JSONResponse:
+
+def problem(
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """RFC 9457 problem details, the one error shape of this API."""
     return JSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail},
         status_code=status,
         media_type=PROBLEM_JSON,
+        headers=headers,
     )
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """The service: opens ``store`` (unless given) and starts MQTT ingest (if a broker is set)."""
+    """The service: opens ``store`` (unless given) and starts MQTT ingest (if a broker is set).
+
+    Refuses (``ConfigError``) to serve without bearer tokens unless ``settings.auth`` is off.
+    """
+    if settings.auth and not settings.tokens:
+        raise ConfigError(
+            "no API tokens: set FLOORSYNC_TOKENS (token=read,write;token=admin) or"
+            " FLOORSYNC_TOKENS_FILE, or FLOORSYNC_AUTH=off to serve the API to anyone"
+        )
+    if not settings.auth:
+        log.warning("FLOORSYNC_AUTH=off: the HTTP API is open to anyone who can reach it")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,8 +71,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (health, stock, movements, events, devices, items, locations):
+    for module in (health, stock, movements, events, devices, items, locations, ledger):
         app.include_router(module.router, prefix=API_PREFIX)
+    document_denials(app)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -78,6 +96,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        title = exc.title if isinstance(exc, AuthError) else str(exc.detail)
+        return problem(exc.status_code, title, str(exc.detail), exc.headers)
 
     return app

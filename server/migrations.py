@@ -145,4 +145,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX location_barcodes_text ON location_barcodes (barcode);
         """,
     ),
+    (
+        "0003_ledger_read_indexes",
+        """
+        CREATE INDEX events_serial ON events (serial, gtin) WHERE serial IS NOT NULL;
+        CREATE INDEX events_epc ON events (epc) WHERE epc IS NOT NULL;
+        """,
+    ),
 )

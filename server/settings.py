@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +16,15 @@ from server.errors import ConfigError
 ENV_PREFIX = "FLOORSYNC_"
 PROTOCOLS = ("5", "3.1.1")
 _NONE_WORDS = ("", "none", "off", "disabled")
+_ON_WORDS = ("on", "true", "yes", "1")
+_OFF_WORDS = ("off", "false", "no", "0")
+# Each scope with the scopes it implies: admin implies write implies read.
+SCOPES: Mapping[str, frozenset[str]] = MappingProxyType({
+    "read": frozenset({"read"}),
+    "write": frozenset({"read", "write"}),
+    "admin": frozenset({"read", "write", "admin"}),
+})
+_TOKEN_FORBIDDEN = set(" \t\r\n=;,#")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +33,11 @@ class Settings:
 
     ``broker=None`` runs HTTP only (edges POST their batches). The embedded amqtt broker speaks
     MQTT 3.1.1 only, so the protocol is a setting rather than a constant.
+
+    ``tokens`` maps each bearer token to its scopes, implied ones included (admin implies write
+    implies read); ``tokens_file`` adds one ``token scopes`` per line. With ``auth`` on (the
+    default) the HTTP app refuses to start without a token; ``auth=False`` opens every route.
+    Tokens never appear in the repr.
     """
 
     database: Path = Path("floorsync.db")
@@ -34,8 +50,20 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     online_after_s: float = 60
+    auth: bool = True
+    tokens: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    tokens_file: Path | None = None
 
     def __post_init__(self) -> None:
+        tokens = {t: expand_scopes(s, where=f"token {_hint(t)}") for t, s in self.tokens.items()}
+        for token in tokens:
+            check_token(token)
+        if self.tokens_file is not None:
+            for token, scopes in read_tokens_file(self.tokens_file).items():
+                if token in tokens:
+                    raise ConfigError(f"token {_hint(token)} is defined twice")
+                tokens[token] = scopes
+        object.__setattr__(self, "tokens", MappingProxyType(tokens))
         if self.mqtt_protocol not in PROTOCOLS:
             raise ConfigError(
                 f"mqtt_protocol must be one of {PROTOCOLS}, not {self.mqtt_protocol!r}"
@@ -52,8 +80,9 @@ class Settings:
             if raw is not None:
                 values[f.name] = _convert(f.name, raw)
         values.update(overrides)
-        if "database" in values:
-            values["database"] = Path(values["database"])
+        for name in ("database", "tokens_file"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
         return cls(**values)
 
 
@@ -67,7 +96,82 @@ def _convert(name: str, raw: str) -> Any:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not a number: {raw!r}") from None
     if name in ("broker", "shared_group") and raw.strip().lower() in _NONE_WORDS:
         return None
+    if name == "auth":
+        word = raw.strip().lower()
+        if word not in _ON_WORDS + _OFF_WORDS:
+            raise ConfigError(f"{ENV_PREFIX}AUTH must be on or off, not {raw!r}")
+        return word in _ON_WORDS
+    if name == "tokens":
+        return parse_tokens(raw)
+    if name == "tokens_file" and not raw.strip():
+        return None
     return raw
+
+
+def _hint(token: str) -> str:
+    """Enough of a token to find it in a config, never the whole secret."""
+    return repr(token[:4] + "...") if len(token) > 8 else "(short)"
+
+
+def check_token(token: str) -> None:
+    if len(token) < 8:
+        raise ConfigError(f"token {_hint(token)} is shorter than 8 characters")
+    if not token.isprintable() or _TOKEN_FORBIDDEN & set(token):
+        raise ConfigError(f"token {_hint(token)} has whitespace or one of = ; , #")
+
+
+def expand_scopes(scopes: str | frozenset[str] | set[str], *, where: str) -> frozenset[str]:
+    """``"read,write"`` (or a set) as the scopes granted, implied ones included."""
+    names = [s.strip().lower() for s in scopes.split(",")] if isinstance(scopes, str) else scopes
+    granted: set[str] = set()
+    for name in names:
+        if name not in SCOPES:
+            raise ConfigError(f"{where}: unknown scope {name!r} (read, write or admin)")
+        granted |= SCOPES[name]
+    if not granted:
+        raise ConfigError(f"{where}: no scopes")
+    return frozenset(granted)
+
+
+def parse_tokens(raw: str) -> dict[str, frozenset[str]]:
+    """``FLOORSYNC_TOKENS``: ``token=scope,scope;token=scope`` (whitespace around ignored)."""
+    tokens: dict[str, frozenset[str]] = {}
+    for n, entry in enumerate(raw.split(";"), 1):
+        if not entry.strip():
+            continue
+        token, sep, scopes = entry.partition("=")
+        token = token.strip()
+        where = f"{ENV_PREFIX}TOKENS entry {n}"
+        if not sep:
+            raise ConfigError(f"{where}: expected token=scopes")
+        check_token(token)
+        if token in tokens:
+            raise ConfigError(f"token {_hint(token)} is defined twice")
+        tokens[token] = expand_scopes(scopes, where=where)
+    return tokens
+
+
+def read_tokens_file(path: Path) -> dict[str, frozenset[str]]:
+    """One ``token scope[,scope]`` per line; blank lines and ``#`` comments ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the tokens file {path}: {exc}") from None
+    tokens: dict[str, frozenset[str]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        where = f"{path}:{n}"
+        if len(parts) != 2:
+            raise ConfigError(f"{where}: expected 'token scopes'")
+        token, scopes = parts
+        check_token(token)
+        if token in tokens:
+            raise ConfigError(f"{where}: token {_hint(token)} is defined twice")
+        tokens[token] = expand_scopes(scopes.replace(" ", ""), where=where)
+    return tokens
 
 
 def broker_address(url: str) -> tuple[str, int]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from server.api.deps import SettingsDep, StoreDep
+from server.auth import READ
 from server.ledger import DeviceRow
 from server.schemas import Device
 
@@ -23,7 +24,7 @@ def is_online(row: DeviceRow, online_after_s: float, now: datetime) -> bool:
     return (now - seen).total_seconds() <= online_after_s
 
 
-@router.get("/devices", response_model=list[Device])
+@router.get("/devices", response_model=list[Device], dependencies=READ)
 def devices(store: StoreDep, settings: SettingsDep) -> list[Device]:
     now = datetime.now(UTC)
     return [

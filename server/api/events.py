@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from edge import wire
 from server.api.deps import StoreDep
+from server.auth import WRITE
 from server.errors import BadRequest
 from server.schemas import AckOut, BatchIn, Problem, inline_schema
 
@@ -24,6 +25,7 @@ _BODY = {
     "/events",
     response_model=AckOut,
     openapi_extra=_BODY,
+    dependencies=WRITE,
     responses={400: {"model": Problem, "content": {"application/problem+json": {}}}},
 )
 async def post_events(request: Request, store: StoreDep) -> Response:

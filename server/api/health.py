@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from server.api.deps import IngestDep, StoreDep
+from server.auth import READ
 from server.errors import StoreError
 from server.schemas import Health, Summary
 
@@ -28,6 +29,6 @@ def health(store: StoreDep, ingest: IngestDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if database == "ok" else 503)
 
 
-@router.get("/summary", response_model=Summary)
+@router.get("/summary", response_model=Summary, dependencies=READ)
 def summary(store: StoreDep) -> Summary:
     return Summary(**store.summary())

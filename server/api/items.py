@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from server.api.deps import StoreDep
+from server.auth import READ, WRITE
 from server.errors import BadRequest
 from server.masterdata import ImportRejected, Item, ItemSpec, MasterData, MasterDataError
 from server.schemas import (
@@ -172,13 +173,16 @@ def item_spec(sku: str, body: ItemFields) -> ItemSpec:
     return ItemSpec(sku, tuple(body.gtins), body.description, body.tracking, body.unit)
 
 
-@router.post("/items", status_code=201, response_model=ItemOut, responses=problems(400, 409))
+@router.post(
+    "/items", status_code=201, response_model=ItemOut, responses=problems(400, 409),
+    dependencies=WRITE,
+)
 def create_item(body: ItemCreate, masterdata: MasterDataDep) -> ItemOut:
     """A new item; 409 when the SKU exists or a GTIN belongs to another item."""
     return item_out(masterdata.create_item(item_spec(body.sku, body)))
 
 
-@router.get("/items", response_model=ItemPage, responses=problems(400))
+@router.get("/items", response_model=ItemPage, responses=problems(400), dependencies=READ)
 def list_items(
     masterdata: MasterDataDep,
     cursor: str | None = None,
@@ -201,6 +205,7 @@ def list_items(
     responses=import_responses(),
     openapi_extra=csv_body(ITEM_CSV, "sku,gtins,description,tracking,unit\n"
                                      "TSHIRT-M,09501101530003|4006381333931,T-shirt M,lot,EA\n"),
+    dependencies=WRITE,
 )
 async def import_items(request: Request, masterdata: MasterDataDep) -> ImportResult:
     """Upsert items from a CSV file in one transaction: every row or none."""
@@ -209,18 +214,24 @@ async def import_items(request: Request, masterdata: MasterDataDep) -> ImportRes
     return ImportResult(**asdict(summary))
 
 
-@router.get("/items/by-gtin/{gtin}", response_model=ItemOut, responses=problems(400, 404))
+@router.get(
+    "/items/by-gtin/{gtin}", response_model=ItemOut, responses=problems(400, 404),
+    dependencies=READ,
+)
 def item_by_gtin(gtin: str, masterdata: MasterDataDep) -> ItemOut:
     """The item with this GTIN (8, 12, 13 or 14 digits)."""
     return item_out(masterdata.item_by_gtin(gtin))
 
 
-@router.get("/items/{sku}", response_model=ItemOut, responses=problems(404))
+@router.get("/items/{sku}", response_model=ItemOut, responses=problems(404), dependencies=READ)
 def get_item(sku: str, masterdata: MasterDataDep) -> ItemOut:
     return item_out(masterdata.item(sku))
 
 
-@router.put("/items/{sku}", response_model=ItemOut, responses=problems(400, 404, 409))
+@router.put(
+    "/items/{sku}", response_model=ItemOut, responses=problems(400, 404, 409),
+    dependencies=WRITE,
+)
 def update_item(sku: str, body: ItemFields, masterdata: MasterDataDep) -> ItemOut:
     """Replace an existing item's fields, GTINs included (create items with POST)."""
     return item_out(masterdata.update_item(item_spec(sku, body)))

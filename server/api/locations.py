@@ -18,6 +18,7 @@ from server.api.items import (
     problems,
     read_csv_body,
 )
+from server.auth import READ, WRITE
 from server.masterdata import Location, LocationSpec, resolve_gln
 from server.schemas import (
     ImportResult,
@@ -60,14 +61,15 @@ def page_of(rows: list[Location], limit: int, *, site_in_cursor: bool) -> Locati
 
 
 @router.post(
-    "/locations", status_code=201, response_model=LocationOut, responses=problems(400, 404, 409)
+    "/locations", status_code=201, response_model=LocationOut, responses=problems(400, 404, 409),
+    dependencies=WRITE,
 )
 def create_location(body: LocationCreate, masterdata: MasterDataDep) -> LocationOut:
     """A new location. Its parent must exist (404); a new site gets its virtual locations."""
     return location_out(masterdata.create_location(location_spec(body.site, body.code, body)))
 
 
-@router.get("/locations", response_model=LocationPage, responses=problems(400))
+@router.get("/locations", response_model=LocationPage, responses=problems(400), dependencies=READ)
 def list_locations(
     masterdata: MasterDataDep,
     site: str | None = None,
@@ -88,6 +90,7 @@ def list_locations(
 @router.get(
     "/locations/by-barcode/{text:path}", response_model=LocationOut,
     responses=problems(404, 409),
+    dependencies=READ,
 )
 def location_by_barcode(
     text: str, masterdata: MasterDataDep, site: str | None = None
@@ -107,6 +110,7 @@ def location_by_barcode(
                                          "wh1,Z1,zone,,Zone 1,\n"
                                          "wh1,A-01,aisle,Z1,,\n"
                                          "wh1,A-01-02,bin,A-01,,LOC:A-01-02|A-01-02\n"),
+    dependencies=WRITE,
 )
 async def import_locations(request: Request, masterdata: MasterDataDep) -> ImportResult:
     """Upsert locations from a CSV file in one transaction: every row or none."""
@@ -116,7 +120,8 @@ async def import_locations(request: Request, masterdata: MasterDataDep) -> Impor
 
 
 @router.post(
-    "/locations/{site}/virtual", response_model=list[LocationOut], responses=problems(400)
+    "/locations/{site}/virtual", response_model=list[LocationOut], responses=problems(400),
+    dependencies=WRITE,
 )
 def ensure_virtual(site: str, masterdata: MasterDataDep) -> list[LocationOut]:
     """The site's virtual locations (receiving, shipping, customer, supplier, lost), made if
@@ -124,13 +129,17 @@ def ensure_virtual(site: str, masterdata: MasterDataDep) -> list[LocationOut]:
     return [location_out(v) for v in masterdata.ensure_virtual(site)]
 
 
-@router.get("/locations/{site}/{code}", response_model=LocationOut, responses=problems(404))
+@router.get(
+    "/locations/{site}/{code}", response_model=LocationOut, responses=problems(404),
+    dependencies=READ,
+)
 def get_location(site: str, code: str, masterdata: MasterDataDep) -> LocationOut:
     return location_out(masterdata.location(site, code))
 
 
 @router.put(
-    "/locations/{site}/{code}", response_model=LocationOut, responses=problems(400, 404, 409)
+    "/locations/{site}/{code}", response_model=LocationOut, responses=problems(400, 404, 409),
+    dependencies=WRITE,
 )
 def update_location(
     site: str, code: str, body: LocationFields, masterdata: MasterDataDep
@@ -142,6 +151,7 @@ def update_location(
 @router.get(
     "/locations/{site}/{code}/children", response_model=LocationPage,
     responses=problems(400, 404),
+    dependencies=READ,
 )
 def location_children(
     site: str, code: str, masterdata: MasterDataDep, cursor: str | None = None,
@@ -154,7 +164,8 @@ def location_children(
 
 
 @router.get(
-    "/locations/{site}/{code}/path", response_model=list[LocationOut], responses=problems(404)
+    "/locations/{site}/{code}/path", response_model=list[LocationOut], responses=problems(404),
+    dependencies=READ,
 )
 def location_path(site: str, code: str, masterdata: MasterDataDep) -> list[LocationOut]:
     """Its ancestors from the site's root down, ending with the location itself."""

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from server.api.deps import StoreDep, parse_cursor
-from server.schemas import Movement, MovementPage, Rejection, RejectionPage
+from server.auth import READ
+from server.schemas import Movement, MovementPage, Problem, Rejection, RejectionPage, inline_schema
 
 router = APIRouter(tags=["ledger"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+BAD_CURSOR: dict[int | str, dict[str, Any]] = {400: {
+    "description": "a cursor this service did not issue",
+    "content": {"application/problem+json": {"schema": inline_schema(Problem)}},
+}}
 
 
-@router.get("/movements", response_model=MovementPage)
+@router.get(
+    "/movements", response_model=MovementPage, responses=BAD_CURSOR, dependencies=READ
+)
 def movements(store: StoreDep, cursor: str | None = None, limit: Limit = 100) -> MovementPage:
     rows = store.movements(after=parse_cursor(cursor), limit=limit + 1)
     page = rows[:limit]
@@ -26,7 +33,9 @@ def movements(store: StoreDep, cursor: str | None = None, limit: Limit = 100) ->
     )
 
 
-@router.get("/rejections", response_model=RejectionPage)
+@router.get(
+    "/rejections", response_model=RejectionPage, responses=BAD_CURSOR, dependencies=READ
+)
 def rejections(store: StoreDep, cursor: str | None = None, limit: Limit = 100) -> RejectionPage:
     rows = store.rejections(after=parse_cursor(cursor), limit=limit + 1)
     page = rows[:limit]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.api.deps import StoreDep
+from server.auth import READ
 from server.schemas import StockLine
 
 router = APIRouter(tags=["stock"])
 
 
-@router.get("/stock", response_model=list[StockLine])
+@router.get("/stock", response_model=list[StockLine], dependencies=READ)
 def stock(store: StoreDep, item: str | None = None, location: str | None = None) -> list[StockLine]:
     """Non-zero lines (negative ones too: physical truth wins, a person resolves them)."""
     return [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -56,6 +58,7 @@ class CentralProcess:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
         self.process: subprocess.Popen[bytes] | None = None
+        self.token = secrets.token_urlsafe(24)  # admin: the tests may do anything
 
     def start(self) -> CentralProcess:
         log = open(self.database.with_suffix(".log"), "ab")  # noqa: SIM115
@@ -63,6 +66,7 @@ class CentralProcess:
             [sys.executable, "-m", "edge.cli", "server", "--db", str(self.database),
              "--broker", self.broker, "--protocol", self.protocol, "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "FLOORSYNC_TOKENS": f"{self.token}=admin"},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -76,7 +80,10 @@ class CentralProcess:
         raise TimeoutError("central service did not become ready")
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.api}/{path}", timeout=5) as response:
+        request = urllib.request.Request(
+            f"{self.api}/{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     def kill(self) -> None:

@@ -25,6 +25,12 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
     assert captured > 10
     assert (applied, pending, rejected) == (captured, 0, 0)
     assert "stock" in result.stdout
+    # its own tokens, printed for a person to try the API with (the progress polls used them)
+    read = re.search(r"read token: +(\S+)", result.stdout)
+    write = re.search(r"write token: +(\S+)", result.stdout)
+    assert read and write, result.stdout
+    assert len(read[1]) >= 32 and len(write[1]) >= 32 and read[1] != write[1]
+    assert f"Bearer {read[1]}" in result.stdout  # the curl line
     # the garbled scan got a bad read and nothing else broke
     assert "bad read" in (tmp_path / "hh-01.log").read_text()
     # both edges sent events: the handheld's receive/put-away/pick and the door's RFID receives

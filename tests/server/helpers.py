@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
 from edge import wire
+from server.settings import Settings
+
+# Bearer tokens of the test servers, one per scope.
+READ_TOKEN = "test-read-token"
+WRITE_TOKEN = "test-write-token"
+ADMIN_TOKEN = "test-admin-token"
+TOKENS = {READ_TOKEN: "read", WRITE_TOKEN: "write", ADMIN_TOKEN: "admin"}
+
+
+def api_settings(database: Path, **kwargs: Any) -> Settings:
+    """Settings of an HTTP-only test server that knows the test tokens."""
+    kwargs.setdefault("broker", None)
+    return Settings(database=database, tokens=TOKENS, **kwargs)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_client(app: FastAPI, token: str | None = ADMIN_TOKEN) -> TestClient:
+    """A TestClient that sends ``token`` (admin by default) with every request."""
+    return TestClient(app, headers=bearer(token) if token else None)
 
 _seq = iter(range(1, 10**9))
 

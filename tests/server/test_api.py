@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 from edge import wire
 from server.app import create_app
 from server.ledger import Store
-from server.settings import Settings
 from tests.brokers import Mosquitto
-from tests.server.helpers import event, payload
+from tests.server.helpers import api_client, api_settings, event, payload
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"
@@ -22,8 +21,8 @@ G = "09501101530003"
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(database=tmp_path / "api.db", broker=None))
-    with TestClient(app) as c:
+    app = create_app(api_settings(tmp_path / "api.db"))
+    with api_client(app) as c:
         yield c
 
 
@@ -43,8 +42,8 @@ def test_health_without_broker(client: TestClient) -> None:
 
 
 def test_health_reports_mqtt(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    settings = Settings(database=tmp_path / "h.db", broker=mosquitto.url, client_id="central-h")
-    with TestClient(create_app(settings)) as c:
+    settings = api_settings(tmp_path / "h.db", broker=mosquitto.url, client_id="central-h")
+    with api_client(create_app(settings), token=None) as c:
         assert c.app.state.ingest.wait_ready(10)  # type: ignore[attr-defined]
         assert c.get("/api/v1/health").json()["mqtt"] == "connected"
 
@@ -147,8 +146,8 @@ def test_openapi_documents_the_batch_body(client: TestClient) -> None:
 
 def test_given_store_is_not_closed_by_the_app(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
-        app = create_app(Settings(database=tmp_path / "unused.db", broker=None), store=store)
-        with TestClient(app) as c:
+        app = create_app(api_settings(tmp_path / "unused.db"), store=store)
+        with api_client(app) as c:
             post(c, payload(SITE, DEV, event("receive")))
         assert store.summary()["events"] == 1
     assert not (tmp_path / "unused.db").exists()

@@ -468,7 +468,7 @@ def test_master_data_migration_upgrades_a_ledger_database(
     with Store(path) as store:
         assert store.summary()["events"] == 1
         names = [r[0] for r in store._query("SELECT name FROM schema_migrations ORDER BY name")]
-        assert names == ["0001_ledger", "0002_master_data"]
+        assert names == ["0001_ledger", "0002_master_data", "0003_ledger_read_indexes"]
         MasterData(store).ensure_virtual("wh1")
         # the ledger still applies events (master data does not gate them)
         store.apply_batch(batch("wh1", "hh-1", event("receive", dst="nowhere")), source="http")

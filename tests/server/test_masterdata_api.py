@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from server.api import items as items_api
 from server.app import create_app
 from server.masterdata import VIRTUAL
-from server.settings import Settings
+from tests.server.helpers import api_client, api_settings
 
 DATA = Path(__file__).parent / "data"
 API = "/api/v1"
@@ -22,8 +22,8 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(database=tmp_path / "master.db", broker=None))
-    with TestClient(app) as c:
+    app = create_app(api_settings(tmp_path / "master.db"))
+    with api_client(app) as c:
         yield c
 
 

@@ -104,7 +104,9 @@ def test_server_unit_and_env_file() -> None:
     assert u["Restart"] == ["always"]
 
 
-def test_server_env_names_are_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_env_names_are_settings_fields(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     env = {}
     for line in (DEPLOY / "examples" / "server.env").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -116,9 +118,13 @@ def test_server_env_names_are_settings_fields(monkeypatch: pytest.MonkeyPatch) -
             "FLOORSYNC_HTTP_PORT"} <= set(env)
     for key in fields:
         monkeypatch.delenv(key, raising=False)
+    tokens = tmp_path / "tokens"  # the example names /etc/floorsync/tokens; here a copy of it
+    tokens.write_text("# token scopes\ndashboard-token-1234 read\nedge-token-12345678 write\n")
+    env["FLOORSYNC_TOKENS_FILE"] = str(tokens)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings.from_env()
+    assert settings.tokens_file == tokens and len(settings.tokens) == 2
     assert settings.database == Path("/var/lib/floorsync/floorsync.db")
     assert settings.broker == "mqtt://127.0.0.1:1883"
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8000)

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from devices.codes import interpret, interpret_epc
 from edge import wire
 from server.app import create_app
-from server.settings import Settings
+from tests.server.helpers import api_client, api_settings
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BATCH_FILES = ("batch_handheld.json", "batch_portal.json", "batch_count_adjust.json")
@@ -284,8 +284,8 @@ def test_bad_envelope_gives_its_reason(case: dict[str, Any]) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(database=tmp_path / "c.db", broker=None))
-    with TestClient(app) as c:
+    app = create_app(api_settings(tmp_path / "c.db"))
+    with api_client(app) as c:
         yield c
 
 

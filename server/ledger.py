@@ -152,6 +152,16 @@ def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:
     return out  # observe: a sighting, no stock change
 
 
+def item_location_filter(item: str | None, location: str | None) -> tuple[str, list[str]]:
+    """`` AND item = ? AND location = ?`` for the filters given, and their parameters."""
+    where, params = "", []
+    if item is not None:
+        where, params = where + " AND item = ?", [*params, item]
+    if location is not None:
+        where, params = where + " AND location = ?", [*params, location]
+    return where, params
+
+
 def _count_detail(event: wire.Event) -> str | None:
     """A count keeps the full set seen (the movements hold only the differences)."""
     if event.count is None:
@@ -400,15 +410,11 @@ class Store:
         self._query("SELECT 1")
 
     def stock(self, item: str | None = None, location: str | None = None) -> list[StockRow]:
-        sql = "SELECT item, location, lot, quantity FROM stock WHERE quantity <> 0"
-        params: list[str] = []
-        if item is not None:
-            sql += " AND item = ?"
-            params.append(item)
-        if location is not None:
-            sql += " AND location = ?"
-            params.append(location)
-        rows = self._query(sql + " ORDER BY item, location, lot", params)
+        where, params = item_location_filter(item, location)
+        rows = self._query(
+            "SELECT item, location, lot, quantity FROM stock WHERE quantity <> 0" + where
+            + " ORDER BY item, location, lot", params,
+        )
         return [StockRow(i, loc, lot or None, float(q)) for i, loc, lot, q in rows]
 
     def movements(self, after: int | None = None, limit: int = 100) -> list[MovementRow]:

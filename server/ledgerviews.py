@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from edge import wire
 from server.errors import BadRequest
-from server.ledger import Store
+from server.ledger import Store, item_location_filter
 
 TOLERANCE = 1e-6  # float sums in a different order differ in the last bits, not by this much
 
@@ -60,15 +60,9 @@ def stock_as_of(
     """
     if at.tzinfo is None:
         raise ValueError("at needs a UTC offset")
-    sql = "SELECT item, location, lot, event_time, SUM(qty) FROM movements WHERE 1 = 1"
-    params: list[str] = []
-    if item is not None:
-        sql += " AND item = ?"
-        params.append(item)
-    if location is not None:
-        sql += " AND location = ?"
-        params.append(location)
-    sql += " GROUP BY item, location, lot, event_time"
+    where, params = item_location_filter(item, location)
+    sql = ("SELECT item, location, lot, event_time, SUM(qty) FROM movements WHERE 1 = 1" + where
+           + " GROUP BY item, location, lot, event_time")
     totals: dict[tuple[str, str, str], float] = {}
     parsed: dict[str, bool] = {}
     for it, loc, lot, when, qty in store._query(sql, params):

@@ -154,7 +154,7 @@ def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:
 
 def item_location_filter(item: str | None, location: str | None) -> tuple[str, list[str]]:
     """`` AND item = ? AND location = ?`` for the filters given, and their parameters."""
-    where, params = "", []
+    where, params = "", list[str]()
     if item is not None:
         where, params = where + " AND item = ?", [*params, item]
     if location is not None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -130,6 +130,23 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class _Arrivals:
+    """Received-at stamps, microseconds and strictly increasing: each batch its own, so arrival
+    order (late events, gaps) can be told even for batches received in the same millisecond."""
+
+    def __init__(self) -> None:
+        self._last = datetime.min.replace(tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            now = datetime.now(UTC)
+            if now <= self._last:
+                now = self._last + timedelta(microseconds=1)
+            self._last = now
+        return now.isoformat(timespec="microseconds")
+
+
 def _truncate(payload: bytes | str) -> str:
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
     return text[:MAX_PAYLOAD_CHARS]
@@ -185,6 +202,7 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._arrivals = _Arrivals()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -277,9 +295,8 @@ class Store:
         for one in incoming:
             if one.source not in SOURCES:
                 raise ValueError(f"source must be one of {SOURCES}")
-        now = utc_now()
         with self._transaction() as cur:
-            return [self._apply(cur, one, now) for one in incoming]
+            return [self._apply(cur, one, self._arrivals.next()) for one in incoming]
 
     def _apply(self, cur: sqlite3.Cursor, one: Incoming, now: str) -> tuple[wire.Result, ...]:
         batch, source, topic, raw = one.batch, one.source, one.topic, one.raw

@@ -108,17 +108,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite in ("devices", "floor"):
+    if args.suite in ("devices", "floor", "ledger"):
         import json
 
         if args.suite == "devices":
             from devices.bench import run
 
             result = run(seconds=args.seconds)
-        else:
+        elif args.suite == "floor":
             from edge.floorbench import run as run_floor
 
             result = run_floor()
+        else:
+            from edge.ledgerbench import run as run_ledger
+
+            result = run_ledger(on_hand=args.on_hand)
         if args.json:
             print(json.dumps(result))
         else:
@@ -239,9 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
-    p.add_argument("suite", nargs="?", choices=("e2e", "devices", "floor"), default="e2e",
+    p.add_argument("suite", nargs="?", choices=("e2e", "devices", "floor", "ledger"),
+                   default="e2e",
                    help="e2e (default): the durable path; devices: framing, decoding; "
-                   "floor: door logic and handheld scan durability")
+                   "floor: door logic and handheld scan durability; ledger: apply rate and "
+                   "stock lookups with many on-hand rows")
+    p.add_argument("--on-hand", type=int, default=1_000_000, help="ledger: stock lines")
     p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")

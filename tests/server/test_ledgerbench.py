@@ -10,3 +10,5 @@ def test_ledger_benchmark_applies_every_event() -> None:
     assert result["events_applied"] == 1_000
     assert result["movements_per_s"] > 0 and result["raw_sqlite_upserts_per_s"] > 0
     assert 0 < result["stock_one_item_p50_ms"] <= result["stock_one_item_p99_ms"]
+    assert 0 < result["stock_http_p50_ms"] <= result["stock_http_p99_ms"]
+    assert 0 < result["health_http_p50_ms"] <= result["health_http_p99_ms"]

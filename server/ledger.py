@@ -12,18 +12,19 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from edge import wire
-from server import db
+from server import checks, db
 from server.errors import StoreError
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 SOURCES = ("mqtt", "http")
+API_DEVICE = "api"  # the device of movements the service itself posts (adjustments, counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class DeviceRow:
 # (event_id, site, device, type, item, lot, location, qty, event_time, received_at)
 _Movement = tuple[str, str, str, str, str, str, str, float, str, str]
 _StockKey = tuple[str, str, str]  # item, location, lot
+_Line = tuple[str, str, str, float]  # item, lot, location, signed qty
 
 _INSERT_EVENT = (
     "INSERT INTO events (id, site, device, seq, type, event_time, received_at, source,"
@@ -101,6 +103,19 @@ _INSERT_MOVEMENT = (
     "INSERT INTO movements (event_id, site, device, type, item, lot, location, qty, event_time,"
     " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_HELD = (
+    "INSERT INTO held_movements (exception_id, event_id, site, device, type, item, lot, location,"
+    " qty, event_time, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EXCEPTION = (
+    "INSERT INTO exceptions (kind, raised_at, site, device, event_id, last_event_id, count_id,"
+    " item, lot, location, serial, quantity, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_COUNT_LINE = (
+    "INSERT INTO count_lines (count_id, item, lot, counted, expected, on_hand_at_close,"
+    " adjustment) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_ON_HAND = "SELECT quantity FROM stock WHERE item = ? AND location = ? AND lot = ?"
 _UPSERT_STOCK = (
     "INSERT INTO stock (item, location, lot, quantity) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (item, location, lot) DO UPDATE SET quantity = stock.quantity + excluded.quantity"
@@ -186,6 +201,81 @@ def _count_detail(event: wire.Event) -> str | None:
     return json.dumps(wire.event_to_dict(event)["count"], separators=(",", ":"))
 
 
+def _on_hand_at(cur: sqlite3.Cursor, location: str) -> dict[tuple[str, str], float]:
+    """Non-zero on-hand per (item, lot) at one location, in ``cur``'s transaction."""
+    return {
+        (item, lot): float(qty)
+        for item, lot, qty in cur.execute(
+            "SELECT item, lot, quantity FROM stock WHERE location = ? AND quantity <> 0",
+            (location,),
+        )
+    }
+
+
+def _insert_count(
+    cur: sqlite3.Cursor, site: str, location: str, origin: str, status: str, counted_at: str, *,
+    event_id: str | None = None, by: str | None = None, closed_at: str | None = None,
+    adjustment_event_id: str | None = None,
+) -> int:
+    cur.execute(
+        "INSERT INTO counts (site, location, origin, status, counted_at, event_id, started_by,"
+        " closed_at, closed_by, adjustment_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (site, location, origin, status, counted_at, event_id, by, closed_at,
+         by if closed_at else None, adjustment_event_id),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def record_count_time(
+    cur: sqlite3.Cursor, caches: checks.Caches, location: str, when: datetime, count_id: int
+) -> None:
+    """The location's latest count is now ``when`` (if it is later than the one known): events
+    dated before it are held from then on."""
+    latest = caches.counted.get(location)
+    if latest is not None and latest >= when:
+        return
+    cur.execute(
+        "INSERT INTO location_counts (location, counted_at, count_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (location) DO UPDATE SET counted_at = excluded.counted_at,"
+        " count_id = excluded.count_id", (location, checks.utc_text(when), count_id),
+    )
+    caches.counted[location] = when
+
+
+def _at(location: str | None) -> str:
+    return "out of every location (shipped or taken away)" if location is None else (
+        f"at {location!r}")
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One batch (or one posting) on its way into the ledger: what it has staged so far."""
+
+    site: str
+    device: str
+    now: str
+    caches: checks.Caches
+    pending: dict[_StockKey, float] = field(default_factory=dict)
+    drivers: dict[_StockKey, str] = field(default_factory=dict)  # last event taking from a line
+    movements: list[_Movement] = field(default_factory=list)
+    held: list[tuple[object, ...]] = field(default_factory=list)
+    bumps: dict[int, tuple[int, str]] = field(default_factory=dict)  # exception -> (n, last)
+    serials: dict[tuple[str, str], tuple[str | None, str, str] | None] = field(
+        default_factory=dict)
+    serials_changed: set[tuple[str, str]] = field(default_factory=set)
+
+    def stage(self, event: wire.Event, lines: list[_Line]) -> None:
+        pending, drivers = self.pending, self.drivers
+        for item, lot, location, qty in lines:
+            self.movements.append((event.id, self.site, self.device, event.type, item, lot,
+                                   location, qty, event.time, self.now))
+            key = (item, location, lot)
+            pending[key] = pending.get(key, 0.0) + qty
+            if qty < 0:
+                drivers[key] = event.id
+
+
 def _need(location: str | None) -> str:
     if location is None:  # wire.event_from_dict guarantees it; this keeps mypy honest
         raise StoreError("movement lacks a location the wire contract requires")
@@ -203,6 +293,7 @@ class Store:
         self._readers_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._arrivals = _Arrivals()
+        self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -249,6 +340,7 @@ class Store:
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
+                self._caches = None  # may hold what was rolled back
                 if self._writer.in_transaction:
                     self._writer.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
@@ -296,14 +388,26 @@ class Store:
             if one.source not in SOURCES:
                 raise ValueError(f"source must be one of {SOURCES}")
         with self._transaction() as cur:
-            return [self._apply(cur, one, self._arrivals.next()) for one in incoming]
+            caches = self.caches(cur)
+            return [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
 
-    def _apply(self, cur: sqlite3.Cursor, one: Incoming, now: str) -> tuple[wire.Result, ...]:
+    def caches(self, cur: sqlite3.Cursor) -> checks.Caches:
+        """The writer's caches (loaded in ``cur``'s transaction if dropped); writer lock held."""
+        if self._caches is None:
+            self._caches = checks.load(cur)
+        return self._caches
+
+    def master_data_changed(self) -> None:
+        """Master data was written: the next transaction reloads what the checks know."""
+        self._caches = None
+
+    def _apply(
+        self, cur: sqlite3.Cursor, one: Incoming, now: str, caches: checks.Caches
+    ) -> tuple[wire.Result, ...]:
         batch, source, topic, raw = one.batch, one.source, one.topic, one.raw
         results: list[wire.Result] = []
         known = self._known_ids(cur, [e.id for e in batch.events])
-        pending: dict[_StockKey, float] = {}
-        movements: list[_Movement] = []
+        run = _Pass(batch.site, batch.device, now, caches)
         new_events: list[tuple[object, ...]] = []
         for event in batch.events:
             if event.id in known:  # applied before, or earlier in this very batch
@@ -320,36 +424,299 @@ class Store:
                  _count_detail(event))
             )
             if event.type == "count":
-                self._flush_stock(cur, pending)
-                lines = self._count_deltas(cur, event)
+                lines = self._count(cur, run, event)
             else:
-                assert event.item is not None
-                item, lot = _need(event.item.key()), event.item.lot or ""
-                lines = [(item, lot, loc, qty) for loc, qty in movement_deltas(event)]
-            for item, lot, loc, qty in lines:
-                movements.append(
-                    (event.id, batch.site, batch.device, event.type, item, lot, loc, qty,
-                     event.time, now)
-                )
-                key = (item, loc, lot)
-                pending[key] = pending.get(key, 0.0) + qty
+                lines = self._movement_lines(cur, run, event)
+            run.stage(event, lines)
         applied = len(new_events)
         cur.executemany(_INSERT_EVENT, new_events)
-        self._flush_stock(cur, pending)
-        cur.executemany(_INSERT_MOVEMENT, movements)
+        self._finish(cur, run)
         if batch.invalid:
             text = _truncate(raw) if raw is not None else ""
-            cur.executemany(
-                _INSERT_REJECTION,
-                [(now, source, topic, batch.site, batch.device, bad.id, bad.reason, text)
-                 for bad in batch.invalid],
-            )
+            self._reject(cur, [(now, source, topic, batch.site, batch.device, bad.id, bad.reason,
+                                text) for bad in batch.invalid])
             results.extend(
                 wire.Result(bad.id, "rejected", bad.reason) for bad in batch.invalid if bad.id
             )
         last_seq = max((e.seq for e in batch.events), default=None)
         cur.execute(_UPSERT_DEVICE_SEEN, (batch.site, batch.device, now, last_seq, applied))
         return tuple(results)
+
+    def _finish(self, cur: sqlite3.Cursor, run: _Pass) -> None:
+        """Write what a pass staged: stock (with its checks), ledger rows, held rows, serials."""
+        self._flush_stock(cur, run)
+        cur.executemany(_INSERT_MOVEMENT, run.movements)
+        if run.held:
+            cur.executemany(_INSERT_HELD, run.held)
+        if run.bumps:
+            cur.executemany(
+                "UPDATE exceptions SET occurrences = occurrences + ?, last_event_id = ?"
+                " WHERE id = ?", [(n, last, ident) for ident, (n, last) in run.bumps.items()],
+            )
+        if run.serials_changed:
+            cur.executemany(
+                "INSERT INTO serial_locations (identity, serial, location, event_id, event_time)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity, serial) DO UPDATE SET"
+                " location = excluded.location, event_id = excluded.event_id,"
+                " event_time = excluded.event_time",
+                [(*key, *run.serials[key]) for key in run.serials_changed],  # type: ignore[misc]
+            )
+
+    def _movement_lines(self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event) -> list[_Line]:
+        """The event's (item, lot, location, qty) lines, checked; lines a count holds are not
+        among them (they are held, with a late-after-count exception)."""
+        item = event.item
+        assert item is not None  # the wire contract gives every non-count event an item
+        deltas = movement_deltas(event)
+        if not deltas:
+            return []  # observe: a sighting, no stock change
+        key, lot, caches = _need(item.key()), item.lot or "", run.caches
+        if not caches.item_known(item):
+            self._unknown(cur, run, "unknown_item", caches.open_items, key, event.id,
+                          f"item {key!r} is not in master data", item=key)
+        lines: list[_Line] = []
+        source = destination = None
+        when: datetime | None = None
+        for text, qty in deltas:
+            location, known = caches.location(run.site, text)
+            if not known:
+                self._unknown(cur, run, "unknown_location", caches.open_locations,
+                              (run.site, location), event.id,
+                              f"location {location!r} is not in master data for site"
+                              f" {run.site!r}", location=location)
+            if qty < 0:
+                source = location
+            else:
+                destination = location
+            counted = caches.counted.get(location)
+            if counted is not None:
+                when = when or checks.utc(event.time)
+                if when < counted:
+                    self._hold(cur, run, event, [(key, lot, location, qty)],
+                               f"{event.type} dated {event.time} is before the count of"
+                               f" {location!r} at {checks.utc_text(counted)}: recorded, not"
+                               " applied over the count", count_time=counted)
+                    continue
+            lines.append((key, lot, location, qty))
+        if item.serial is not None or item.epc is not None:
+            self._track(cur, run, event, item, key, source, destination)
+        return lines
+
+    def _count(self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event) -> list[_Line]:
+        """A count from the floor sets on-hand at its location to what was seen, and is kept
+        as a posted count with counted, expected and difference per line. A count dated before
+        the location's latest count is recorded but held."""
+        assert event.count is not None
+        self._flush_stock(cur, run)  # expected is on-hand including this batch's earlier events
+        caches = run.caches
+        location, known = caches.location(run.site, event.count.location)
+        if not known:
+            self._unknown(cur, run, "unknown_location", caches.open_locations,
+                          (run.site, location), event.id,
+                          f"location {location!r} is not in master data for site {run.site!r}",
+                          location=location)
+        counted: dict[tuple[str, str], float] = {}
+        for line in event.count.seen:
+            key = (_need(line.item.key()), line.item.lot or "")
+            counted[key] = counted.get(key, 0.0) + line.qty
+            if not caches.item_known(line.item):
+                self._unknown(cur, run, "unknown_item", caches.open_items, key[0], event.id,
+                              f"item {key[0]!r} is not in master data", item=key[0])
+        expected = _on_hand_at(cur, location)
+        when = checks.utc(event.time)
+        latest = caches.counted.get(location)
+        late = latest is not None and when < latest
+        count_id = _insert_count(
+            cur, run.site, location, "edge", "late" if late else "posted", checks.utc_text(when),
+            event_id=event.id, by=event.operator, closed_at=run.now,
+            adjustment_event_id=None if late else event.id,
+        )
+        lines: list[_Line] = []
+        rows = []
+        for item, lot in sorted(counted.keys() | expected.keys()):
+            seen, before = counted.get((item, lot), 0.0), expected.get((item, lot), 0.0)
+            adjustment = None if late else seen - before
+            rows.append((count_id, item, lot, seen, before, before, adjustment))
+            if seen != before:
+                lines.append((item, lot, location, seen - before))
+        cur.executemany(_INSERT_COUNT_LINE, rows)
+        if late:
+            assert latest is not None
+            self._hold(cur, run, event, lines,
+                       f"count of {location!r} dated {event.time} is before its latest count at"
+                       f" {checks.utc_text(latest)}: recorded, not applied", count_id=count_id,
+                       location=location, count_time=latest)
+            return []
+        record_count_time(cur, caches, location, when, count_id)
+        return lines
+
+    def _hold(
+        self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event, lines: list[_Line],
+        detail: str, *, count_time: datetime, count_id: int | None = None,
+        location: str | None = None,
+    ) -> None:
+        first = lines[0] if len(lines) == 1 else None
+        ident = self._raise(
+            cur, run, "late_after_count", event.id, detail, count_id=count_id,
+            item=first[0] if first else None, lot=(first[1] or None) if first else None,
+            location=first[2] if first else location, quantity=first[3] if first else None,
+        )
+        run.held.extend(
+            (ident, event.id, run.site, run.device, event.type, item, lot, loc, qty, event.time,
+             run.now)
+            for item, lot, loc, qty in lines
+        )
+        del count_time  # in the detail text; kept as a parameter so callers say which count
+
+    def _track(
+        self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event, item: wire.Item, key: str,
+        source: str | None, destination: str | None,
+    ) -> None:
+        """Where a serial (or an EPC) is: taken from, or arriving at, a place other than where
+        the ledger has it is a serial-conflict exception. Late events (older than what the
+        ledger knows) neither conflict nor move it."""
+        ident = (item.gtin or key, item.serial) if item.serial is not None else ("epc", item.epc)
+        assert ident[1] is not None
+        skey = (ident[0], ident[1])
+        if skey not in run.serials:
+            row = cur.execute(
+                "SELECT location, event_id, event_time FROM serial_locations"
+                " WHERE identity = ? AND serial = ?", skey,
+            ).fetchone()
+            run.serials[skey] = None if row is None else (row[0], row[1], row[2])
+        known = run.serials[skey]
+        when = checks.utc_text(checks.utc(event.time))
+        if known is not None:
+            if when < known[2]:
+                return
+            where = known[0]
+            if source is not None and source != where:
+                conflict = f"taken from {source!r} but the ledger has it {_at(where)}"
+            elif source is None and destination is not None and where not in (None, destination):
+                conflict = f"arrived at {destination!r} while the ledger has it {_at(where)}"
+            else:
+                conflict = ""
+            if conflict:
+                label = f"serial {skey[1]!r}" if item.serial is not None else f"EPC {skey[1]!r}"
+                self._raise(cur, run, "serial_conflict", event.id,
+                            f"{label} of {skey[0]!r}: {conflict} (since event {known[1]})",
+                            item=key, lot=item.lot, location=source or destination,
+                            serial=skey[1])
+        run.serials[skey] = (destination, event.id, when)
+        run.serials_changed.add(skey)
+
+    def _unknown(
+        self, cur: sqlite3.Cursor, run: _Pass, kind: str, open_: dict[Any, int], key: Any,
+        event_id: str, detail: str, **fields: Any,
+    ) -> None:
+        """One open exception per unknown item or location; later events add occurrences."""
+        ident = open_.get(key)
+        if ident is None:
+            open_[key] = self._raise(cur, run, kind, event_id, detail, **fields)
+            return
+        bump = run.bumps.get(ident)
+        run.bumps[ident] = (1 if bump is None else bump[0] + 1, event_id)
+
+    @staticmethod
+    def _raise(
+        cur: sqlite3.Cursor, run: _Pass, kind: str, event_id: str | None, detail: str, *,
+        item: str | None = None, lot: str | None = None, location: str | None = None,
+        serial: str | None = None, quantity: float | None = None, count_id: int | None = None,
+    ) -> int:
+        cur.execute(_INSERT_EXCEPTION, (kind, run.now, run.site, run.device, event_id, event_id,
+                                        count_id, item, lot or None, location, serial, quantity,
+                                        detail))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def _flush_stock(self, cur: sqlite3.Cursor, run: _Pass) -> None:
+        """Upsert the staged stock changes; a line driven below zero raises (or adds to) its
+        negative-stock exception, and one that recovers clears it."""
+        pending = run.pending
+        if not pending:
+            return
+        cur.executemany(
+            _UPSERT_STOCK, [(i, loc, lot, q) for (i, loc, lot), q in pending.items() if q]
+        )
+        negative = run.caches.open_negative
+        for key, delta in pending.items():
+            if delta < 0 or (delta > 0 and key in negative):
+                row = cur.execute(_ON_HAND, key).fetchone()
+                self._judge_line(cur, run, key, delta, float(row[0]) if row else 0.0)
+        pending.clear()
+
+    def _judge_line(
+        self, cur: sqlite3.Cursor, run: _Pass, key: _StockKey, delta: float, on_hand: float
+    ) -> None:
+        item, location, lot = key
+        negative = run.caches.open_negative
+        ident = negative.get(key)
+        if on_hand < -checks.TOLERANCE:
+            if ident is None:
+                negative[key] = self._raise(
+                    cur, run, "negative_stock", run.drivers.get(key),
+                    f"on-hand of {item!r}{' lot ' + repr(lot) if lot else ''} at {location!r}"
+                    f" went to {on_hand:g}", item=item, lot=lot, location=location,
+                    quantity=on_hand,
+                )
+            else:
+                cur.execute(
+                    "UPDATE exceptions SET quantity = ?, occurrences = occurrences + ?,"
+                    " last_event_id = COALESCE(?, last_event_id) WHERE id = ?",
+                    (on_hand, 1 if delta < 0 else 0, run.drivers.get(key), ident),
+                )
+        elif ident is not None:
+            cur.execute(
+                "UPDATE exceptions SET status = 'cleared', quantity = ?, resolved_at = ?,"
+                " resolved_by = 'floorsync', reason = ? WHERE id = ?",
+                (on_hand, run.now, f"on-hand back to {on_hand:g}", ident),
+            )
+            del negative[key]
+
+    def post(
+        self, cur: sqlite3.Cursor, site: str, lines: Sequence[_Line], *, type: str,
+        operator: str, detail: dict[str, Any], device: str = API_DEVICE,
+    ) -> str:
+        """Put a movement the service makes (an adjustment a person decided, a count session's
+        result) into the ledger, in the caller's transaction; returns its event id.
+
+        It is an event of ``site``/``device`` (next seq) with one ledger row per line; stock is
+        checked for negative lines, master data and counts are not (a person decided it).
+        """
+        if not lines:
+            raise ValueError("nothing to post")
+        now = self._arrivals.next()
+        run = _Pass(site, device, now, self.caches(cur))
+        event_id = wire.new_event_id()
+        (seq,) = cur.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE site = ? AND device = ?",
+            (site, device),
+        ).fetchone()
+        items = {line[0] for line in lines}
+        lots = {line[1] for line in lines}
+        one_item = next(iter(items)) if len(items) == 1 else None
+        one_lot = next(iter(lots)) if len(lots) == 1 else None
+        cur.execute(_INSERT_EVENT, (
+            event_id, site, device, seq, type, now, now, "http", one_item, None, None,
+            one_lot or None, None, None, None, sum(q for *_, q in lines), None, None, operator,
+            None, None, None, None, None, None, None, None, None,
+            json.dumps(detail, separators=(",", ":")),
+        ))
+        event = wire.Event(event_id, seq, now, type, None, 0.0, operator=operator)
+        run.stage(event, list(lines))
+        self._finish(cur, run)
+        cur.execute(_UPSERT_DEVICE_SEEN, (site, device, now, seq, 1))
+        return event_id
+
+    def _reject(self, cur: sqlite3.Cursor, rows: list[tuple[object, ...]]) -> None:
+        """Rejection rows, each listed as a ``rejected`` exception beside the others."""
+        (before,) = cur.execute("SELECT COALESCE(MAX(id), 0) FROM rejections").fetchone()
+        cur.executemany(_INSERT_REJECTION, rows)
+        cur.execute(
+            "INSERT INTO exceptions (kind, raised_at, site, device, event_id, last_event_id,"
+            " rejection_id, detail) SELECT 'rejected', received_at, site, device, event_id,"
+            " event_id, id, reason FROM rejections WHERE id > ? ORDER BY id", (before,),
+        )
 
     @staticmethod
     def _known_ids(cur: sqlite3.Cursor, ids: list[str]) -> set[str]:
@@ -361,36 +728,6 @@ class Store:
             known.update(r[0] for r in cur.execute(
                 f"SELECT id FROM events WHERE id IN ({marks})", chunk))
         return known
-
-    @staticmethod
-    def _flush_stock(cur: sqlite3.Cursor, pending: dict[_StockKey, float]) -> None:
-        if pending:
-            cur.executemany(
-                _UPSERT_STOCK, [(i, loc, lot, q) for (i, loc, lot), q in pending.items() if q]
-            )
-            pending.clear()
-
-    @staticmethod
-    def _count_deltas(cur: sqlite3.Cursor, event: wire.Event) -> list[tuple[str, str, str, float]]:
-        """Set on-hand at the counted location to what was seen: (item, lot, location, delta)."""
-        assert event.count is not None
-        location = event.count.location
-        counted: dict[tuple[str, str], float] = {}
-        for line in event.count.seen:
-            key = (_need(line.item.key()), line.item.lot or "")
-            counted[key] = counted.get(key, 0.0) + line.qty
-        on_hand = {
-            (item, lot): qty
-            for item, lot, qty in cur.execute(
-                "SELECT item, lot, quantity FROM stock WHERE location = ?", (location,)
-            ).fetchall()
-        }
-        out = []
-        for key in sorted(counted.keys() | on_hand.keys()):
-            delta = counted.get(key, 0.0) - on_hand.get(key, 0.0)
-            if delta:
-                out.append((key[0], key[1], location, delta))
-        return out
 
     def record_rejection(
         self,
@@ -407,10 +744,7 @@ class Store:
         now, text = utc_now(), _truncate(payload)
         ids: Sequence[str | None] = list(event_ids) or [None]
         with self._transaction() as cur:
-            cur.executemany(
-                _INSERT_REJECTION,
-                [(now, source, topic, site, device, i, reason, text) for i in ids],
-            )
+            self._reject(cur, [(now, source, topic, site, device, i, reason, text) for i in ids])
 
     def update_presence(self, site: str, device: str, status: wire.Status) -> None:
         """The edge's retained presence: online/offline, its backlog and last sequence number."""

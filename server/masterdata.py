@@ -10,8 +10,8 @@ its GLN + extension (SGLN).
 
 Every write is one transaction on the store's single writer and is checked inside it (``BEGIN
 IMMEDIATE`` holds the write lock, so a check never races another write); reads use the store's
-per-thread readers. The ledger's apply path does not read master data (yet): events still name
-items and locations by text.
+per-thread readers. The ledger's apply path checks events against master data from the store's
+in-memory caches (``server.checks``), which every write here drops.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import csv
 import io
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
@@ -472,6 +473,13 @@ class MasterData:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction; after it the ledger's checks see the new master data."""
+        with self._store._transaction() as cur:
+            yield cur
+            self._store.master_data_changed()  # inside the writer lock: no apply sees it half
+
     # --- items: reads -----------------------------------------------------------------------
 
     def item(self, sku: str) -> Item:
@@ -515,7 +523,7 @@ class MasterData:
 
     def create_item(self, spec: ItemSpec) -> Item:
         spec = normalize_item(spec)
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             if self._item_exists(cur, spec.sku):
                 raise Conflict("item exists", f"SKU {spec.sku} exists; PUT /items/{spec.sku}"
                                " updates it")
@@ -526,7 +534,7 @@ class MasterData:
     def update_item(self, spec: ItemSpec) -> Item:
         """Replace an existing item's fields (its GTINs too)."""
         spec = normalize_item(spec)
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             if not self._item_exists(cur, spec.sku):
                 raise NotFound("unknown item", f"no item with SKU {spec.sku}")
             self._check_gtins(cur, spec)
@@ -596,7 +604,7 @@ class MasterData:
             parsed.append((line, spec))
         absent = [c for c in ("gtins", "description", "tracking", "unit")
                   if c not in table.columns]
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             skus = [s.sku for _, s in parsed]
             existing = {i.sku: i for i in self._items_in(cur, skus)}
             specs: list[tuple[int, ItemSpec]] = []
@@ -762,7 +770,7 @@ class MasterData:
     def create_location(self, spec: LocationSpec) -> Location:
         """A new location; a new site gets its virtual locations in the same transaction."""
         spec = normalize_location(spec)
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             if self._node(cur, spec.site, spec.code) is not None:
                 raise Conflict("location exists", f"{spec.site}/{spec.code} exists; PUT"
                                f" /locations/{spec.site}/{spec.code} updates it")
@@ -776,7 +784,7 @@ class MasterData:
     def update_location(self, spec: LocationSpec) -> Location:
         """Replace an existing location's kind, parent, name, barcodes and GLN."""
         spec = normalize_location(spec)
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             if self._node(cur, spec.site, spec.code) is None:
                 raise NotFound("unknown location", f"no location {spec.site}/{spec.code}")
             self._check_labels(cur, spec)
@@ -793,7 +801,7 @@ class MasterData:
     def ensure_virtual(self, site: str) -> list[Location]:
         """The site's virtual locations, made now if missing (and the site's root with them)."""
         site = normalize_location(LocationSpec(site, site, "site")).site
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             self._ensure_virtual(cur, site, utc_now(), root=True)
         return self.locations(site=site, kind="virtual", limit=len(VIRTUAL))
 
@@ -888,7 +896,7 @@ class MasterData:
         if not {"gln", "gln_extension", "sgln"} & table.columns:
             keep |= {"gln": "gln", "gln_extension": "gln_extension"}
 
-        with self._store._transaction() as cur:
+        with self._write() as cur:
             sites = sorted({s.site for _, s in parsed})
             tree: dict[tuple[str, str], _Node] = {}
             gln_owner: dict[tuple[str, str], tuple[str, str]] = {}

@@ -152,4 +152,102 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX events_epc ON events (epc) WHERE epc IS NOT NULL;
         """,
     ),
+    (
+        "0004_exceptions_counts",
+        """
+        CREATE TABLE exceptions (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('negative_stock', 'unknown_item',
+                'unknown_location', 'serial_conflict', 'late_after_count', 'rejected')),
+            status TEXT NOT NULL DEFAULT 'open'
+                CHECK (status IN ('open', 'adjusted', 'dismissed', 'cleared')),
+            raised_at TEXT NOT NULL,
+            site TEXT,
+            device TEXT,
+            event_id TEXT,
+            last_event_id TEXT,
+            occurrences BIGINT NOT NULL DEFAULT 1,
+            rejection_id BIGINT,
+            count_id BIGINT,
+            item TEXT,
+            lot TEXT,
+            location TEXT,
+            serial TEXT,
+            quantity DOUBLE PRECISION,
+            detail TEXT NOT NULL,
+            resolved_at TEXT,
+            resolved_by TEXT,
+            resolved_token TEXT,
+            reason TEXT,
+            adjustment_event_id TEXT
+        );
+        CREATE INDEX exceptions_status ON exceptions (status, id);
+        CREATE INDEX exceptions_kind ON exceptions (kind, id);
+        CREATE INDEX exceptions_event ON exceptions (event_id);
+        CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
+            WHERE status = 'open';
+
+        CREATE TABLE held_movements (
+            id INTEGER PRIMARY KEY,
+            exception_id BIGINT NOT NULL REFERENCES exceptions (id),
+            event_id TEXT NOT NULL REFERENCES events (id),
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            type TEXT NOT NULL,
+            item TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            location TEXT NOT NULL,
+            qty DOUBLE PRECISION NOT NULL,
+            event_time TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX held_movements_exception ON held_movements (exception_id);
+
+        CREATE TABLE serial_locations (
+            identity TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            location TEXT,
+            event_id TEXT NOT NULL,
+            event_time TEXT NOT NULL,
+            PRIMARY KEY (identity, serial)
+        );
+
+        CREATE TABLE counts (
+            id INTEGER PRIMARY KEY,
+            site TEXT NOT NULL,
+            location TEXT NOT NULL,
+            origin TEXT NOT NULL CHECK (origin IN ('edge', 'api')),
+            status TEXT NOT NULL
+                CHECK (status IN ('open', 'needs_decision', 'posted', 'cancelled', 'late')),
+            counted_at TEXT NOT NULL,
+            event_id TEXT,
+            started_by TEXT,
+            closed_at TEXT,
+            closed_by TEXT,
+            decision TEXT CHECK (decision IN ('counted', 'difference')),
+            decided_at TEXT,
+            decided_by TEXT,
+            adjustment_event_id TEXT
+        );
+        CREATE INDEX counts_location ON counts (location, id);
+        CREATE INDEX counts_status ON counts (status, id);
+
+        CREATE TABLE count_lines (
+            count_id BIGINT NOT NULL REFERENCES counts (id),
+            item TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            counted DOUBLE PRECISION,
+            expected DOUBLE PRECISION NOT NULL DEFAULT 0,
+            on_hand_at_close DOUBLE PRECISION,
+            adjustment DOUBLE PRECISION,
+            PRIMARY KEY (count_id, item, lot)
+        );
+
+        CREATE TABLE location_counts (
+            location TEXT PRIMARY KEY,
+            counted_at TEXT NOT NULL,
+            count_id BIGINT NOT NULL
+        )
+        """,
+    ),
 )

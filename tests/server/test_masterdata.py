@@ -463,14 +463,18 @@ def test_master_data_migration_upgrades_a_ledger_database(
     path = tmp_path / "old.db"
     with monkeypatch.context() as patch:
         patch.setattr(db, "MIGRATIONS", MIGRATIONS[:1])
-        with Store(path) as old:
-            old.apply_batch(batch("wh1", "hh-1", event("receive", dst="DOCK-1")), source="http")
+        with Store(path) as old, old._transaction() as cur:  # what the first schema held
+            cur.execute(
+                "INSERT INTO events (id, site, device, seq, type, event_time, received_at,"
+                " source, item, qty, to_location) VALUES ('e-1', 'wh1', 'hh-1', 1, 'receive',"
+                " '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'http', 'SKU-1', 1, 'DOCK-1')"
+            )
     with Store(path) as store:
         assert store.summary()["events"] == 1
         names = [r[0] for r in store._query("SELECT name FROM schema_migrations ORDER BY name")]
-        assert names == ["0001_ledger", "0002_master_data", "0003_ledger_read_indexes"]
+        assert names == [name for name, _ in MIGRATIONS]
         MasterData(store).ensure_virtual("wh1")
-        # the ledger still applies events (master data does not gate them)
+        # the ledger still applies events (master data raises exceptions, never refuses)
         store.apply_batch(batch("wh1", "hh-1", event("receive", dst="nowhere")), source="http")
         assert store.summary()["events"] == 2
 

@@ -11,9 +11,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server.api import devices, events, health, items, ledger, locations, movements, stock
+from server.api import (
+    counts,
+    devices,
+    events,
+    exceptions,
+    health,
+    items,
+    ledger,
+    locations,
+    movements,
+    stock,
+)
 from server.auth import AuthError, document_denials
-from server.errors import BadRequest, ConfigError, ServerError, StoreError
+from server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
 from server.ingest import MqttIngest
 from server.ledger import Store
 from server.settings import Settings
@@ -71,13 +82,18 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (health, stock, movements, events, devices, items, locations, ledger):
+    for module in (health, stock, movements, events, devices, items, locations, ledger,
+                   exceptions, counts):
         app.include_router(module.router, prefix=API_PREFIX)
     document_denials(app)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return problem(400, exc.title, exc.detail)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail)
 
     @app.exception_handler(StoreError)
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:

@@ -22,3 +22,14 @@ class BadRequest(ServerError):
         super().__init__(f"{title}: {detail}")
         self.title = title
         self.detail = detail
+
+
+class Refused(ServerError):
+    """A request the service understood and will not do (unknown id, wrong state): its
+    ``status`` (404, 409, 422) and a problem+json title."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail

@@ -201,7 +201,7 @@ def _count_detail(event: wire.Event) -> str | None:
     return json.dumps(wire.event_to_dict(event)["count"], separators=(",", ":"))
 
 
-def _on_hand_at(cur: sqlite3.Cursor, location: str) -> dict[tuple[str, str], float]:
+def on_hand_at(cur: sqlite3.Cursor, location: str) -> dict[tuple[str, str], float]:
     """Non-zero on-hand per (item, lot) at one location, in ``cur``'s transaction."""
     return {
         (item, lot): float(qty)
@@ -212,7 +212,7 @@ def _on_hand_at(cur: sqlite3.Cursor, location: str) -> dict[tuple[str, str], flo
     }
 
 
-def _insert_count(
+def insert_count(
     cur: sqlite3.Cursor, site: str, location: str, origin: str, status: str, counted_at: str, *,
     event_id: str | None = None, by: str | None = None, closed_at: str | None = None,
     adjustment_event_id: str | None = None,
@@ -397,8 +397,9 @@ class Store:
             self._caches = checks.load(cur)
         return self._caches
 
-    def master_data_changed(self) -> None:
-        """Master data was written: the next transaction reloads what the checks know."""
+    def reload_checks(self) -> None:
+        """Master data or an open exception changed: the next transaction reloads what the
+        checks know. Call it inside the writer's transaction (it is dropped again on rollback)."""
         self._caches = None
 
     def _apply(
@@ -522,11 +523,11 @@ class Store:
             if not caches.item_known(line.item):
                 self._unknown(cur, run, "unknown_item", caches.open_items, key[0], event.id,
                               f"item {key[0]!r} is not in master data", item=key[0])
-        expected = _on_hand_at(cur, location)
+        expected = on_hand_at(cur, location)
         when = checks.utc(event.time)
         latest = caches.counted.get(location)
         late = latest is not None and when < latest
-        count_id = _insert_count(
+        count_id = insert_count(
             cur, run.site, location, "edge", "late" if late else "posted", checks.utc_text(when),
             event_id=event.id, by=event.operator, closed_at=run.now,
             adjustment_event_id=None if late else event.id,

@@ -478,7 +478,7 @@ class MasterData:
         """A write transaction; after it the ledger's checks see the new master data."""
         with self._store._transaction() as cur:
             yield cur
-            self._store.master_data_changed()  # inside the writer lock: no apply sees it half
+            self._store.reload_checks()  # inside the writer lock: no apply sees it half
 
     # --- items: reads -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,7 +28,17 @@ def get_ingest(request: Request) -> MqttIngest | None:
     return ingest
 
 
+def get_caller(request: Request) -> str | None:
+    """Which token made the request, as a fingerprint that is safe to store and show."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
+    return f"sha256:{digest[:12]}"
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+CallerDep = Annotated[str | None, Depends(get_caller)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 IngestDep = Annotated[MqttIngest | None, Depends(get_ingest)]
 

@@ -25,8 +25,6 @@ KINDS = (
 )
 TOLERANCE = 1e-9  # float sums: a line at -1e-12 is zero, not negative
 
-_GLN_START = ("urn:epc:id:sgln:", "(414)", "414", "http://", "https://")
-
 _StockKey = tuple[str, str, str]  # item, location, lot
 
 
@@ -76,7 +74,7 @@ class Caches:
         if code is not None:
             return code, True
         glns = self.glns.get(site)
-        if glns and (text[:1].isdigit() or text.startswith(_GLN_START)):
+        if glns:  # only labels no code or barcode matched get here: rare, worth the parse
             from server.masterdata import parse_gln_label  # masterdata imports the store
 
             found = parse_gln_label(text)

@@ -478,6 +478,7 @@ class Store:
         lines: list[_Line] = []
         source = destination = None
         when: datetime | None = None
+        held = False
         for text, qty in deltas:
             location, known = caches.location(run.site, text)
             if not known:
@@ -497,9 +498,10 @@ class Store:
                                f"{event.type} dated {event.time} is before the count of"
                                f" {location!r} at {checks.utc_text(counted)}: recorded, not"
                                " applied over the count", count_time=counted)
+                    held = True
                     continue
             lines.append((key, lot, location, qty))
-        if item.serial is not None or item.epc is not None:
+        if (item.serial is not None or item.epc is not None) and not held:
             self._track(cur, run, event, item, key, source, destination)
         return lines
 
@@ -508,7 +510,6 @@ class Store:
         as a posted count with counted, expected and difference per line. A count dated before
         the location's latest count is recorded but held."""
         assert event.count is not None
-        self._flush_stock(cur, run)  # expected is on-hand including this batch's earlier events
         caches = run.caches
         location, known = caches.location(run.site, event.count.location)
         if not known:
@@ -523,7 +524,10 @@ class Store:
             if not caches.item_known(line.item):
                 self._unknown(cur, run, "unknown_item", caches.open_items, key[0], event.id,
                               f"item {key[0]!r} is not in master data", item=key[0])
-        expected = on_hand_at(cur, location)
+        expected = on_hand_at(cur, location)  # and this batch's earlier events, not yet written:
+        for (item, at, lot), qty in run.pending.items():
+            if at == location:
+                expected[(item, lot)] = expected.get((item, lot), 0.0) + qty
         when = checks.utc(event.time)
         latest = caches.counted.get(location)
         late = latest is not None and when < latest

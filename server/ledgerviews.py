@@ -129,6 +129,7 @@ def rebuild_stock(store: Store) -> RebuildResult:
             " SELECT item, location, lot, SUM(qty) FROM movements GROUP BY item, location, lot"
         )
         (lines,) = cur.execute("SELECT COUNT(*) FROM stock").fetchone()
+        store.reload_checks()  # open negative lines are judged against the rebuilt stock
     return RebuildResult(fixed, int(lines))
 
 

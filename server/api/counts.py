@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,7 @@ from server.schemas import Problem
 router = APIRouter(tags=["counts"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Ident = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Status = Literal["open", "needs_decision", "posted", "cancelled", "late"]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 _PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
@@ -113,13 +114,13 @@ async def open_count(store: StoreDep, body: CountOpen) -> CountOut:
 
 
 @router.get("/counts/{ident}", response_model=CountOut, dependencies=READ, responses=_ERRORS)
-async def get_count(store: StoreDep, ident: int) -> CountOut:
+async def get_count(store: StoreDep, ident: Ident) -> CountOut:
     return _out(await run_in_threadpool(cs.get_count, store, ident))
 
 
 @router.post("/counts/{ident}/lines", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def record_lines(store: StoreDep, ident: int, body: CountLinesIn) -> CountOut:
+async def record_lines(store: StoreDep, ident: Ident, body: CountLinesIn) -> CountOut:
     """Record counted quantities (set, or ``add`` for counting in passes)."""
     lines = [cs.Counted(ln.item, ln.qty, ln.lot) for ln in body.lines]
     return _out(await run_in_threadpool(
@@ -128,7 +129,7 @@ async def record_lines(store: StoreDep, ident: int, body: CountLinesIn) -> Count
 
 @router.post("/counts/{ident}/close", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def close(store: StoreDep, ident: int, body: ByIn) -> CountOut:
+async def close(store: StoreDep, ident: Ident, body: ByIn) -> CountOut:
     """Finish counting: what was not counted was not there. Posts the adjustment at once when
     nothing moved at the location meanwhile, else the count waits for ``decide``."""
     return _out(await run_in_threadpool(cs.close, store, ident, body.by))
@@ -136,12 +137,12 @@ async def close(store: StoreDep, ident: int, body: ByIn) -> CountOut:
 
 @router.post("/counts/{ident}/decide", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def decide(store: StoreDep, ident: int, body: DecideIn) -> CountOut:
+async def decide(store: StoreDep, ident: Ident, body: DecideIn) -> CountOut:
     """Moves happened during the count: keep counted, or keep the difference."""
     return _out(await run_in_threadpool(cs.decide, store, ident, body.keep, body.by))
 
 
 @router.post("/counts/{ident}/cancel", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def cancel(store: StoreDep, ident: int, body: ByIn) -> CountOut:
+async def cancel(store: StoreDep, ident: Ident, body: ByIn) -> CountOut:
     return _out(await run_in_threadpool(cs.cancel, store, ident, body.by))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,7 @@ from server.schemas import Problem
 router = APIRouter(tags=["exceptions"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Ident = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Kind = Literal[
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
     "rejected",
@@ -143,14 +144,14 @@ async def summary(store: StoreDep) -> dict[str, dict[str, int]]:
 
 @router.get("/exceptions/{ident}", response_model=ExceptionDetail, dependencies=READ,
             responses=_ERRORS)
-async def get_exception(store: StoreDep, ident: int) -> ExceptionDetail:
+async def get_exception(store: StoreDep, ident: Ident) -> ExceptionDetail:
     row, held = await run_in_threadpool(xl.get_exception, store, ident)
     return _detail(row, held)
 
 
 @router.post("/exceptions/{ident}/resolve", response_model=ExceptionDetail, dependencies=WRITE,
              responses=_ERRORS)
-async def resolve(store: StoreDep, ident: int, body: ResolveIn, caller: CallerDep
+async def resolve(store: StoreDep, ident: Ident, body: ResolveIn, caller: CallerDep
                   ) -> ExceptionDetail:
     """Post an adjustment (``lines``, or the exception's own remedy) or dismiss with a reason.
 

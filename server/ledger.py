@@ -120,6 +120,7 @@ _UPSERT_STOCK = (
     "INSERT INTO stock (item, location, lot, quantity) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (item, location, lot) DO UPDATE SET quantity = stock.quantity + excluded.quantity"
 )
+_UPSERT_STOCK_RETURNING = _UPSERT_STOCK + " RETURNING quantity"
 _INSERT_REJECTION = (
     "INSERT INTO rejections (received_at, source, topic, site, device, event_id, reason, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -640,14 +641,17 @@ class Store:
         pending = run.pending
         if not pending:
             return
-        cur.executemany(
-            _UPSERT_STOCK, [(i, loc, lot, q) for (i, loc, lot), q in pending.items() if q]
-        )
         negative = run.caches.open_negative
+        plain, judged = [], []
         for key, delta in pending.items():
             if delta < 0 or (delta > 0 and key in negative):
-                row = cur.execute(_ON_HAND, key).fetchone()
-                self._judge_line(cur, run, key, delta, float(row[0]) if row else 0.0)
+                judged.append((key, delta))
+            elif delta:
+                plain.append((*key, delta))
+        cur.executemany(_UPSERT_STOCK, plain)
+        for key, delta in judged:  # the new on-hand comes back from the upsert: no second look
+            (on_hand,) = cur.execute(_UPSERT_STOCK_RETURNING, (*key, delta)).fetchone()
+            self._judge_line(cur, run, key, delta, float(on_hand))
         pending.clear()
 
     def _judge_line(

@@ -30,6 +30,20 @@ from edge.localbroker import free_port, wait_for_port
 
 SITE = "demo"
 PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]
+DOOR_GTIN = "80614141123458"  # the simulated door's SGTIN tags (0614141.812345.*)
+# Master data the central service gets first: with it, the ledger checks items and locations.
+ITEMS_CSV = "sku,gtins,description,tracking\n" + "".join(
+    f"DEMO-{n},{gtin},demo product {n},{tracking}\n"
+    for n, (gtin, tracking) in enumerate(
+        [(PRODUCTS[0][0], "lot"), (PRODUCTS[1][0], "lot"), (DOOR_GTIN, "serial")], start=1)
+)
+LOCATIONS_CSV = (
+    "site,code,kind,parent,name,barcodes\n"
+    f"{SITE},{SITE},site,,Demo warehouse,\n{SITE},DOCK,zone,,Docks,\n"
+    f"{SITE},DOCK-1,bin,DOCK,Dock door 1,LOC:DOCK-1\n{SITE},Z1,zone,,Zone 1,\n"
+    f"{SITE},A-01,aisle,Z1,,\n{SITE},A-01-02,bin,A-01,,LOC:A-01-02\n"
+    f"{SITE},A-01-03,bin,A-01,,LOC:A-01-03\n"
+)
 HANDHELD_ROUND = [
     # receive at the dock: the location, then the items (a quantity label for a full case)
     "CMD:RECEIVE", "LOC:DOCK-1",
@@ -40,6 +54,8 @@ HANDHELD_ROUND = [
     "LOC:A-01-02", "CMD:DONE",
     # pick from the bin
     "CMD:PICK", "LOC:A-01-02", "QTY:2", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
+    # a pick from a bin the ledger has empty: applied, and a negative-stock exception raised
+    "CMD:PICK", "LOC:A-01-03", gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]),
     "%%garbled%%",  # a bad scan: bad-read feedback, nothing captured, the agent reads on
 ]
 
@@ -86,6 +102,13 @@ def _get(url: str, token: str | None = None, timeout: float = 2.0) -> Any:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                 timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def _post_csv(url: str, text: str, token: str) -> None:
+    request = urllib.request.Request(url, data=text.encode(), method="POST", headers={
+        "Content-Type": "text/csv", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
 
 
 def _wait_http(url: str, timeout: float, processes: _Processes) -> None:
@@ -152,6 +175,8 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
                         env={"FLOORSYNC_TOKENS": f"{read_token}=read;{write_token}=write",
                              "FLOORSYNC_AUTH": "on", "FLOORSYNC_TOKENS_FILE": ""})
         _wait_http(f"{api}/health", 30, processes)
+        _post_csv(f"{api}/items/import", ITEMS_CSV, write_token)
+        _post_csv(f"{api}/locations/import", LOCATIONS_CSV, write_token)
 
         master, slave = open_pty()
         handheld = _edge_config(
@@ -228,6 +253,12 @@ def _finish(api: str, token: str, data: Path, processes: _Processes) -> int:
     print(f"summary: captured {captured}, applied {summary['events']}, pending {pending},"
           f" rejected {rejected} (central rejections recorded: {summary['rejections']})",
           flush=True)
+    by_kind = _get(f"{api}/exceptions/summary", token)
+    raised = {k: v for k, v in by_kind.items() if sum(v.values())}
+    print("exceptions: " + ("; ".join(
+        f"{kind} {', '.join(f'{n} {status}' for status, n in v.items() if n)}"
+        for kind, v in sorted(raised.items())) or "none"), flush=True)
+    print(f'  see them: curl -H "Authorization: Bearer {token}" {api}/exceptions', flush=True)
     failed = processes.failed()
     if failed:
         print(f"demo: processes failed: {', '.join(failed)}; logs in {data}", file=sys.stderr)

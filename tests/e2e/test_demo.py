@@ -35,3 +35,5 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
     assert "bad read" in (tmp_path / "hh-01.log").read_text()
     # both edges sent events: the handheld's receive/put-away/pick and the door's RFID receives
     assert "putaway" in (tmp_path / "hh-01.log").read_text()
+    # master data was loaded, and the pick from the empty bin raised one exception (not refused)
+    assert re.search(r"^exceptions: negative_stock 1 open$", result.stdout, re.M), result.stdout

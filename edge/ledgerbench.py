@@ -49,9 +49,9 @@ def run(on_hand: int = 1_000_000, batches: int = 40, lookups: int = 500) -> dict
         path = Path(tmp) / "central.db"
         with Store(path) as store:  # master data knows every item and bin: the checks run
             md = MasterData(store)
-            for start in range(0, len(items), 50_000):
+            for first in range(0, len(items), 50_000):
                 md.import_items("sku,gtins\n" + "".join(
-                    f"SKU-{g},{g}\n" for g in items[start:start + 50_000]))
+                    f"SKU-{g},{g}\n" for g in items[first:first + 50_000]))
             md.import_locations("site,code,kind,parent\nbench,bench,site,\n" + "".join(
                 f"bench,B-{n:02d},bin,bench\n" for n in range(50)))
         conn = sqlite3.connect(path, isolation_level=None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from edge import wire
 
@@ -49,6 +50,14 @@ class Caches:
     open_items: dict[str, int] = field(default_factory=dict)  # item -> exception id
     open_locations: dict[tuple[str, str], int] = field(default_factory=dict)  # (site, location)
     open_negative: dict[_StockKey, int] = field(default_factory=dict)
+
+    def forget(self, exception_id: int) -> None:
+        """The exception is no longer open: its line or label raises a new one next time."""
+        maps: tuple[dict[Any, int], ...] = (
+            self.open_items, self.open_locations, self.open_negative)
+        for open_ in maps:
+            for key in [k for k, v in open_.items() if v == exception_id]:
+                del open_[key]
 
     def item_known(self, item: wire.Item) -> bool:
         """True unless item master data exists and names neither the SKU nor the GTIN.

@@ -77,20 +77,22 @@ def _now() -> str:
     return checks.utc_text(datetime.now(UTC))
 
 
+def _line(item: str, lot: str, counted: float | None, expected: float,
+          at_close: float | None, adjustment: float | None) -> CountLine:
+    return CountLine(
+        item, lot or None, counted, expected, None if counted is None else counted - expected,
+        at_close, None if at_close is None else at_close - expected, adjustment,
+    )
+
+
 def _load(conn: sqlite3.Connection | sqlite3.Cursor, ident: int) -> Count | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM counts WHERE id = ?", (ident,)).fetchone()
     if row is None:
         return None
-    lines = []
-    for item, lot, counted, expected, at_close, adjustment in conn.execute(
+    lines = [_line(*r) for r in conn.execute(
         "SELECT item, lot, counted, expected, on_hand_at_close, adjustment FROM count_lines"
         " WHERE count_id = ? ORDER BY item, lot", (ident,),
-    ):
-        lines.append(CountLine(
-            item, lot or None, counted, expected,
-            None if counted is None else counted - expected, at_close,
-            None if at_close is None else at_close - expected, adjustment,
-        ))
+    )]
     return Count(*row, lines)  # type: ignore[call-arg]  # 14 columns + lines
 
 
@@ -124,11 +126,19 @@ def list_counts(
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    ids = [r[0] for r in store._query(
-        f"SELECT id FROM counts WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
-        [*params, limit])]
-    conn = store._reader()
-    return [c for c in (_load(conn, i) for i in ids) if c is not None]
+    rows = store._query(
+        f"SELECT {_COLUMNS} FROM counts WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+        [*params, limit])
+    lines: dict[int, list[CountLine]] = {r[0]: [] for r in rows}
+    if rows:
+        for count_id, *line in store._query(
+            "SELECT count_id, item, lot, counted, expected, on_hand_at_close, adjustment FROM"
+            " count_lines WHERE count_id BETWEEN ? AND ? ORDER BY count_id, item, lot",
+            (rows[0][0], rows[-1][0]),
+        ):
+            if count_id in lines:
+                lines[count_id].append(_line(*line))
+    return [Count(*r, lines[r[0]]) for r in rows]  # type: ignore[call-arg]
 
 
 def open_count(store: Store, site: str, location: str, by: str) -> Count:
@@ -228,17 +238,20 @@ def cancel(store: Store, ident: int, by: str) -> Count:
 
 def _post(store: Store, cur: sqlite3.Cursor, ident: int, keep: str, by: str, *, decided: bool
           ) -> None:
-    """Post the count's adjustment against on-hand as it is now, and make it the location's
-    latest count."""
+    """Post the count's adjustment, and make it the location's latest count.
+
+    Keep counted: on-hand at close becomes what was counted (moves during the count are
+    overruled, moves after the close kept). Keep difference: counted - expected is added, so
+    every move since the count started is kept."""
     found = _load(cur, ident)
     assert found is not None
-    current = on_hand_at(cur, found.location)
     adjustments: list[tuple[str, str, str, float]] = []
     for line in found.lines:
         key = (line.item, line.lot or "")
         counted = line.counted or 0.0
-        target = counted if keep == "counted" else current.get(key, 0.0) + counted - line.expected
-        delta = target - current.get(key, 0.0)
+        # both keep what moved after the close; they differ in what moved during the count
+        base = line.on_hand_at_close if keep == "counted" else line.expected
+        delta = counted - (base or 0.0)
         cur.execute("UPDATE count_lines SET adjustment = ? WHERE count_id = ? AND item = ?"
                     " AND lot = ?", (delta, ident, *key))
         if abs(delta) > checks.TOLERANCE:

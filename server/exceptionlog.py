@@ -12,11 +12,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from server import checks
 from server.errors import BadRequest, Refused
-from server.ledger import Store, utc_now
+from server.ledger import Store
 
 STATUSES = ("open", "adjusted", "dismissed", "cleared")
 ACTIONS = ("adjust", "dismiss")
@@ -165,7 +166,8 @@ def resolve(
     """Adjust (post ``lines``, or the exception's own remedy) or dismiss, recording who and when.
 
     The remedy when no lines are given: a negative line is brought back to zero; movements a
-    count held are posted as they were. Other kinds need the lines said. ``site`` is where the
+    count held are posted as they were. Other kinds, and a late count (its rows would set
+    on-hand back to what the older count saw), need the lines said. ``site`` is where the
     adjustment is posted when the exception has none (a rejected batch).
     """
     if action not in ACTIONS:
@@ -197,10 +199,10 @@ def resolve(
         cur.execute(
             "UPDATE exceptions SET status = ?, resolved_at = ?, resolved_by = ?,"
             " resolved_token = ?, reason = ?, adjustment_event_id = ? WHERE id = ?",
-            ("adjusted" if action == "adjust" else "dismissed", utc_now(), by, token, reason,
-             adjustment, ident),
+            ("adjusted" if action == "adjust" else "dismissed",
+             checks.utc_text(datetime.now(UTC)), by, token, reason, adjustment, ident),
         )
-        store.reload_checks()  # its line or label may raise a new record from now on
+        store.caches(cur).forget(ident)  # its line or label raises a new record from now on
         return _row(cur.execute(f"SELECT {_COLUMNS} FROM exceptions WHERE id = ?",
                                 (ident,)).fetchone()), _held(cur.execute, ident)
 
@@ -224,7 +226,7 @@ def _posting(
             raise Refused(409, "not negative now",
                           f"on-hand is {on_hand:g}; dismiss it, or give lines")
         return [(found.item, found.lot or "", found.location, -on_hand)]
-    if found.kind == "late_after_count":
+    if found.kind == "late_after_count" and found.count_id is None:
         held = _held(cur.execute, found.id)
         if held:
             return [(h.item, h.lot or "", h.location, h.qty) for h in held]

@@ -24,7 +24,9 @@ from server.errors import StoreError
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 SOURCES = ("mqtt", "http")
-API_DEVICE = "api"  # the device of movements the service itself posts (adjustments, counts)
+# The device of movements the service itself posts (adjustments, counts): a name the wire
+# contract refuses, so no edge can share its sequence numbers.
+API_DEVICE = "@central"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ _INSERT_HELD = (
 _INSERT_EXCEPTION = (
     "INSERT INTO exceptions (kind, raised_at, site, device, event_id, last_event_id, count_id,"
     " item, lot, location, serial, quantity, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " RETURNING id"
 )
 _INSERT_COUNT_LINE = (
     "INSERT INTO count_lines (count_id, item, lot, counted, expected, on_hand_at_close,"
@@ -220,12 +223,12 @@ def insert_count(
 ) -> int:
     cur.execute(
         "INSERT INTO counts (site, location, origin, status, counted_at, event_id, started_by,"
-        " closed_at, closed_by, adjustment_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " closed_at, closed_by, adjustment_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING id",
         (site, location, origin, status, counted_at, event_id, by, closed_at,
          by if closed_at else None, adjustment_event_id),
     )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    return int(cur.fetchone()[0])
 
 
 def record_count_time(
@@ -242,6 +245,35 @@ def record_count_time(
         " count_id = excluded.count_id", (location, checks.utc_text(when), count_id),
     )
     caches.counted[location] = when
+
+
+def _on_hand_as_of(
+    cur: sqlite3.Cursor, run: _Pass, location: str, when: datetime
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """(On-hand per (item, lot) at ``location`` at instant ``when``, on-hand now), both with
+    this pass's staged changes. As of ``when`` is now less the ledger rows there dated after
+    it, so a count that arrives after later moves were applied keeps them. Stored times carry
+    their own offsets: the text filter only narrows (no offset is beyond 14 h), the comparison
+    is between instants."""
+    out = {(item, lot): float(qty) for item, lot, qty in cur.execute(
+        "SELECT item, lot, quantity FROM stock WHERE location = ?", (location,))}
+    for (item, at, lot), qty in run.pending.items():
+        if at == location:
+            out[(item, lot)] = out.get((item, lot), 0.0) + qty
+    now = dict(out)
+    floor = (when - timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S")
+    later: list[tuple[str, str, float, str]] = []
+    for item, lot in out:  # every line ever at the location has a stock row (maybe at zero)
+        later.extend(cur.execute(  # by the (item, location, lot) index: no index on hot inserts
+            "SELECT item, lot, qty, event_time FROM movements WHERE item = ? AND location = ?"
+            " AND lot = ? AND event_time > ?", (item, location, lot, floor),
+        ))
+    staged = [(m[4], m[5], m[7], m[8]) for m in run.movements if m[6] == location]
+    for item, lot, qty, at_text in [*later, *staged]:
+        if checks.utc(at_text) > when:
+            out[(item, lot)] = out.get((item, lot), 0.0) - qty
+    return ({key: qty for key, qty in out.items() if abs(qty) > checks.TOLERANCE},
+            {key: qty for key, qty in now.items() if abs(qty) > checks.TOLERANCE})
 
 
 def _at(location: str | None) -> str:
@@ -295,6 +327,7 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._arrivals = _Arrivals()
         self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
+        self._caches_touched = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -336,12 +369,14 @@ class Store:
             if self._writer is None:
                 raise StoreError("store is not open")
             cur = self._writer.cursor()
+            self._caches_touched = False
             try:
                 cur.execute("BEGIN IMMEDIATE")
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
-                self._caches = None  # may hold what was rolled back
+                if self._caches_touched or isinstance(exc, sqlite3.Error):
+                    self._caches = None  # may hold what was rolled back
                 if self._writer.in_transaction:
                     self._writer.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
@@ -393,7 +428,12 @@ class Store:
             return [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
 
     def caches(self, cur: sqlite3.Cursor) -> checks.Caches:
-        """The writer's caches (loaded in ``cur``'s transaction if dropped); writer lock held."""
+        """The writer's caches (loaded in ``cur``'s transaction if dropped); writer lock held.
+
+        A transaction that asked for them and then failed drops them (they may hold what was
+        rolled back); one that failed without asking (a refused request) keeps them.
+        """
+        self._caches_touched = True
         if self._caches is None:
             self._caches = checks.load(cur)
         return self._caches
@@ -502,14 +542,18 @@ class Store:
                     held = True
                     continue
             lines.append((key, lot, location, qty))
-        if (item.serial is not None or item.epc is not None) and not held:
+        if (item.serial is not None or item.epc is not None) and (lines or not held):
+            if held and destination is not None and all(ln[2] != destination for ln in lines):
+                destination = None  # the destination side was held: it is not there (yet)
             self._track(cur, run, event, item, key, source, destination)
         return lines
 
     def _count(self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event) -> list[_Line]:
-        """A count from the floor sets on-hand at its location to what was seen, and is kept
-        as a posted count with counted, expected and difference per line. A count dated before
-        the location's latest count is recorded but held."""
+        """A count from the floor: what was seen at its time, against on-hand at that time
+        (expected); the difference is applied to on-hand now, so moves dated after the count
+        that were applied before it arrived are kept. Kept as a posted count with counted,
+        expected, on-hand when applied and the adjustment per line. A count dated before the
+        location's latest count is recorded but held."""
         assert event.count is not None
         caches = run.caches
         location, known = caches.location(run.site, event.count.location)
@@ -525,11 +569,8 @@ class Store:
             if not caches.item_known(line.item):
                 self._unknown(cur, run, "unknown_item", caches.open_items, key[0], event.id,
                               f"item {key[0]!r} is not in master data", item=key[0])
-        expected = on_hand_at(cur, location)  # and this batch's earlier events, not yet written:
-        for (item, at, lot), qty in run.pending.items():
-            if at == location:
-                expected[(item, lot)] = expected.get((item, lot), 0.0) + qty
         when = checks.utc(event.time)
+        expected, current = _on_hand_as_of(cur, run, location, when)
         latest = caches.counted.get(location)
         late = latest is not None and when < latest
         count_id = insert_count(
@@ -539,10 +580,11 @@ class Store:
         )
         lines: list[_Line] = []
         rows = []
-        for item, lot in sorted(counted.keys() | expected.keys()):
+        for item, lot in sorted(counted.keys() | expected.keys() | current.keys()):
             seen, before = counted.get((item, lot), 0.0), expected.get((item, lot), 0.0)
             adjustment = None if late else seen - before
-            rows.append((count_id, item, lot, seen, before, before, adjustment))
+            rows.append((count_id, item, lot, seen, before, current.get((item, lot), 0.0),
+                         adjustment))
             if seen != before:
                 lines.append((item, lot, location, seen - before))
         cur.executemany(_INSERT_COUNT_LINE, rows)
@@ -632,8 +674,7 @@ class Store:
         cur.execute(_INSERT_EXCEPTION, (kind, run.now, run.site, run.device, event_id, event_id,
                                         count_id, item, lot or None, location, serial, quantity,
                                         detail))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return int(cur.fetchone()[0])
 
     def _flush_stock(self, cur: sqlite3.Cursor, run: _Pass) -> None:
         """Upsert the staged stock changes; a line driven below zero raises (or adds to) its
@@ -750,7 +791,7 @@ class Store:
         event_ids: Sequence[str] = (),
     ) -> None:
         """Keep input we could not use, with why: one row per salvaged id, or one without."""
-        now, text = utc_now(), _truncate(payload)
+        now, text = self._arrivals.next(), _truncate(payload)
         ids: Sequence[str | None] = list(event_ids) or [None]
         with self._transaction() as cur:
             self._reject(cur, [(now, source, topic, site, device, i, reason, text) for i in ids])

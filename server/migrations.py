@@ -184,6 +184,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX exceptions_status ON exceptions (status, id);
         CREATE INDEX exceptions_kind ON exceptions (kind, id);
         CREATE INDEX exceptions_event ON exceptions (event_id);
+        CREATE INDEX exceptions_last_event ON exceptions (last_event_id);
         CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
             WHERE status = 'open';
 

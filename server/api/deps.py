@@ -47,6 +47,6 @@ def parse_cursor(cursor: str | None) -> int | None:
     """Cursors are opaque to clients; inside they are the last ledger id seen."""
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise BadRequest("bad cursor", f"cursor {cursor[:40]!r} was not issued by this service")
     return int(cursor)

@@ -176,3 +176,27 @@ def test_counts_page(client: TestClient, store: Store) -> None:
     assert second["next_cursor"] is None
     assert [c["location"] for c in client.get(f"{P}/counts", params={"location": "L1"}
                                               ).json()["items"]] == ["L1"]
+
+
+@pytest.mark.parametrize(("keep", "expected"), [("counted", 109.0), ("difference", 107.0)])
+def test_moves_after_the_close_are_kept_either_way(
+    client: TestClient, store: Store, keep: str, expected: float
+) -> None:
+    apply(store, ev("receive", dst="A", qty=10))
+    count = start(client)
+    apply(store, ev("pick", src="A", qty=2))  # during the count: on-hand 8
+    lines(client, count["id"], (G, 9))
+    assert client.post(f"{P}/counts/{count['id']}/close", json={"by": "a"}).json()[
+        "status"] == "needs_decision"
+    apply(store, ev("receive", dst="A", qty=100))  # after the close, before the decision
+    client.post(f"{P}/counts/{count['id']}/decide", json={"keep": keep, "by": "lead"})
+    # counted: 9 at close, plus the 100 since; difference: 108 now, plus (9 - 10) found missing
+    assert on_hand(client) == {G: expected}
+
+
+@pytest.mark.parametrize("cursor", ["\u00b2", "9" * 25, "-1", "1.5"])
+def test_cursors_not_issued_here_are_400(client: TestClient, cursor: str) -> None:
+    for url in (f"{P}/counts", f"{P}/exceptions"):
+        answer = client.get(url, params={"cursor": cursor})
+        assert answer.status_code == 400, (url, cursor, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")

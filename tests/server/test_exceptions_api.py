@@ -73,7 +73,7 @@ def test_negative_stock_is_listed_and_adjusted_back_to_zero(client: TestClient, 
     assert on_hand(client) == 0
     moves = client.get(f"{P}/movements").json()["items"]
     posted = [m for m in moves if m["event_id"] == body["adjustment_event_id"]]
-    assert [(m["type"], m["qty"], m["device"]) for m in posted] == [("adjust", 3.0, "api")]
+    assert [(m["type"], m["qty"], m["device"]) for m in posted] == [("adjust", 3.0, "@central")]
     assert client.get(f"{P}/ledger/check").json()["ok"] is True
     again = client.post(f"{P}/exceptions/{found['id']}/resolve",
                         json={"action": "dismiss", "by": "x", "reason": "twice"})

@@ -565,13 +565,14 @@ def test_late_edge_count_is_recorded_and_held(store: Store) -> None:
     assert counts == [
         (1, "posted", first.id, first.id, "2026-03-01T10:00:00.000000+00:00"),
         (2, "late", late.id, None, "2026-03-01T09:00:00.000000+00:00")]
-    assert store._query("SELECT item, lot, counted, expected, adjustment FROM count_lines"
-                        " WHERE count_id = 2") == [(G, "", 3, 8, None)]
+    # expected is on-hand at the late count's own time (10, before the first count took 2)
+    assert store._query("SELECT item, lot, counted, expected, on_hand_at_close, adjustment"
+                        " FROM count_lines WHERE count_id = 2") == [(G, "", 3, 10, 8, None)]
     (x,) = exceptions(store)
     assert (x["kind"], x["count_id"], x["event_id"], x["location"], x["quantity"]) == (
-        "late_after_count", 2, late.id, "A", -5)
+        "late_after_count", 2, late.id, "A", -7)
     assert [(h[0], h[1], h[4], h[7], h[8]) for h in held(store)] == [
-        (x["id"], late.id, "count", "A", -5)]
+        (x["id"], late.id, "count", "A", -7)]
     assert store._query("SELECT location, count_id FROM location_counts") == [("A", 1)]
 
 
@@ -705,3 +706,66 @@ def test_observe_checks_nothing_and_moves_nothing(store: Store, md: MasterData) 
     assert exceptions(store) == [] and held(store) == [] and moved(store, o.id) == []
     assert serial_rows(store) == [] and on_hand(store) == {}
     assert store._query("SELECT type FROM events WHERE id = ?", [o.id]) == [("observe",)]
+
+
+# --- found in review ------------------------------------------------------------------------
+
+
+def test_a_floor_count_dated_before_applied_moves_keeps_them(store: Store) -> None:
+    """An offline handheld's count arrives after later receives were applied: it is judged
+    against on-hand at its own time, and the later receive stays."""
+    apply(store, ev(dst="A", qty=10, time=t(0)))
+    apply(store, ev(dst="A", qty=5, time=t(10)))
+    late_count = count("A", (G, None, 10), time=t(5))
+    apply(store, late_count)
+    assert on_hand(store) == {(G, "A", None): 15}
+    assert store._query("SELECT counted, expected, on_hand_at_close, adjustment"
+                        " FROM count_lines") == [(10, 10, 15, 0)]
+    # and one that did find a difference applies only the difference
+    apply(store, count("A", (G, None, 12), time=t(7)))
+    assert on_hand(store) == {(G, "A", None): 17}
+    assert exceptions(store) == []
+
+
+def test_a_count_mid_batch_is_judged_at_its_time(store: Store) -> None:
+    """Within one batch, a count dated before an earlier event of the batch keeps that event."""
+    apply(store, ev(dst="A", qty=10, time=t(0)), ev(dst="A", qty=5, time=t(10)),
+          count("A", (G, None, 9), time=t(5)))
+    assert on_hand(store) == {(G, "A", None): 14}
+
+
+def test_a_partly_held_move_tracks_the_serial_to_its_destination(store: Store) -> None:
+    apply(store, ev(dst="A", serial="S1", time=t(0)))
+    apply(store, count("A", time=t(10)))  # counted empty: S1 had left
+    apply(store, ev("move", src="A", dst="B", serial="S1", time=t(5)))  # A side held, B applied
+    assert on_hand(store)[(G, "B", None)] == 1
+    apply(store, ev("pick", src="B", serial="S1", time=t(20)))
+    assert exceptions(store, "serial_conflict") == []
+    assert store._query("SELECT location FROM serial_locations") == [(None,)]
+
+
+def test_a_refused_write_keeps_the_caches(store: Store) -> None:
+    from server import exceptionlog
+    from server.errors import Refused
+
+    apply(store, ev(dst="A"))
+    caches = store._caches
+    assert caches is not None
+    with pytest.raises(Refused):
+        exceptionlog.resolve(store, 999, action="dismiss", by="a", reason="r")
+    assert store._caches is caches  # nothing was changed: no reload on the ingest thread
+
+
+def test_a_late_count_needs_its_adjustment_said(store: Store) -> None:
+    from server import exceptionlog
+    from server.errors import BadRequest
+
+    apply(store, ev(dst="A", qty=10, time=t(-120)))
+    apply(store, count("A", (G, None, 8), time=t(0)))
+    apply(store, count("A", (G, None, 3), time=t(-60)))
+    (x,) = exceptions(store, "late_after_count")
+    with pytest.raises(BadRequest):
+        exceptionlog.resolve(store, x["id"], action="adjust", by="a")
+    assert on_hand(store) == {(G, "A", None): 8}
+    exceptionlog.resolve(store, x["id"], action="dismiss", by="a", reason="older recount")
+    assert exceptions(store, "late_after_count")[0]["status"] == "dismissed"

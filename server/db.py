@@ -14,6 +14,7 @@ from server.errors import StoreError
 from server.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
+WAL_CHECKPOINT_PAGES = 10_000
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -25,6 +26,12 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoint every ~40 MB of WAL instead of ~4 MB: a 500-event batch dirties a page per
+        # stock line it touches, so the default checkpointed after nearly every commit (writing
+        # those pages twice and syncing the database file each time). ~10 % more movements/s
+        # at 1M stock lines (floorsync bench ledger); the WAL is cut back to 64 MB after.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     return conn

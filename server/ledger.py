@@ -851,7 +851,8 @@ class Store:
         (row,) = self._query(
             "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM movements),"
             " (SELECT COUNT(*) FROM rejections), (SELECT COUNT(*) FROM devices),"
-            " (SELECT COUNT(*) FROM stock WHERE quantity <> 0)"
+            " (SELECT COUNT(*) FROM stock WHERE quantity <> 0),"
+            " (SELECT COUNT(*) FROM exceptions WHERE status = 'open')"
         )
-        keys = ("events", "movements", "rejections", "devices", "stock_lines")
+        keys = ("events", "movements", "rejections", "devices", "stock_lines", "open_exceptions")
         return dict(zip(keys, (int(v) for v in row), strict=True))

@@ -25,6 +25,7 @@ class Summary(BaseModel):
     rejections: int
     devices: int
     stock_lines: int = Field(description="(item, location, lot) lines with non-zero on-hand")
+    open_exceptions: int = Field(description="exceptions not yet resolved (/exceptions)")
 
 
 class StockLine(BaseModel):

@@ -61,7 +61,7 @@ def test_post_events_is_idempotent_and_feeds_stock(client: TestClient) -> None:
     assert client.get("/api/v1/stock", params={"item": "nope"}).json() == []
     summary = client.get("/api/v1/summary").json()
     assert summary == {"events": 2, "movements": 2, "rejections": 0, "devices": 1,
-                       "stock_lines": 2}
+                       "stock_lines": 2, "open_exceptions": 0}
     (dev,) = client.get("/api/v1/devices").json()
     assert dev["site"] == SITE and dev["device"] == DEV and dev["online"] is True
     assert dev["events"] == 2 and dev["last_seq"] == e2.seq and dev["backlog"] is None

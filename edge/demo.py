@@ -223,7 +223,7 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
 
 def _print_progress(api: str, token: str) -> None:
     try:
-        stock = _get(f"{api}/stock", token)
+        stock = _get(f"{api}/stock", token)["items"]
         summary = _get(f"{api}/summary", token)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"  (central service not answering: {exc})", flush=True)

@@ -189,7 +189,7 @@ def _http_latencies(
             stock_elapsed, status, body = get(target)
             if status != 200:
                 raise RuntimeError(f"GET {target} answered {status}: {body[:200]!r}")
-            lines = json.loads(body)
+            lines = json.loads(body).get("items")
             if not isinstance(lines, list) or not lines or any(
                 line.get("item") != item for line in lines
             ):

@@ -810,11 +810,19 @@ class Store:
     def ping(self) -> None:
         self._query("SELECT 1")
 
-    def stock(self, item: str | None = None, location: str | None = None) -> list[StockRow]:
+    def stock(
+        self, item: str | None = None, location: str | None = None,
+        after: tuple[str, ...] | None = None, limit: int | None = None,
+    ) -> list[StockRow]:
+        """Non-zero lines in key order; ``after`` an (item, location, lot) key, for paging."""
         where, params = item_location_filter(item, location)
+        if after is not None:
+            where += " AND (item, location, lot) > (?, ?, ?)"
+            params = [*params, *after]
         rows = self._query(
             "SELECT item, location, lot, quantity FROM stock WHERE quantity <> 0" + where
-            + " ORDER BY item, location, lot", params,
+            + " ORDER BY item, location, lot" + ("" if limit is None else f" LIMIT {int(limit)}"),
+            params,
         )
         return [StockRow(i, loc, lot or None, float(q)) for i, loc, lot, q in rows]
 

@@ -35,6 +35,11 @@ class StockLine(BaseModel):
     quantity: float
 
 
+class StockPage(BaseModel):
+    items: list[StockLine]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
 class Movement(BaseModel):
     id: int
     event_id: str

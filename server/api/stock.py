@@ -1,20 +1,39 @@
-"""Stock on hand, derived from the ledger and kept per (item, location, lot)."""
+"""Stock on hand, derived from the ledger and kept per (item, location, lot), paged by key."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
 
 from server.api.deps import StoreDep
+from server.api.items import decode_cursor, encode_cursor
 from server.auth import READ
-from server.schemas import StockLine
+from server.schemas import Problem, StockLine, StockPage, inline_schema
 
 router = APIRouter(tags=["stock"])
 
+Limit = Annotated[int, Query(ge=1, le=1000)]
+BAD_CURSOR: dict[int | str, dict[str, Any]] = {400: {
+    "description": "a cursor this service did not issue",
+    "content": {"application/problem+json": {"schema": inline_schema(Problem)}},
+}}
 
-@router.get("/stock", response_model=list[StockLine], dependencies=READ)
-def stock(store: StoreDep, item: str | None = None, location: str | None = None) -> list[StockLine]:
-    """Non-zero lines (negative ones too: physical truth wins, a person resolves them)."""
-    return [
-        StockLine(item=r.item, location=r.location, lot=r.lot, quantity=r.quantity)
-        for r in store.stock(item=item, location=location)
-    ]
+
+@router.get("/stock", response_model=StockPage, dependencies=READ, responses=BAD_CURSOR)
+def stock(
+    store: StoreDep, item: str | None = None, location: str | None = None,
+    cursor: str | None = None, limit: Limit = 1000,
+) -> StockPage:
+    """Non-zero lines in (item, location, lot) order (negative ones too: physical truth wins,
+    and each raised a negative-stock exception)."""
+    after = decode_cursor(cursor, 3)
+    rows = store.stock(item=item, location=location, after=after, limit=limit + 1)
+    page = rows[:limit]
+    last = page[-1] if page else None
+    return StockPage(
+        items=[StockLine(item=r.item, location=r.location, lot=r.lot, quantity=r.quantity)
+               for r in page],
+        next_cursor=encode_cursor(last.item, last.location, last.lot or "")
+        if last is not None and len(rows) > limit else None,
+    )

@@ -53,12 +53,18 @@ def test_post_events_is_idempotent_and_feeds_stock(client: TestClient) -> None:
     body = payload(SITE, DEV, e1, e2)
     assert post(client, body) == [(e1.id, "applied"), (e2.id, "applied")]
     assert post(client, body) == [(e1.id, "duplicate"), (e2.id, "duplicate")]
-    assert client.get("/api/v1/stock").json() == [
+    assert client.get("/api/v1/stock").json()["items"] == [
         {"item": G, "location": "A", "lot": None, "quantity": 1},
         {"item": G, "location": "DOCK-1", "lot": "L1", "quantity": 5},
     ]
-    assert client.get("/api/v1/stock", params={"location": "A"}).json()[0]["quantity"] == 1
-    assert client.get("/api/v1/stock", params={"item": "nope"}).json() == []
+    first = client.get("/api/v1/stock", params={"limit": 1}).json()
+    assert [r["location"] for r in first["items"]] == ["A"] and first["next_cursor"]
+    rest = client.get("/api/v1/stock", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [r["location"] for r in rest["items"]] == ["DOCK-1"] and rest["next_cursor"] is None
+    assert client.get("/api/v1/stock", params={"cursor": "nonsense"}).status_code == 400
+    assert client.get("/api/v1/stock", params={"location": "A"}).json()["items"][0][
+        "quantity"] == 1
+    assert client.get("/api/v1/stock", params={"item": "nope"}).json()["items"] == []
     summary = client.get("/api/v1/summary").json()
     assert summary == {"events": 2, "movements": 2, "rejections": 0, "devices": 1,
                        "stock_lines": 2, "open_exceptions": 0}

@@ -46,7 +46,7 @@ def apply(store: Store, *events: wire.Event) -> None:
 
 
 def on_hand(client: TestClient, location: str = "A") -> dict[str, float]:
-    rows = client.get(f"{P}/stock", params={"location": location}).json()
+    rows = client.get(f"{P}/stock", params={"location": location}).json()["items"]
     return {r["item"]: r["quantity"] for r in rows}
 
 

@@ -49,7 +49,7 @@ def apply(store: Store, *events: wire.Event, device: str = DEV) -> None:
 
 
 def on_hand(client: TestClient, item: str = G, location: str = "A") -> float:
-    rows = client.get(f"{P}/stock", params={"item": item, "location": location}).json()
+    rows = client.get(f"{P}/stock", params={"item": item, "location": location}).json()["items"]
     return sum(r["quantity"] for r in rows)
 
 

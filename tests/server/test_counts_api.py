@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from edge import wire
-from server.app import create_app
 from server.ledger import Store
 from server.masterdata import LocationSpec, MasterData
-from tests.server.helpers import WRITE_TOKEN, api_settings, bearer
 
 SITE, DEV = "wh1", "hh-01"
 G, H = "09501101530003", "09501101530010"
 P = "/api/v1"
 _seq = iter(range(1, 10**9))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "c.db") as s:
-        yield s
-
-
-@pytest.fixture
-def client(store: Store, tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(api_settings(tmp_path / "c.db"), store=store)
-    with TestClient(app, headers=bearer(WRITE_TOKEN)) as c:
-        yield c
 
 
 def ev(type: str, *, gtin: str = G, src: str | None = None, dst: str | None = None,

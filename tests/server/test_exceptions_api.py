@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
 
 from edge import wire
-from server.app import create_app
 from server.ledger import Store
 from server.masterdata import ItemSpec, LocationSpec, MasterData
-from tests.server.helpers import READ_TOKEN, WRITE_TOKEN, api_settings, bearer
+from tests.server.helpers import READ_TOKEN, WRITE_TOKEN
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"
 P = "/api/v1"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "x.db") as s:
-        yield s
-
-
-@pytest.fixture
-def client(store: Store, tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(api_settings(tmp_path / "x.db"), store=store)
-    with TestClient(app, headers=bearer(WRITE_TOKEN)) as c:
-        yield c
 
 
 def ev(type: str = "receive", *, time: str | None = None, src: str | None = None,

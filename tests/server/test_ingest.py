@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,12 +18,6 @@ from tests.server.helpers import Edge, event, payload
 
 DEV = "hh-01"
 G = "09501101530003"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as s:
-        yield s
 
 
 def settings_for(broker: Mosquitto, **extra: object) -> Settings:

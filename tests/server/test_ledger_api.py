@@ -21,12 +21,6 @@ ADMIN = {"Authorization": "Bearer admin-token-1"}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "api.db") as s:
-        yield s
-
-
-@pytest.fixture
 def client(store: Store, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(database=tmp_path / "api.db", broker=None,
                         tokens={"reader-token-1": frozenset({"read"}),

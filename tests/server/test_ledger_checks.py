@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,12 +31,6 @@ _seq = itertools.count(1)
 _EXC = ("id", "kind", "status", "site", "device", "event_id", "last_event_id", "occurrences",
         "rejection_id", "count_id", "item", "lot", "location", "serial", "quantity", "detail",
         "resolved_at", "resolved_by", "reason")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "checks.db") as s:
-        yield s
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +14,6 @@ from server.ledger import Store
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"
 G2 = "09501101530010"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "views.db") as s:
-        yield s
 
 
 def ev(

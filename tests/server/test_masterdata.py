@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,6 @@ from tests.server.helpers import batch, event
 
 DATA = Path(__file__).parent / "data"
 GLN = "0614141123452"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "master.db") as s:
-        yield s
 
 
 @pytest.fixture

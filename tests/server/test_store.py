@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,6 @@ from server.ledger import Store
 from tests.server.helpers import decoded, event
 
 SITE, DEV = "wh1", "hh-01"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as s:
-        yield s
 
 
 def on_hand(store: Store) -> dict[tuple[str, str, str | None], float]:

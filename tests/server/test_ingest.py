@@ -142,6 +142,23 @@ def test_spoofed_device_is_rejected(ingest: MqttIngest, edge: Edge, store: Store
     assert store.stock() == []
     (rejection,) = store.rejections()
     assert rejection.event_id == e.id and rejection.device == DEV
+    # listed beside the ledger's exceptions, open until a person dismisses it
+    assert store._query("SELECT kind, status, rejection_id, event_id FROM exceptions") == [
+        ("rejected", "open", rejection.id, e.id)]
+    assert_still_applies(edge, store)
+
+
+def test_events_the_warehouse_disagrees_with_are_applied_and_raised(
+    ingest: MqttIngest, edge: Edge, store: Store
+) -> None:
+    """Over MQTT as over HTTP: applied (acked 'applied'), and an exception raised."""
+    e = event("pick", src="BIN-EMPTY", dst=None, qty=2)
+    edge.publish(payload(edge.site, DEV, e))
+    (result,) = edge.next_ack().results
+    assert (result.id, result.status) == (e.id, "applied")
+    assert stock(store) == {"BIN-EMPTY": -2}
+    assert store._query("SELECT kind, location, quantity, event_id FROM exceptions") == [
+        ("negative_stock", "BIN-EMPTY", -2, e.id)]
     assert_still_applies(edge, store)
 
 

@@ -16,6 +16,7 @@ from devices.base import ScanRead, TagRead, now
 from edge import wire
 from edge.arbiter import DoorArbiter
 from edge.config import EdgeConfig, PortalConfig, ScannerConfig
+from edge.doorstate import DoorKeeper
 from edge.errors import OutboxError
 from edge.outbox import Outbox
 from edge.portal import CycleReport, Door, ReaderClock
@@ -91,30 +92,25 @@ class EdgeAgent:
 
     # --- capture --------------------------------------------------------------------------
 
-    def capture(self, events: Sequence[wire.Event], *,
-                backlog: list[wire.Event] | None = None) -> bool:
-        """Keep events durably. False (and nothing kept) when the outbox refuses them.
-
-        With ``backlog`` (a door's), refused events wait there and go first next time: a tag
-        that passed cannot be read again, so nothing of a door's may be dropped.
-        """
-        if backlog is not None:
-            backlog.extend(events)
-            events = list(backlog)
+    def capture(self, events: Sequence[wire.Event]) -> bool:
+        """Keep events durably. False (and nothing kept) when the outbox refuses them."""
         if not events:
             return True
         try:
             self.outbox.add(events)
         except OutboxError as exc:
-            if backlog is None:
-                self.refused += len(events)
-            log.error("capture refused (%d event(s)%s): %s", len(events),
-                      ", kept in memory to retry" if backlog is not None else "", exc)
+            self.refused += len(events)
+            log.error("capture refused (%d event(s)): %s", len(events), exc)
             return False
-        if backlog is not None:
-            backlog.clear()
         self.captured += len(events)
         return True
+
+    def keep_door(self, keeper: DoorKeeper, events: Sequence[wire.Event]) -> bool:
+        """A door's events with its state (see ``edge.doorstate``): refused ones are not
+        dropped, they wait on disk and go first next time."""
+        kept, ok = keeper.keep(events)
+        self.captured += kept
+        return ok
 
     def _run_scanner(self, config: ScannerConfig) -> None:
         workflow = HandheldWorkflow(
@@ -172,7 +168,7 @@ class EdgeAgent:
         online = threading.Event()
         report_state = self._state_reporter("reader", config.name, config.reader)
         clock = ReaderClock(config.latency_s)  # the watermark follows the reader's timestamps
-        backlog: list[wire.Event] = []  # movements the outbox refused, tried again first
+        keeper = DoorKeeper(self.outbox, door)  # hold list and refused movements, on disk
 
         def on_read(read: TagRead) -> None:
             with lock:
@@ -214,15 +210,15 @@ class EdgeAgent:
                 mark = clock.watermark(now(), time.monotonic())
                 events = door.advance(mark) if mark is not None else []
                 reports = door.take_reports()
-            self.capture(events, backlog=backlog)
+            self.keep_door(keeper, events)
             self._door_reports(door, reports)
         thread.join(5)
         with lock:
             events = door.finish()
             reports = door.take_reports()
-        if not self.capture(events, backlog=backlog):
-            log.error("door %s: %d movement(s) could not be kept at stop", config.name,
-                      len(backlog))
+        if not self.keep_door(keeper, events):
+            log.error("door %s: %d movement(s) wait in its saved state for the next start",
+                      config.name, len(keeper.backlog))
         self._door_reports(door, reports)
 
     def _door_reports(self, door: Door, reports: list[CycleReport]) -> None:
@@ -247,10 +243,10 @@ class EdgeAgent:
         pallets = simulated_pallets(config)
         lag = timedelta(seconds=config.latency_s)
         passed = 0
-        backlog: list[wire.Event] = []
+        keeper = DoorKeeper(self.outbox, door)
 
         def tick() -> None:
-            self.capture(door.advance(now() - lag), backlog=backlog)
+            self.keep_door(keeper, door.advance(now() - lag))
             self._door_reports(door, door.take_reports())
 
         while not self._stop.is_set():
@@ -266,5 +262,5 @@ class EdgeAgent:
                 tick()
             if config.sim_pallets and passed >= config.sim_pallets:
                 break
-        self.capture(door.finish(), backlog=backlog)
+        self.keep_door(keeper, door.finish())
         self._door_reports(door, door.take_reports())

@@ -256,6 +256,7 @@ class Door:
         self._reports: list[CycleReport] = []
         self._held: dict[str, tuple[str, float]] = {}  # tag -> (movement, last read)
         self._held_pruned = -_INF
+        self._held_dirty = False  # changed since held_state() last gave it
         self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
         self._next_sweep = -_INF  # no pass goes quiet before this (overflow check)
@@ -616,6 +617,7 @@ class Door:
                 self._emit(key, p.tag, self._event(p, "observe"))
             return
         held = self._held.get(p.tag)
+        self._held_dirty = True
         if held is not None and held[0] == p.movement and p.first_t - held[1] < cfg.hold_s:
             cyc.held += 1
             self._held[p.tag] = (p.movement, p.last_t)
@@ -677,14 +679,45 @@ class Door:
             late=cyc.late, overflow=cyc.overflow, samples=tuple(cyc.samples),
         )
 
+    # --- what survives a restart (edge.doorstate keeps it in the outbox) -------------------
+
+    def held_state(self, force: bool = False) -> dict[str, list[str | float]] | None:
+        """The hold list (JSON-ready) when it changed since last asked (or ``force``)."""
+        if not (force or self._held_dirty):
+            return None
+        self._held_dirty = False
+        return {tag: [m, t] for tag, (m, t) in self._held.items()}
+
+    def held_changed(self) -> None:
+        """Give the hold list again at the next ``held_state()`` (its save failed)."""
+        self._held_dirty = True
+
+    def restore_held(self, data: object) -> int:
+        """A hold list a previous run saved (``held_state``); ValueError if it is not one."""
+        if data is None:
+            return 0
+        if not isinstance(data, dict):
+            raise ValueError("held: not an object")
+        restored: dict[str, tuple[str, float]] = {}
+        for tag, value in data.items():
+            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                    and isinstance(value[1], int | float) and not isinstance(value[1], bool)
+                    and math.isfinite(value[1])):
+                raise ValueError(f"held: bad entry for {str(tag)[:40]!r}")
+            restored[tag] = (value[0], float(value[1]))
+        self._held.update(restored)
+        return len(restored)
+
     def _prune_held(self) -> None:
         if self._wm < self._held_pruned + 10.0:
             return
         self._held_pruned = self._wm
         limit = self._wm - self.config.hold_s
         active, claims = self._active, self._claims  # a pass still going keeps its hold
-        self._held = {k: v for k, v in self._held.items()
-                      if v[1] >= limit or k in active or k in claims}
+        kept = {k: v for k, v in self._held.items()
+                if v[1] >= limit or k in active or k in claims}
+        if len(kept) != len(self._held):
+            self._held, self._held_dirty = kept, True
 
     def _classify(self, epc: str, cyc: _Cycle) -> _Verdict:
         identity = interpret_epc(epc)

@@ -128,17 +128,21 @@ def test_config_refuses_a_broken_location_pattern(tmp_path: Path) -> None:
 
 def test_door_movements_refused_by_a_full_outbox_wait_and_are_kept_later(tmp_path: Path) -> None:
     """A tag that passed cannot be read again: a door's refused events are retried, not lost."""
+    from edge.doorstate import DoorKeeper
+    from edge.portal import Door
+    from tests.edge.test_doorstate import CONFIG
     from tests.factories import events
 
     config = _config(tmp_path, outbox_cap_mb=0.0006)  # about 600 bytes: two events do not fit
     with EdgeAgent(config) as agent:
-        backlog: list = []
-        first, second = events(3)[:2], events(3)[2:]
-        assert not agent.capture(first, backlog=backlog)
-        assert not agent.capture(second, backlog=backlog)
-        assert [e.id for e in backlog] == [e.id for e in first + second]
+        keeper = DoorKeeper(agent.outbox, Door(CONFIG))
+        made = events(3)
+        first, second = made[:2], made[2:]
+        assert not agent.keep_door(keeper, first)
+        assert not agent.keep_door(keeper, second)
+        assert [e.id for e in keeper.backlog] == [e.id for e in first + second]
         assert agent.outbox.stats().pending == 0
         agent.outbox.cap_bytes = 10 * 1024 * 1024  # room again (events acked, say)
-        assert agent.capture([], backlog=backlog)
-        assert backlog == []
-        assert agent.outbox.stats().pending == 3
+        assert agent.keep_door(keeper, [])
+        assert keeper.backlog == []
+        assert agent.outbox.stats().pending == 3 and agent.captured == 3

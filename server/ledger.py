@@ -27,6 +27,9 @@ SOURCES = ("mqtt", "http")
 # The device of movements the service itself posts (adjustments, counts): a name the wire
 # contract refuses, so no edge can share its sequence numbers.
 API_DEVICE = "@central"
+# How far ahead of the central service a device's clock may run for a floor count to still see
+# its moves as later than the count (see _on_hand_as_of).
+CLOCK_AHEAD = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,13 +264,19 @@ def _on_hand_as_of(
         if at == location:
             out[(item, lot)] = out.get((item, lot), 0.0) + qty
     now = dict(out)
-    floor = (when - timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S")
+    # Rows dated after ``when`` arrived after it, unless their device's clock ran ahead: each
+    # line's rows are read newest first (the (item, location, lot) index keeps them in ledger
+    # order) and the scan stops at those received more than CLOCK_AHEAD before ``when``.
+    oldest = checks.utc_text(when - CLOCK_AHEAD)
     later: list[tuple[str, str, float, str]] = []
     for item, lot in out:  # every line ever at the location has a stock row (maybe at zero)
-        later.extend(cur.execute(  # by the (item, location, lot) index: no index on hot inserts
-            "SELECT item, lot, qty, event_time FROM movements WHERE item = ? AND location = ?"
-            " AND lot = ? AND event_time > ?", (item, location, lot, floor),
-        ))
+        for row in cur.execute(
+            "SELECT item, lot, qty, event_time, received_at FROM movements WHERE item = ?"
+            " AND location = ? AND lot = ? ORDER BY id DESC", (item, location, lot),
+        ):
+            if row[4] < oldest:
+                break
+            later.append(row[:4])
     staged = [(m[4], m[5], m[7], m[8]) for m in run.movements if m[6] == location]
     for item, lot, qty, at_text in [*later, *staged]:
         if checks.utc(at_text) > when:
@@ -519,7 +528,6 @@ class Store:
         lines: list[_Line] = []
         source = destination = None
         when: datetime | None = None
-        held = False
         for text, qty in deltas:
             location, known = caches.location(run.site, text)
             if not known:
@@ -539,12 +547,10 @@ class Store:
                                f"{event.type} dated {event.time} is before the count of"
                                f" {location!r} at {checks.utc_text(counted)}: recorded, not"
                                " applied over the count", count_time=counted)
-                    held = True
                     continue
             lines.append((key, lot, location, qty))
-        if (item.serial is not None or item.epc is not None) and (lines or not held):
-            if held and destination is not None and all(ln[2] != destination for ln in lines):
-                destination = None  # the destination side was held: it is not there (yet)
+        if item.serial is not None or item.epc is not None:
+            # held or not, the thing went where the event says (a count held only its quantity)
             self._track(cur, run, event, item, key, source, destination)
         return lines
 
@@ -582,11 +588,12 @@ class Store:
         rows = []
         for item, lot in sorted(counted.keys() | expected.keys() | current.keys()):
             seen, before = counted.get((item, lot), 0.0), expected.get((item, lot), 0.0)
-            adjustment = None if late else seen - before
+            difference = seen - before if abs(seen - before) > checks.TOLERANCE else 0.0
+            adjustment = None if late else difference
             rows.append((count_id, item, lot, seen, before, current.get((item, lot), 0.0),
                          adjustment))
-            if seen != before:
-                lines.append((item, lot, location, seen - before))
+            if difference:
+                lines.append((item, lot, location, difference))
         cur.executemany(_INSERT_COUNT_LINE, rows)
         if late:
             assert latest is not None
@@ -687,7 +694,7 @@ class Store:
         for key, delta in pending.items():
             if delta < 0 or (delta > 0 and key in negative):
                 judged.append((key, delta))
-            elif delta:
+            else:  # a zero too: every line ever touched has a row (counts look back from it)
                 plain.append((*key, delta))
         cur.executemany(_UPSERT_STOCK, plain)
         for key, delta in judged:  # the new on-hand comes back from the upsert: no second look

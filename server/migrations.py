@@ -185,6 +185,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX exceptions_kind ON exceptions (kind, id);
         CREATE INDEX exceptions_event ON exceptions (event_id);
         CREATE INDEX exceptions_last_event ON exceptions (last_event_id);
+
+        DROP INDEX stock_location;
+        CREATE INDEX stock_location ON stock (location, item, lot);
         CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
             WHERE status = 'open';
 

@@ -109,6 +109,14 @@ def encode_cursor(*keys: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: never a key this service issued
+        return False
+    return True
+
+
 def decode_cursor(cursor: str | None, size: int) -> tuple[str, ...] | None:
     """Cursors are opaque to clients; inside they are the keys of the last row seen."""
     if not cursor:
@@ -118,7 +126,7 @@ def decode_cursor(cursor: str | None, size: int) -> tuple[str, ...] | None:
     except ValueError:
         keys = None
     if not (isinstance(keys, list) and len(keys) == size
-            and all(isinstance(k, str) for k in keys)):
+            and all(isinstance(k, str) and _encodable(k) for k in keys)):
         raise BadRequest("bad cursor", f"cursor {cursor[:40]!r} was not issued by this service")
     return tuple(keys)
 

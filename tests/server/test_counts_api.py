@@ -183,3 +183,12 @@ def test_cursors_not_issued_here_are_400(client: TestClient, cursor: str) -> Non
         answer = client.get(url, params={"cursor": cursor})
         assert answer.status_code == 400, (url, cursor, answer.text)
         assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_cursor_with_a_lone_surrogate_is_400(client: TestClient) -> None:
+    import base64
+    import json
+
+    forged = base64.urlsafe_b64encode(json.dumps(["\ud800", "A", ""]).encode()).decode()
+    answer = client.get(f"{P}/stock", params={"cursor": forged.rstrip("=")})
+    assert answer.status_code == 400, answer.text

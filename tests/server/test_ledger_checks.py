@@ -761,3 +761,31 @@ def test_a_late_count_needs_its_adjustment_said(store: Store) -> None:
     assert on_hand(store) == {(G, "A", None): 8}
     exceptionlog.resolve(store, x["id"], action="dismiss", by="a", reason="older recount")
     assert exceptions(store, "late_after_count")[0]["status"] == "dismissed"
+
+
+def test_a_line_whose_first_batch_nets_to_zero_is_still_looked_back_at(store: Store) -> None:
+    apply(store, ev(dst="A", qty=5, time=t(0)), ev("pick", src="A", qty=5, time=t(420)))
+    apply(store, count("A", (G, None, 5), time=t(300)))  # saw the 5 before the pick
+    assert on_hand(store) == {}  # the pick after the count is kept: 0, not 5
+    assert store._query("SELECT counted, expected, adjustment FROM count_lines") == [(5, 5, 0)]
+
+
+def test_a_move_held_at_its_destination_still_moves_the_serial(store: Store) -> None:
+    from server import exceptionlog
+
+    apply(store, ev(dst="B", serial="S1", time=t(0)))
+    apply(store, count("A", time=t(60)))
+    apply(store, ev("move", src="B", dst="A", serial="S1", time=t(30)))  # A side held
+    (late,) = exceptions(store, "late_after_count")
+    exceptionlog.resolve(store, late["id"], action="adjust", by="lead")
+    apply(store, ev("pick", src="A", serial="S1", time=t(90)))
+    assert exceptions(store, "serial_conflict") == []
+    assert on_hand(store) == {}
+
+
+def test_float_noise_is_not_a_count_difference(store: Store) -> None:
+    apply(store, ev(dst="A", qty=0.1, time=t(0)), ev(dst="A", qty=0.2, time=t(1)))
+    c = count("A", (G, None, 0.3), time=t(10))
+    apply(store, c)
+    assert moved(store, c.id) == []
+    assert store._query("SELECT adjustment FROM count_lines") == [(0,)]

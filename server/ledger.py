@@ -272,8 +272,9 @@ def _on_hand_as_of(
     for item, lot in out:  # every line ever at the location has a stock row (maybe at zero)
         for row in cur.execute(
             "SELECT item, lot, qty, event_time, received_at FROM movements WHERE item = ?"
-            " AND location = ? AND lot = ? ORDER BY id DESC", (item, location, lot),
-        ):
+            " AND location = ? AND lot = ? AND device <> ? ORDER BY id DESC",
+            (item, location, lot, API_DEVICE),  # a person's corrections fix the books: they
+        ):                                       # stand for any count, earlier ones too
             if row[4] < oldest:
                 break
             later.append(row[:4])

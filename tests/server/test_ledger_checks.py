@@ -789,3 +789,15 @@ def test_float_noise_is_not_a_count_difference(store: Store) -> None:
     apply(store, c)
     assert moved(store, c.id) == []
     assert store._query("SELECT adjustment FROM count_lines") == [(0,)]
+
+
+def test_a_correction_posted_before_an_earlier_dated_count_arrives_is_not_doubled(
+    store: Store,
+) -> None:
+    from server import exceptionlog
+
+    apply(store, ev("pick", src="A", qty=3, time=t(0)))  # the books go to -3
+    (negative,) = exceptions(store, "negative_stock")
+    exceptionlog.resolve(store, negative["id"], action="adjust", by="lead")  # +3: books at 0
+    apply(store, count("A", time=t(5)))  # an earlier count (saw nothing) arrives late
+    assert on_hand(store) == {}  # 0, not 3: the correction is not counted a second time

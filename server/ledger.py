@@ -48,6 +48,7 @@ class StockRow:
     location: str
     lot: str | None
     quantity: float
+    sku: str | None = None  # the master-data item the key belongs to, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +192,19 @@ def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:
     return out  # observe: a sighting, no stock change
 
 
-def item_location_filter(item: str | None, location: str | None) -> tuple[str, list[str]]:
-    """`` AND item = ? AND location = ?`` for the filters given, and their parameters."""
-    where, params = "", list[str]()
-    if item is not None:
-        where, params = where + " AND item = ?", [*params, item]
+def item_location_filter(
+    item: str | Sequence[str] | None, location: str | None, table: str = ""
+) -> tuple[str, list[str]]:
+    """`` AND item IN (...) AND location = ?`` for the filters given, and their parameters
+    (columns of ``table``, an alias, when given)."""
+    where, params, of = "", list[str](), f"{table}." if table else ""
+    if isinstance(item, str):
+        where, params = where + f" AND {of}item = ?", [*params, item]
+    elif item is not None:
+        where += f" AND {of}item IN ({', '.join('?' * len(item))})"
+        params = [*params, *item]
     if location is not None:
-        where, params = where + " AND location = ?", [*params, location]
+        where, params = where + f" AND {of}location = ?", [*params, location]
     return where, params
 
 
@@ -822,17 +829,39 @@ class Store:
         self, item: str | None = None, location: str | None = None,
         after: tuple[str, ...] | None = None, limit: int | None = None,
     ) -> list[StockRow]:
-        """Non-zero lines in key order; ``after`` an (item, location, lot) key, for paging."""
-        where, params = item_location_filter(item, location)
+        """Non-zero lines in key order; ``after`` an (item, location, lot) key, for paging.
+
+        ``item`` finds the item under every key it is kept by (``item_keys``); each line says
+        the SKU its key belongs to in master data.
+        """
+        where, params = item_location_filter(
+            None if item is None else self.item_keys(item), location, "s")
         if after is not None:
-            where += " AND (item, location, lot) > (?, ?, ?)"
+            where += " AND (s.item, s.location, s.lot) > (?, ?, ?)"
             params = [*params, *after]
         rows = self._query(
-            "SELECT item, location, lot, quantity FROM stock WHERE quantity <> 0" + where
-            + " ORDER BY item, location, lot" + ("" if limit is None else f" LIMIT {int(limit)}"),
+            "SELECT s.item, s.location, s.lot, s.quantity, COALESCE(i.sku, g.sku) FROM stock s"
+            " LEFT JOIN items i ON i.sku = s.item LEFT JOIN item_gtins g ON g.gtin = s.item"
+            " WHERE s.quantity <> 0" + where + " ORDER BY s.item, s.location, s.lot"
+            + ("" if limit is None else f" LIMIT {int(limit)}"),
             params,
         )
-        return [StockRow(i, loc, lot or None, float(q)) for i, loc, lot, q in rows]
+        return [StockRow(i, loc, lot or None, float(q), sku) for i, loc, lot, q, sku in rows]
+
+    def item_keys(self, item: str) -> list[str]:
+        """The keys stock of ``item`` is kept under: the text itself and, when master data knows
+        it as a SKU or a GTIN, that item's SKU and every GTIN of it (edges send what they
+        scanned: a GTIN from one label, the SKU from another)."""
+        found = self._query(
+            "SELECT sku FROM items WHERE sku = ? UNION SELECT sku FROM item_gtins WHERE gtin = ?",
+            (item, item),
+        )
+        if not found:
+            return [item]
+        sku = found[0][0]
+        gtins = [g for (g,) in self._query(
+            "SELECT gtin FROM item_gtins WHERE sku = ? ORDER BY ordinal", (sku,))]
+        return list(dict.fromkeys([item, sku, *gtins]))
 
     def movements(self, after: int | None = None, limit: int = 100) -> list[MovementRow]:
         rows = self._query(

@@ -29,10 +29,11 @@ class Summary(BaseModel):
 
 
 class StockLine(BaseModel):
-    item: str
+    item: str = Field(description="the key it is kept under: SKU, else GTIN, else SSCC, else EPC")
     location: str
     lot: str | None
     quantity: float
+    sku: str | None = Field(default=None, description="the master-data item of that key")
 
 
 class StockPage(BaseModel):

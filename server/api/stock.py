@@ -26,14 +26,15 @@ def stock(
     cursor: str | None = None, limit: Limit = 1000,
 ) -> StockPage:
     """Non-zero lines in (item, location, lot) order (negative ones too: physical truth wins,
-    and each raised a negative-stock exception)."""
+    and each raised a negative-stock exception). ``item`` may be a SKU or a GTIN of master
+    data: the lines of every key of that item come back."""
     after = decode_cursor(cursor, 3)
     rows = store.stock(item=item, location=location, after=after, limit=limit + 1)
     page = rows[:limit]
     last = page[-1] if page else None
     return StockPage(
-        items=[StockLine(item=r.item, location=r.location, lot=r.lot, quantity=r.quantity)
-               for r in page],
+        items=[StockLine(item=r.item, location=r.location, lot=r.lot, quantity=r.quantity,
+                         sku=r.sku) for r in page],
         next_cursor=encode_cursor(last.item, last.location, last.lot or "")
         if last is not None and len(rows) > limit else None,
     )

@@ -54,8 +54,8 @@ def test_post_events_is_idempotent_and_feeds_stock(client: TestClient) -> None:
     assert post(client, body) == [(e1.id, "applied"), (e2.id, "applied")]
     assert post(client, body) == [(e1.id, "duplicate"), (e2.id, "duplicate")]
     assert client.get("/api/v1/stock").json()["items"] == [
-        {"item": G, "location": "A", "lot": None, "quantity": 1},
-        {"item": G, "location": "DOCK-1", "lot": "L1", "quantity": 5},
+        {"item": G, "location": "A", "lot": None, "quantity": 1, "sku": None},
+        {"item": G, "location": "DOCK-1", "lot": "L1", "quantity": 5, "sku": None},
     ]
     first = client.get("/api/v1/stock", params={"limit": 1}).json()
     assert [r["location"] for r in first["items"]] == ["A"] and first["next_cursor"]
@@ -157,3 +157,23 @@ def test_given_store_is_not_closed_by_the_app(tmp_path: Path) -> None:
             post(c, payload(SITE, DEV, event("receive")))
         assert store.summary()["events"] == 1
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_stock_of_an_item_by_sku_or_any_gtin_finds_every_key(client: TestClient) -> None:
+    """Edges send what they scanned (a GTIN, or a SKU label): the item's stock is all of it."""
+    other = "09501101530010"
+    made = client.post("/api/v1/items", json={"sku": "TSHIRT-M", "gtins": [G, other]})
+    assert made.status_code == 201, made.text
+    body = wire.encode_batch(wire.Batch(SITE, DEV, wire.utc_now(), (
+        event("receive", gtin=G, dst="A"), event("receive", gtin=other, dst="A", qty=2),
+        wire.Event(wire.new_event_id(), 99, wire.local_now(), "receive",
+                   wire.Item(sku="TSHIRT-M"), 4, None, "B"),
+        event("receive", gtin="04012345000009", dst="A"))))
+    assert client.post("/api/v1/events", content=body).status_code == 200
+    for asked in ("TSHIRT-M", G, other):
+        lines = client.get("/api/v1/stock", params={"item": asked}).json()["items"]
+        assert sorted((r["item"], r["location"], r["quantity"], r["sku"]) for r in lines) == [
+            (G, "A", 1.0, "TSHIRT-M"), (other, "A", 2.0, "TSHIRT-M"),
+            ("TSHIRT-M", "B", 4.0, "TSHIRT-M")], asked
+    unknown = client.get("/api/v1/stock", params={"item": "04012345000009"}).json()["items"]
+    assert [(r["item"], r["sku"]) for r in unknown] == [("04012345000009", None)]

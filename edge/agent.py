@@ -105,11 +105,17 @@ class EdgeAgent:
         self.captured += len(events)
         return True
 
-    def keep_door(self, keeper: DoorKeeper, events: Sequence[wire.Event]) -> bool:
+    def keep_door(self, keeper: DoorKeeper, events: Sequence[wire.Event], *,
+                  last: bool = False) -> bool:
         """A door's events with its state (see ``edge.doorstate``): refused ones are not
-        dropped, they wait on disk and go first next time."""
-        kept, ok = keeper.keep(events)
+        dropped, they wait on disk and go first next time. ``last``: at stop, say what is
+        left."""
+        kept, ok = keeper.keep(events, last=last)
         self.captured += kept
+        if last and not ok:
+            log.error("door %s: %d movement(s) %s", keeper.door.name, len(keeper.backlog),
+                      "wait in its saved state for the next start" if keeper.backlog_saved
+                      else "could not be saved either: they are lost")
         return ok
 
     def _run_scanner(self, config: ScannerConfig) -> None:
@@ -216,9 +222,7 @@ class EdgeAgent:
         with lock:
             events = door.finish()
             reports = door.take_reports()
-        if not self.keep_door(keeper, events):
-            log.error("door %s: %d movement(s) wait in its saved state for the next start",
-                      config.name, len(keeper.backlog))
+        self.keep_door(keeper, events, last=True)
         self._door_reports(door, reports)
 
     def _door_reports(self, door: Door, reports: list[CycleReport]) -> None:
@@ -262,5 +266,5 @@ class EdgeAgent:
                 tick()
             if config.sim_pallets and passed >= config.sim_pallets:
                 break
-        self.keep_door(keeper, door.finish())
+        self.keep_door(keeper, door.finish(), last=True)
         self._door_reports(door, door.take_reports())

@@ -6,62 +6,121 @@ twice) and the movements the outbox refused while full (a tag that passed cannot
 again). Both are saved as the door's context row, in the same transaction as the events they go
 with; a restart restores them. A context row is not held to the outbox's byte cap, so refused
 movements are kept on disk even while the outbox refuses events.
+
+While the outbox is full, the keeper does not hammer it: refused movements are tried again
+when new ones arrive or after a growing pause, in pieces that fit (a backlog larger than the
+whole cap still gets in as room is made), and the saved state is rewritten only when it changed.
+A hold that was only extended is saved at most once a second (a stale save can only shorten a
+hold by that second).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from edge import wire
-from edge.errors import OutboxError
+from edge.errors import OutboxError, OutboxFull
 from edge.outbox import Outbox
 from edge.portal import Door
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+HOLD_SAVE_S = 1.0  # the least time between saves of a hold list that changed alone
+RETRY_S = (0.5, 30.0)  # first and longest pause before refused movements are tried again
 
 
 class DoorKeeper:
     """Moves one door's events into the outbox and keeps its state with them."""
 
-    def __init__(self, outbox: Outbox, door: Door) -> None:
+    def __init__(self, outbox: Outbox, door: Door,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.outbox = outbox
         self.door = door
         self.key = f"door:{door.name}"
         self.backlog: list[wire.Event] = []
+        self.backlog_saved = True  # the backlog as it is now is on disk (or empty)
+        self._clock = clock
+        self._held_saved_at = -HOLD_SAVE_S
+        self._retry_at = 0.0
+        self._pause = RETRY_S[0]
         self._restore()
 
-    def keep(self, events: Sequence[wire.Event]) -> tuple[int, bool]:
+    def keep(self, events: Sequence[wire.Event], *, last: bool = False) -> tuple[int, bool]:
         """(events now in the outbox, whether every event is): refused ones wait, on disk, and
-        go first next time."""
-        self.backlog.extend(events)
-        held = self.door.held_state()
-        if not self.backlog and held is None:
-            return 0, True
-        waiting = list(self.backlog)
-        try:
-            self.outbox.add(waiting, context=(self.key, self._state(held, [])))
-        except OutboxError as exc:
-            log.error("door %s: %d movement(s) refused, kept to retry: %s", self.door.name,
-                      len(waiting), exc)
-            try:  # the state alone fits even when the events do not
-                self.outbox.add([], context=(self.key, self._state(held, waiting)))
-            except OutboxError as again:
-                self.door.held_changed()  # try the hold list again next time
-                log.error("door %s: state not saved: %s", self.door.name, again)
+        go first next time. ``last`` (at stop): try the outbox even during a pause."""
+        now = self._clock()
+        if last:
+            self._retry_at = 0.0
+        if events:
+            self.backlog.extend(events)
+            self.backlog_saved = False
+        if self.backlog and now < self._retry_at:  # still full, as far as we know: pause
+            if not self.backlog_saved or self._hold_due(now):
+                self.backlog_saved = self._save_state(now)
             return 0, False
-        self.backlog.clear()
-        return len(waiting), True
+        if not self.backlog:
+            if self._hold_due(now):
+                self._save_state(now)
+            return 0, True
+        return self._put_backlog(now)
 
-    def _state(self, held: dict[str, list[str | float]] | None, backlog: list[wire.Event]
-               ) -> str:
+    def _hold_due(self, now: float) -> bool:
+        return self.door.held_dirty and now - self._held_saved_at >= HOLD_SAVE_S
+
+    def _put_backlog(self, now: float) -> tuple[int, bool]:
+        held = self.door.held_state(force=True)
+        kept, size = 0, len(self.backlog)
+        while self.backlog:
+            size = min(size, len(self.backlog))
+            piece, rest = self.backlog[:size], self.backlog[size:]
+            try:  # the piece and the state after it (holds, the rest) in one transaction
+                self.outbox.add(piece, context=(self.key, self._state(held, rest)))
+            except OutboxFull as exc:
+                if size > 1:
+                    size //= 2  # a smaller piece may fit
+                    continue
+                self._refused(now, exc)
+                return kept, False
+            except OutboxError as exc:
+                self._refused(now, exc)
+                return kept, False
+            self._held_saved_at = now
+            self.backlog, kept = rest, kept + len(piece)
+        if self._pause > RETRY_S[0]:
+            log.warning("door %s: the outbox takes its movements again", self.door.name)
+        self._pause, self._retry_at, self.backlog_saved = RETRY_S[0], 0.0, True
+        return kept, True
+
+    def _refused(self, now: float, exc: OutboxError) -> None:
+        if self._pause == RETRY_S[0]:  # once per outage, not every tick
+            log.error("door %s: %d movement(s) refused, kept on disk to retry: %s",
+                      self.door.name, len(self.backlog), exc)
+        self._retry_at = now + self._pause
+        self._pause = min(self._pause * 2, RETRY_S[1])
+        self.backlog_saved = self._save_state(now)
+
+    def _save_state(self, now: float) -> bool:
+        """The state alone: it fits even when events do not."""
+        try:
+            self.outbox.add([], context=(self.key, self._state(
+                self.door.held_state(force=True), self.backlog)))
+        except OutboxError as exc:
+            self.door.held_changed()  # give the hold list again next time
+            log.error("door %s: state not saved: %s", self.door.name, exc)
+            return False
+        self._held_saved_at = now
+        return True
+
+    @staticmethod
+    def _state(held: dict[str, list[str | float]] | None, backlog: list[wire.Event]) -> str:
         return json.dumps({
             "v": STATE_VERSION,
-            "held": held if held is not None else self.door.held_state(force=True),
+            "held": held or {},
             # seq is the outbox's to give; 1 stands in so the saved events are valid wire events
             "backlog": [wire.event_to_dict(replace(e, seq=1)) for e in backlog],
         }, separators=(",", ":"))
@@ -74,11 +133,29 @@ class DoorKeeper:
             data = json.loads(text)
             if not isinstance(data, dict) or data.get("v") != STATE_VERSION:
                 raise ValueError("not a door state of this version")
-            restored = self.door.restore_held(data.get("held"))
-            self.backlog = [wire.event_from_dict(e) for e in data.get("backlog") or []]
-        except (ValueError, TypeError, wire.WireError) as exc:
-            log.error("door %s: saved state unreadable, starting without it: %s",
-                      self.door.name, exc)
+            held = self.door.restore_held(data.get("held"))
+            saved = data.get("backlog") or []
+            if not isinstance(saved, list):
+                raise ValueError("backlog: not a list")
+        except Exception as exc:  # whatever was saved, the door must start
+            self._unreadable(text, exc)
             return
+        backlog, bad = [], 0
+        for item in saved:
+            try:
+                backlog.append(wire.event_from_dict(item))
+            except (wire.WireError, ValueError, TypeError):
+                bad += 1
+        if bad:
+            self._unreadable(text, ValueError(f"{bad} saved movement(s) unreadable"))
+        kept = self.outbox.holds([e.id for e in backlog])  # already in: never twice
+        self.backlog = [e for e in backlog if e.id not in kept]
+        self.backlog_saved = not kept and not bad
         log.info("door %s: restored %d held tag(s), %d refused movement(s)", self.door.name,
-                 restored, len(self.backlog))
+                 held, len(self.backlog))
+
+    def _unreadable(self, text: str, exc: Exception) -> None:
+        log.error("door %s: saved state unreadable (in part or whole; kept for diagnosis): %s",
+                  self.door.name, exc)
+        self.outbox.record_exception(f"door:{self.door.name}", f"saved state unreadable: {exc}",
+                                     text[:4096])

@@ -403,6 +403,16 @@ class Outbox:
                 "SELECT 1 FROM outbox WHERE state IN ('pending', 'sent') LIMIT 1"
             ).fetchone() is None
 
+    def holds(self, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids the outbox already has (in any state)."""
+        found: set[str] = set()
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i:i + 500])
+                found.update(r[0] for r in self.db.conn.execute(
+                    f"SELECT id FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def context(self, key: str) -> str | None:
         """A workflow's saved state (see ``add(context=...)``)."""
         with self._lock:

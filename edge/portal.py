@@ -688,6 +688,11 @@ class Door:
         self._held_dirty = False
         return {tag: [m, t] for tag, (m, t) in self._held.items()}
 
+    @property
+    def held_dirty(self) -> bool:
+        """The hold list changed since ``held_state()`` last gave it."""
+        return self._held_dirty
+
     def held_changed(self) -> None:
         """Give the hold list again at the next ``held_state()`` (its save failed)."""
         self._held_dirty = True

@@ -133,9 +133,10 @@ def test_door_movements_refused_by_a_full_outbox_wait_and_are_kept_later(tmp_pat
     from tests.edge.test_doorstate import CONFIG
     from tests.factories import events
 
-    config = _config(tmp_path, outbox_cap_mb=0.0006)  # about 600 bytes: two events do not fit
+    config = _config(tmp_path, outbox_cap_mb=0.0001)  # about 100 bytes: no event fits
+    clock = [0.0]
     with EdgeAgent(config) as agent:
-        keeper = DoorKeeper(agent.outbox, Door(CONFIG))
+        keeper = DoorKeeper(agent.outbox, Door(CONFIG), clock=lambda: clock[0])
         made = events(3)
         first, second = made[:2], made[2:]
         assert not agent.keep_door(keeper, first)
@@ -143,6 +144,8 @@ def test_door_movements_refused_by_a_full_outbox_wait_and_are_kept_later(tmp_pat
         assert [e.id for e in keeper.backlog] == [e.id for e in first + second]
         assert agent.outbox.stats().pending == 0
         agent.outbox.cap_bytes = 10 * 1024 * 1024  # room again (events acked, say)
+        assert not agent.keep_door(keeper, [])  # not tried again before the pause ends
+        clock[0] += 1.0
         assert agent.keep_door(keeper, [])
         assert keeper.backlog == []
         assert agent.outbox.stats().pending == 3 and agent.captured == 3

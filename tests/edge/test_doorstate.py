@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from edge import wire
 from edge.doorstate import DoorKeeper
 from edge.outbox import Outbox
 from edge.portal import Door
@@ -52,10 +54,10 @@ def test_without_the_saved_state_the_same_tag_would_be_received_again(tmp_path: 
 def test_refused_movements_wait_on_disk_across_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     moved = events(3)
-    with Outbox(path, cap_bytes=600) as outbox:  # about 600 bytes: three events do not fit
-        keeper = DoorKeeper(outbox, Door(CONFIG))
+    with Outbox(path, cap_bytes=100) as outbox:  # not even one event fits
+        keeper = DoorKeeper(outbox, Door(CONFIG), clock=lambda: 0.0)
         assert keeper.keep(moved[:2]) == (0, False)
-        assert keeper.keep(moved[2:]) == (0, False)
+        assert keeper.keep(moved[2:]) == (0, False)  # saved with the others, not tried
         assert outbox.stats().pending == 0
     with Outbox(path) as outbox:  # restarted, with room
         keeper = DoorKeeper(outbox, Door(CONFIG))
@@ -102,3 +104,73 @@ def test_the_hold_list_is_saved_only_when_it_changed(tmp_path: Path) -> None:
         assert saved["v"] == 1 and saved["backlog"] == []
         assert [(tag, m) for tag, (m, _) in saved["held"].items()] == [(case(1), "receive")]
         assert d.held_state() is None  # given once, not again until it changes
+
+
+def test_a_backlog_bigger_than_the_whole_cap_gets_in_as_room_is_made(tmp_path: Path) -> None:
+    clock = [0.0]
+    moved = events(8)
+    with Outbox(tmp_path / "outbox.db", cap_bytes=100) as outbox:
+        keeper = DoorKeeper(outbox, Door(CONFIG), clock=lambda: clock[0])
+        assert keeper.keep(moved) == (0, False)
+        one = len(moved[0].id) + 700  # room for about two events at a time
+        outbox.cap_bytes = 2 * one
+        taken: list[str] = []
+        while keeper.backlog:
+            clock[0] += 60.0  # past any pause
+            kept, _ = keeper.keep([])
+            assert kept > 0, "no progress"
+            for pending in outbox.take(100):  # synced and acked: room again
+                taken.append(pending.id)
+                outbox.settle([wire.Result(pending.id, "applied")])
+            outbox.purge()
+        assert taken == [e.id for e in moved]  # in order, each once
+
+
+def test_while_paused_new_movements_are_saved_not_tried(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    caplog.set_level(logging.ERROR)
+    with Outbox(tmp_path / "outbox.db", cap_bytes=100) as outbox:
+        keeper = DoorKeeper(outbox, Door(CONFIG), clock=lambda: clock[0])
+        made = events(3)
+        keeper.keep(made[:1])
+        for n in range(20):  # ticks of an outage: logged once, the state rewritten only on news
+            clock[0] += 0.1
+            keeper.keep(made[1:2] if n == 5 else [])
+        assert sum("kept on disk to retry" in r.getMessage() for r in caplog.records) == 1
+        saved = json.loads(outbox.context("door:door-a") or "null")
+        assert [e["id"] for e in saved["backlog"]] == [e.id for e in made[:2]]
+
+
+def test_restored_movements_already_in_the_outbox_are_not_kept_twice(tmp_path: Path) -> None:
+    moved = events(2)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        outbox.add(moved[:1])
+        state = {"v": 1, "held": {}, "backlog": [
+            wire.event_to_dict(replace(e, seq=1)) for e in moved]}
+        outbox.add([], context=("door:door-a", json.dumps(state)))
+        keeper = DoorKeeper(outbox, Door(CONFIG))
+        assert [e.id for e in keeper.backlog] == [moved[1].id]
+        assert keeper.keep([]) == (1, True)
+        assert outbox.stats().pending == 2
+
+
+def test_a_partly_unreadable_state_keeps_what_it_can_and_the_text(tmp_path: Path) -> None:
+    good = events(1)[0]
+    state = {"v": 1, "held": {case(1): ["receive", 1e9]},
+             "backlog": [wire.event_to_dict(replace(good, seq=1)), {"id": "nope"}]}
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        outbox.add([], context=("door:door-a", json.dumps(state)))
+        keeper = DoorKeeper(outbox, Door(CONFIG))
+        assert [e.id for e in keeper.backlog] == [good.id]
+        (kept,) = outbox.exceptions()
+        assert "unreadable" in kept[2] and '"nope"' in (kept[3] or "")
+
+
+@pytest.mark.parametrize("held", ["1" + "0" * 400, "[" * 100_000 + "]" * 100_000])
+def test_absurd_saved_numbers_or_nesting_are_not_fatal(tmp_path: Path, held: str) -> None:
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        outbox.add([], context=("door:door-a", '{"v": 1, "held": {"x": ["receive", '
+                                 + held + "]}}"))
+        keeper = DoorKeeper(outbox, Door(CONFIG))
+        assert keeper.backlog == []

@@ -78,6 +78,7 @@ class SyncStats:
     events_rejected: int = 0
     resent: int = 0
     connects: int = 0
+    foreign_messages: int = 0  # delivered on a topic we did not subscribe to; ignored
     last_error: str | None = None
     connected_at: float | None = None
     disconnected_at: float | None = field(default=None)
@@ -397,6 +398,12 @@ class Syncer:
             log.error(self.stats.last_error)
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.acks_topic:
+            # only our acks are subscribed to; the embedded amqtt broker was seen handing a new
+            # subscriber another device's retained status: not ours to read
+            self.stats.foreign_messages += 1
+            log.debug("ignored a message on %s (not %s)", message.topic, self.acks_topic)
+            return
         try:
             ack = wire.decode_ack(bytes(message.payload))
         except wire.WireError as exc:

@@ -399,8 +399,8 @@ class Syncer:
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if message.topic != self.acks_topic:
-            # only our acks are subscribed to; the embedded amqtt broker was seen handing a new
-            # subscriber another device's retained status: not ours to read
+            # only our acks are subscribed to, yet in one demo run the embedded amqtt broker
+            # delivered another device's status here (not reproduced in isolation): not ours
             self.stats.foreign_messages += 1
             log.debug("ignored a message on %s (not %s)", message.topic, self.acks_topic)
             return

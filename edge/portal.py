@@ -61,7 +61,7 @@ import json
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from operator import attrgetter
 
 from devices.base import TagRead
@@ -205,8 +205,8 @@ class _Cycle:
         self.events = self.stray = self.unmoved = self.held = 0
 
 
-def _fmt(moment: datetime) -> str:
-    return wire.format_time(moment.astimezone())
+def _fmt(moment: datetime, tz: tzinfo | None = None) -> str:
+    return wire.format_time(moment.astimezone(tz))
 
 
 def _dt(t: float) -> datetime:
@@ -221,8 +221,10 @@ class Door:
     reports; ``finish()`` ends everything (agent stop).
     """
 
-    def __init__(self, config: PortalConfig, *, arbiter: DoorArbiter | None = None) -> None:
+    def __init__(self, config: PortalConfig, *, arbiter: DoorArbiter | None = None,
+                 tz: tzinfo | None = None) -> None:
         self.config = config
+        self.tz = tz  # event times in this zone's offset; None: the host's
         self.name = config.name
         self.location = config.location
         self.counting = config.mode == "count"
@@ -633,23 +635,26 @@ class Door:
         return wire.Event(
             id=wire.new_event_id(),
             seq=0,
-            time=_fmt(p.first),
+            time=_fmt(p.first, self.tz),
             type=kind,
             item=p.item,
             qty=1,
             from_=self.location if kind == "ship" else None,
             to=self.location if kind != "ship" else None,
             read=wire.SourceRead(kind="rfid", tag=p.tag, antenna=p.antenna, rssi=p.rssi,
-                                 reads=p.reads, first=_fmt(p.first), last=_fmt(p.last)),
+                                 reads=p.reads, first=_fmt(p.first, self.tz),
+                                 last=_fmt(p.last, self.tz)),
         )
 
     def _count_event(self, cyc: _Cycle) -> wire.Event:
         lines = tuple(wire.CountLine(item, 1) for _, item in sorted(cyc.tags.items()))
         closed = _dt(cyc.closed_t)
         return wire.Event(
-            id=wire.new_event_id(), seq=0, time=_fmt(closed), type="count", item=None, qty=0,
-            read=wire.SourceRead(kind="rfid", reads=cyc.reads, first=_fmt(_dt(cyc.opened_t)),
-                                 last=_fmt(closed)),
+            id=wire.new_event_id(), seq=0, time=_fmt(closed, self.tz), type="count",
+            item=None, qty=0,
+            read=wire.SourceRead(kind="rfid", reads=cyc.reads,
+                                 first=_fmt(_dt(cyc.opened_t), self.tz),
+                                 last=_fmt(closed, self.tz)),
             count=wire.Count(self.location, lines),
         )
 

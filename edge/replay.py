@@ -75,7 +75,7 @@ def replay(path: Path, config: EdgeConfig, out: TextIO = sys.stdout,
     lines, bad = read_lines(path, errors)
     scanners = {s.name: s for s in config.scanners}
     arbiter = DoorArbiter.for_portals(config.portals)
-    doors = {p.name: Door(p, arbiter=arbiter) for p in config.portals}
+    doors = {p.name: Door(p, arbiter=arbiter, tz=start.tzinfo) for p in config.portals}
     printed = 0
 
     def emit(events: list[wire.Event]) -> None:
@@ -96,7 +96,7 @@ def replay(path: Path, config: EdgeConfig, out: TextIO = sys.stdout,
                     operator=scanner.operator, location_prefixes=config.location_prefixes,
                     location_patterns=config.location_patterns,
                     command_prefix=config.command_prefix,
-                    duplicate_window_ms=scanner.duplicate_window_ms,
+                    duplicate_window_ms=scanner.duplicate_window_ms, tz=start.tzinfo,
                 )
             return workflows[device]
 

@@ -47,7 +47,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from devices.base import ScanRead
@@ -229,10 +229,12 @@ class HandheldWorkflow:
         command_prefix: str = "CMD:",
         quantity_prefix: str = QUANTITY_PREFIX,
         duplicate_window_ms: float = DEFAULT_DUPLICATE_WINDOW_MS,
+        tz: tzinfo | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
         self.store = store
+        self.tz = tz  # event times in this zone's offset; None: the host's
         self.key = key
         self.default_mode = mode
         self.fixed_mode = fixed_mode
@@ -437,7 +439,7 @@ class HandheldWorkflow:
         role = "to" if kind == "adjust" else _ROLE[kind]
         return wire.Event(
             id=wire.new_event_id(), seq=0,  # numbered by the outbox
-            time=wire.format_time(read.at.astimezone()), type=kind, item=item, qty=qty,
+            time=wire.format_time(read.at.astimezone(self.tz)), type=kind, item=item, qty=qty,
             from_=where if role == "from" else None, to=where if role == "to" else to,
             operator=self.operator, read=source,
         )
@@ -455,7 +457,7 @@ class HandheldWorkflow:
         assert s.location is not None
         seen = tuple(wire.CountLine(p.item, qty) for p, qty in _grouped(s.pending))
         return wire.Event(
-            id=wire.new_event_id(), seq=0, time=wire.format_time(read.at.astimezone()),
+            id=wire.new_event_id(), seq=0, time=wire.format_time(read.at.astimezone(self.tz)),
             type="count", item=None, qty=0, operator=self.operator,
             count=wire.Count(s.location, seen),
         )

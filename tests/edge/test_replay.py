@@ -110,3 +110,15 @@ def test_gpi_lines_open_and_close_door_cycles(tmp_path: Path) -> None:
     got = events(result)
     assert [(e.type, e.to, e.item.serial if e.item else None) for e in got] == [
         ("receive", "DOCK-7", "1")]
+
+
+def test_replayed_times_carry_the_offset_given_with_start() -> None:
+    """The recording's site, not the replaying host: --start's +01:00 on every event time."""
+    for file, config in (("replay-handheld.jsonl", "handheld.toml"),
+                         ("replay-door.jsonl", "dock-door.toml")):
+        got = events(replay(EXAMPLES / file, EXAMPLES / config))
+        assert got
+        for e in got:
+            assert e.time.startswith("2026-11-22T08:") and e.time.endswith("+01:00"), e.time
+            if e.read and e.read.first:
+                assert e.read.first.endswith("+01:00") and (e.read.last or "").endswith("+01:00")

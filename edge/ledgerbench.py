@@ -57,7 +57,8 @@ def run(on_hand: int = 1_000_000, batches: int = 40, lookups: int = 500) -> dict
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO stock (item, location, lot, quantity) VALUES (?, ?, '', 10)",
+            "INSERT INTO stock (site, item, location, lot, quantity)"
+            " VALUES ('bench', ?, ?, '', 10)",
             ((items[n // 50], f"B-{n % 50:02d}") for n in range(on_hand)),
         )
         conn.execute("COMMIT")
@@ -203,27 +204,28 @@ def _http_latencies(
 
 
 def _raw_upserts(path: Path, items: list[str], on_hand: int, count: int) -> float:
-    """Stock upserts alone into a table of the same size, 500 per commit, WAL, synchronous=FULL
-    and checkpoint interval as the ledger runs."""
+    """Stock upserts alone into a table of the same shape and size (the ledger's key, WITHOUT
+    ROWID), 500 per commit, WAL, synchronous=FULL and checkpoint interval as the ledger runs."""
     from server.db import WAL_CHECKPOINT_PAGES
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")  # as the ledger runs
-    conn.execute("CREATE TABLE stock (item TEXT, location TEXT, lot TEXT, quantity REAL,"
-                 " PRIMARY KEY (item, location, lot))")
+    conn.execute("CREATE TABLE stock (item TEXT, site TEXT, location TEXT, lot TEXT,"
+                 " quantity REAL, PRIMARY KEY (item, site, location, lot)) WITHOUT ROWID")
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO stock VALUES (?, ?, '', 10)",
+    conn.executemany("INSERT INTO stock VALUES (?, 'bench', ?, '', 10)",
                      ((items[n // 50], f"B-{n % 50:02d}") for n in range(on_hand)))
     conn.execute("COMMIT")
     rng = random.Random(3)
-    rows = [(rng.choice(items), f"B-{rng.randrange(50):02d}", "", 1.0) for _ in range(count)]
+    rows = [(rng.choice(items), "bench", f"B-{rng.randrange(50):02d}", "", 1.0)
+            for _ in range(count)]
     began = time.perf_counter()
     for i in range(0, count, 500):
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO stock VALUES (?, ?, ?, ?) ON CONFLICT (item, location, lot)"
+            "INSERT INTO stock VALUES (?, ?, ?, ?, ?) ON CONFLICT (item, site, location, lot)"
             " DO UPDATE SET quantity = stock.quantity + excluded.quantity", rows[i:i + 500])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - began

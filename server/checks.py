@@ -26,7 +26,7 @@ KINDS = (
 )
 TOLERANCE = 1e-9  # float sums: a line at -1e-12 is zero, not negative
 
-_StockKey = tuple[str, str, str]  # item, location, lot
+_LineKey = tuple[str, str, str, str]  # site, item, location, lot
 
 
 def utc(text: str) -> datetime:
@@ -46,10 +46,10 @@ class Caches:
     items: frozenset[str] | None  # SKUs and GTINs; None: no items loaded, nothing to check
     labels: dict[str, dict[str, str]]  # site -> code or barcode -> code; no site: not checked
     glns: dict[str, dict[tuple[str, str], str]]  # site -> (GLN, extension) -> code
-    counted: dict[str, datetime]  # location -> time of its latest count
+    counted: dict[tuple[str, str], datetime]  # (site, location) -> time of its latest count
     open_items: dict[str, int] = field(default_factory=dict)  # item -> exception id
     open_locations: dict[tuple[str, str], int] = field(default_factory=dict)  # (site, location)
-    open_negative: dict[_StockKey, int] = field(default_factory=dict)
+    open_negative: dict[_LineKey, int] = field(default_factory=dict)
 
     def forget(self, exception_id: int) -> None:
         """The exception is no longer open: its line or label raises a new one next time."""
@@ -106,8 +106,8 @@ def load(cur: sqlite3.Cursor) -> Caches:
         "SELECT site, gln, gln_extension, code FROM locations WHERE gln IS NOT NULL"
     ):
         glns.setdefault(site, {})[(gln, extension)] = code
-    counted = {loc: utc(at) for loc, at in cur.execute(
-        "SELECT location, counted_at FROM location_counts")}
+    counted = {(site, loc): utc(at) for site, loc, at in cur.execute(
+        "SELECT site, location, counted_at FROM location_counts")}
     caches = Caches(frozenset(names) if names else None, labels, glns, counted)
     for ident, kind, site, item, location, lot in cur.execute(
         "SELECT id, kind, site, item, location, lot FROM exceptions WHERE status = 'open'"
@@ -118,5 +118,5 @@ def load(cur: sqlite3.Cursor) -> Caches:
         elif kind == "unknown_location":
             caches.open_locations[(site, location)] = ident
         else:
-            caches.open_negative[(item, location, lot or "")] = ident
+            caches.open_negative[(site, item, location, lot or "")] = ident
     return caches

@@ -150,8 +150,8 @@ def open_count(store: Store, site: str, location: str, by: str) -> Count:
         if not known:
             raise Refused(404, "unknown location",
                           f"{location!r} is not a location of site {site!r} in master data")
-        busy = cur.execute("SELECT id FROM counts WHERE location = ? AND status IN"
-                           " ('open', 'needs_decision')", (code,)).fetchone()
+        busy = cur.execute("SELECT id FROM counts WHERE site = ? AND location = ? AND status IN"
+                           " ('open', 'needs_decision')", (site, code)).fetchone()
         if busy is not None:
             raise Refused(409, "count in progress",
                           f"count {busy[0]} of {code!r} is not finished")
@@ -159,7 +159,8 @@ def open_count(store: Store, site: str, location: str, by: str) -> Count:
         cur.executemany(
             "INSERT INTO count_lines (count_id, item, lot, counted, expected) VALUES"
             " (?, ?, ?, NULL, ?)",
-            [(ident, item, lot, qty) for (item, lot), qty in on_hand_at(cur, code).items()],
+            [(ident, item, lot, qty)
+             for (item, lot), qty in on_hand_at(cur, site, code).items()],
         )
         found = _load(cur, ident)
     assert found is not None
@@ -190,7 +191,7 @@ def close(store: Store, ident: int, by: str) -> Count:
     """Finish counting: post at once if nothing moved meanwhile, else wait for a decision."""
     with store._transaction() as cur:
         found = _open(cur, ident, "open")
-        current = on_hand_at(cur, found.location)
+        current = on_hand_at(cur, found.site, found.location)
         counted = {(ln.item, ln.lot or ""): ln for ln in found.lines}
         moved = False
         for key in sorted(counted.keys() | current.keys()):
@@ -267,5 +268,5 @@ def _post(store: Store, cur: sqlite3.Cursor, ident: int, keep: str, by: str, *, 
         (event_id, keep if decided else None, utc_now() if decided else None,
          by if decided else None, ident),
     )
-    record_count_time(cur, store.caches(cur), found.location, checks.utc(found.counted_at),
-                      ident)
+    record_count_time(cur, store.caches(cur), found.site, found.location,
+                      checks.utc(found.counted_at), ident)

@@ -218,8 +218,8 @@ def _posting(
     if found.kind == "negative_stock":
         assert found.item is not None and found.location is not None
         row = cur.execute(
-            "SELECT quantity FROM stock WHERE item = ? AND location = ? AND lot = ?",
-            (found.item, found.location, found.lot or ""),
+            "SELECT quantity FROM stock WHERE item = ? AND site = ? AND location = ? AND lot = ?",
+            (found.item, found.site, found.location, found.lot or ""),
         ).fetchone()
         on_hand = float(row[0]) if row else 0.0
         if on_hand >= 0:

@@ -44,6 +44,7 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class StockRow:
+    site: str
     item: str
     location: str
     lot: str | None
@@ -93,7 +94,7 @@ class DeviceRow:
 
 # (event_id, site, device, type, item, lot, location, qty, event_time, received_at)
 _Movement = tuple[str, str, str, str, str, str, str, float, str, str]
-_StockKey = tuple[str, str, str]  # item, location, lot
+_StockKey = tuple[str, str, str]  # item, location, lot (in the site of the batch at hand)
 _Line = tuple[str, str, str, float]  # item, lot, location, signed qty
 
 _INSERT_EVENT = (
@@ -122,12 +123,11 @@ _INSERT_COUNT_LINE = (
     "INSERT INTO count_lines (count_id, item, lot, counted, expected, on_hand_at_close,"
     " adjustment) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_ON_HAND = "SELECT quantity FROM stock WHERE item = ? AND location = ? AND lot = ?"
 _UPSERT_STOCK = (
-    "INSERT INTO stock (item, location, lot, quantity) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (item, location, lot) DO UPDATE SET quantity = stock.quantity + excluded.quantity"
+    "INSERT INTO stock (site, item, location, lot, quantity) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (item, site, location, lot) DO UPDATE"
+    " SET quantity = stock.quantity + excluded.quantity"
 )
-_UPSERT_STOCK_RETURNING = _UPSERT_STOCK + " RETURNING quantity"
 _INSERT_REJECTION = (
     "INSERT INTO rejections (received_at, source, topic, site, device, event_id, reason, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -215,13 +215,13 @@ def _count_detail(event: wire.Event) -> str | None:
     return json.dumps(wire.event_to_dict(event)["count"], separators=(",", ":"))
 
 
-def on_hand_at(cur: sqlite3.Cursor, location: str) -> dict[tuple[str, str], float]:
+def on_hand_at(cur: sqlite3.Cursor, site: str, location: str) -> dict[tuple[str, str], float]:
     """Non-zero on-hand per (item, lot) at one location, in ``cur``'s transaction."""
     return {
         (item, lot): float(qty)
         for item, lot, qty in cur.execute(
-            "SELECT item, lot, quantity FROM stock WHERE location = ? AND quantity <> 0",
-            (location,),
+            "SELECT item, lot, quantity FROM stock WHERE site = ? AND location = ?"
+            " AND quantity <> 0", (site, location),
         )
     }
 
@@ -242,19 +242,20 @@ def insert_count(
 
 
 def record_count_time(
-    cur: sqlite3.Cursor, caches: checks.Caches, location: str, when: datetime, count_id: int
+    cur: sqlite3.Cursor, caches: checks.Caches, site: str, location: str, when: datetime,
+    count_id: int,
 ) -> None:
     """The location's latest count is now ``when`` (if it is later than the one known): events
     dated before it are held from then on."""
-    latest = caches.counted.get(location)
+    latest = caches.counted.get((site, location))
     if latest is not None and latest >= when:
         return
     cur.execute(
-        "INSERT INTO location_counts (location, counted_at, count_id) VALUES (?, ?, ?)"
-        " ON CONFLICT (location) DO UPDATE SET counted_at = excluded.counted_at,"
-        " count_id = excluded.count_id", (location, checks.utc_text(when), count_id),
+        "INSERT INTO location_counts (site, location, counted_at, count_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (site, location) DO UPDATE SET counted_at = excluded.counted_at,"
+        " count_id = excluded.count_id", (site, location, checks.utc_text(when), count_id),
     )
-    caches.counted[location] = when
+    caches.counted[(site, location)] = when
 
 
 def _on_hand_as_of(
@@ -266,7 +267,8 @@ def _on_hand_as_of(
     their own offsets: the text filter only narrows (no offset is beyond 14 h), the comparison
     is between instants."""
     out = {(item, lot): float(qty) for item, lot, qty in cur.execute(
-        "SELECT item, lot, quantity FROM stock WHERE location = ?", (location,))}
+        "SELECT item, lot, quantity FROM stock WHERE site = ? AND location = ?",
+        (run.site, location))}
     for (item, at, lot), qty in run.pending.items():
         if at == location:
             out[(item, lot)] = out.get((item, lot), 0.0) + qty
@@ -279,9 +281,9 @@ def _on_hand_as_of(
     for item, lot in out:  # every line ever at the location has a stock row (maybe at zero)
         for row in cur.execute(
             "SELECT item, lot, qty, event_time, received_at FROM movements WHERE item = ?"
-            " AND location = ? AND lot = ? AND device <> ? ORDER BY id DESC",
-            (item, location, lot, API_DEVICE),  # a person's corrections fix the books: they
-        ):                                       # stand for any count, earlier ones too
+            " AND location = ? AND lot = ? AND site = ? AND device <> ? ORDER BY id DESC",
+            (item, location, lot, run.site, API_DEVICE),  # a person's corrections fix the
+        ):                                                 # books: they stand for any count
             if row[4] < oldest:
                 break
             later.append(row[:4])
@@ -291,6 +293,22 @@ def _on_hand_as_of(
             out[(item, lot)] = out.get((item, lot), 0.0) - qty
     return ({key: qty for key, qty in out.items() if abs(qty) > checks.TOLERANCE},
             {key: qty for key, qty in now.items() if abs(qty) > checks.TOLERANCE})
+
+
+def _on_hand_of(cur: sqlite3.Cursor, site: str, keys: list[_StockKey]
+                ) -> dict[_StockKey, float]:
+    """On-hand of these (item, location, lot) lines of ``site``; absent lines are left out."""
+    found: dict[_StockKey, float] = {}
+    for i in range(0, len(keys), 200):
+        chunk = keys[i:i + 200]
+        rows = cur.execute(  # the lines first, each looked up by the primary key
+            f"WITH k (item, location, lot) AS (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})"
+            " SELECT s.item, s.location, s.lot, s.quantity FROM k CROSS JOIN stock s"
+            " ON s.item = k.item AND s.site = ? AND s.location = k.location AND s.lot = k.lot",
+            [*(part for key in chunk for part in key), site],
+        )
+        found.update({(item, loc, lot): float(q) for item, loc, lot, q in rows})
+    return found
 
 
 def _at(location: str | None) -> str:
@@ -311,7 +329,8 @@ class _Pass:
     movements: list[_Movement] = field(default_factory=list)
     held: list[tuple[object, ...]] = field(default_factory=list)
     bumps: dict[int, tuple[int, str]] = field(default_factory=dict)  # exception -> (n, last)
-    serials: dict[tuple[str, str], tuple[str | None, str, str] | None] = field(
+    # (identity, serial) -> (location, event id, event time, site), or None: not known
+    serials: dict[tuple[str, str], tuple[str | None, str, str, str] | None] = field(
         default_factory=dict)
     serials_changed: set[tuple[str, str]] = field(default_factory=set)
 
@@ -514,10 +533,10 @@ class Store:
             )
         if run.serials_changed:
             cur.executemany(
-                "INSERT INTO serial_locations (identity, serial, location, event_id, event_time)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (identity, serial) DO UPDATE SET"
+                "INSERT INTO serial_locations (identity, serial, location, event_id, event_time,"
+                " site) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (identity, serial) DO UPDATE SET"
                 " location = excluded.location, event_id = excluded.event_id,"
-                " event_time = excluded.event_time",
+                " event_time = excluded.event_time, site = excluded.site",
                 [(*key, *run.serials[key]) for key in run.serials_changed],  # type: ignore[misc]
             )
 
@@ -547,7 +566,7 @@ class Store:
                 source = location
             else:
                 destination = location
-            counted = caches.counted.get(location)
+            counted = caches.counted.get((run.site, location))
             if counted is not None:
                 when = when or checks.utc(event.time)
                 if when < counted:
@@ -585,7 +604,7 @@ class Store:
                               f"item {key[0]!r} is not in master data", item=key[0])
         when = checks.utc(event.time)
         expected, current = _on_hand_as_of(cur, run, location, when)
-        latest = caches.counted.get(location)
+        latest = caches.counted.get((run.site, location))
         late = latest is not None and when < latest
         count_id = insert_count(
             cur, run.site, location, "edge", "late" if late else "posted", checks.utc_text(when),
@@ -610,7 +629,7 @@ class Store:
                        f" {checks.utc_text(latest)}: recorded, not applied", count_id=count_id,
                        location=location, count_time=latest)
             return []
-        record_count_time(cur, caches, location, when, count_id)
+        record_count_time(cur, caches, run.site, location, when, count_id)
         return lines
 
     def _hold(
@@ -643,20 +662,22 @@ class Store:
         skey = (ident[0], ident[1])
         if skey not in run.serials:
             row = cur.execute(
-                "SELECT location, event_id, event_time FROM serial_locations"
+                "SELECT location, event_id, event_time, site FROM serial_locations"
                 " WHERE identity = ? AND serial = ?", skey,
             ).fetchone()
-            run.serials[skey] = None if row is None else (row[0], row[1], row[2])
+            run.serials[skey] = None if row is None else (row[0], row[1], row[2], row[3])
         known = run.serials[skey]
         when = checks.utc_text(checks.utc(event.time))
         if known is not None:
             if when < known[2]:
                 return
-            where = known[0]
-            if source is not None and source != where:
-                conflict = f"taken from {source!r} but the ledger has it {_at(where)}"
-            elif source is None and destination is not None and where not in (None, destination):
-                conflict = f"arrived at {destination!r} while the ledger has it {_at(where)}"
+            where = (known[3], known[0])  # (site, location); location None: out of them all
+            there = _at(where[1]) + ("" if where[0] == run.site else f" of site {where[0]!r}")
+            if source is not None and (run.site, source) != where:
+                conflict = f"taken from {source!r} but the ledger has it {there}"
+            elif (source is None and destination is not None and where[1] is not None
+                  and (run.site, destination) != where):
+                conflict = f"arrived at {destination!r} while the ledger has it {there}"
             else:
                 conflict = ""
             if conflict:
@@ -665,7 +686,7 @@ class Store:
                             f"{label} of {skey[0]!r}: {conflict} (since event {known[1]})",
                             item=key, lot=item.lot, location=source or destination,
                             serial=skey[1])
-        run.serials[skey] = (destination, event.id, when)
+        run.serials[skey] = (destination, event.id, when, run.site)
         run.serials_changed.add(skey)
 
     def _unknown(
@@ -697,28 +718,25 @@ class Store:
         pending = run.pending
         if not pending:
             return
-        negative = run.caches.open_negative
-        plain, judged = [], []
-        for key, delta in pending.items():
-            if delta < 0 or (delta > 0 and key in negative):
-                judged.append((key, delta))
-            else:  # a zero too: every line ever touched has a row (counts look back from it)
-                plain.append((*key, delta))
-        cur.executemany(_UPSERT_STOCK, plain)
-        for key, delta in judged:  # the new on-hand comes back from the upsert: no second look
-            (on_hand,) = cur.execute(_UPSERT_STOCK_RETURNING, (*key, delta)).fetchone()
-            self._judge_line(cur, run, key, delta, float(on_hand))
+        negative, site = run.caches.open_negative, run.site
+        judged = [(key, delta) for key, delta in pending.items()
+                  if delta < 0 or (delta > 0 and (site, *key) in negative)]
+        before = _on_hand_of(cur, site, [key for key, _ in judged])  # one look per 200 lines
+        # a zero too: every line ever touched has a row (counts look back from it)
+        cur.executemany(_UPSERT_STOCK, [(site, *key, delta) for key, delta in pending.items()])
+        for key, delta in judged:
+            self._judge_line(cur, run, key, delta, before.get(key, 0.0) + delta)
         pending.clear()
 
     def _judge_line(
         self, cur: sqlite3.Cursor, run: _Pass, key: _StockKey, delta: float, on_hand: float
     ) -> None:
         item, location, lot = key
-        negative = run.caches.open_negative
-        ident = negative.get(key)
+        negative, line = run.caches.open_negative, (run.site, *key)
+        ident = negative.get(line)
         if on_hand < -checks.TOLERANCE:
             if ident is None:
-                negative[key] = self._raise(
+                negative[line] = self._raise(
                     cur, run, "negative_stock", run.drivers.get(key),
                     f"on-hand of {item!r}{' lot ' + repr(lot) if lot else ''} at {location!r}"
                     f" went to {on_hand:g}", item=item, lot=lot, location=location,
@@ -736,7 +754,7 @@ class Store:
                 " resolved_by = 'floorsync', reason = ? WHERE id = ?",
                 (on_hand, run.now, f"on-hand back to {on_hand:g}", ident),
             )
-            del negative[key]
+            del negative[line]
 
     def post(
         self, cur: sqlite3.Cursor, site: str, lines: Sequence[_Line], *, type: str,
@@ -826,27 +844,32 @@ class Store:
         self._query("SELECT 1")
 
     def stock(
-        self, item: str | None = None, location: str | None = None,
+        self, item: str | None = None, location: str | None = None, site: str | None = None,
         after: tuple[str, ...] | None = None, limit: int | None = None,
     ) -> list[StockRow]:
-        """Non-zero lines in key order; ``after`` an (item, location, lot) key, for paging.
+        """Non-zero lines in key order (item, site, location, lot); ``after`` such a key, for
+        paging.
 
         ``item`` finds the item under every key it is kept by (``item_keys``); each line says
         the SKU its key belongs to in master data.
         """
         where, params = item_location_filter(
             None if item is None else self.item_keys(item), location, "s")
+        if site is not None:
+            where, params = where + " AND s.site = ?", [*params, site]
         if after is not None:
-            where += " AND (s.item, s.location, s.lot) > (?, ?, ?)"
+            where += " AND (s.item, s.site, s.location, s.lot) > (?, ?, ?, ?)"
             params = [*params, *after]
         rows = self._query(
-            "SELECT s.item, s.location, s.lot, s.quantity, COALESCE(i.sku, g.sku) FROM stock s"
-            " LEFT JOIN items i ON i.sku = s.item LEFT JOIN item_gtins g ON g.gtin = s.item"
-            " WHERE s.quantity <> 0" + where + " ORDER BY s.item, s.location, s.lot"
+            "SELECT s.site, s.item, s.location, s.lot, s.quantity, COALESCE(i.sku, g.sku)"
+            " FROM stock s LEFT JOIN items i ON i.sku = s.item"
+            " LEFT JOIN item_gtins g ON g.gtin = s.item"
+            " WHERE s.quantity <> 0" + where + " ORDER BY s.item, s.site, s.location, s.lot"
             + ("" if limit is None else f" LIMIT {int(limit)}"),
             params,
         )
-        return [StockRow(i, loc, lot or None, float(q), sku) for i, loc, lot, q, sku in rows]
+        return [StockRow(st, i, loc, lot or None, float(q), sku)
+                for st, i, loc, lot, q, sku in rows]
 
     def item_keys(self, item: str) -> list[str]:
         """The keys stock of ``item`` is kept under: the text itself and, when master data knows

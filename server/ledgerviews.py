@@ -44,6 +44,7 @@ def utc(text: str) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class StockAsOf:
+    site: str
     item: str
     location: str
     lot: str | None
@@ -51,30 +52,34 @@ class StockAsOf:
 
 
 def stock_as_of(
-    store: Store, at: datetime, item: str | None = None, location: str | None = None
+    store: Store, at: datetime, item: str | None = None, location: str | None = None,
+    site: str | None = None,
 ) -> list[StockAsOf]:
-    """On-hand per (item, location, lot) summing movements with event time <= ``at`` (UTC).
+    """On-hand per (site, item, location, lot) summing movements with event time <= ``at``.
 
     Non-zero lines only, like ``Store.stock``. Reads the filtered movements once (grouped by their
     stored time text); cost grows with the ledger, not with the answer.
     """
     if at.tzinfo is None:
         raise ValueError("at needs a UTC offset")
-    where, params = item_location_filter(item, location)
-    sql = ("SELECT item, location, lot, event_time, SUM(qty) FROM movements WHERE 1 = 1" + where
-           + " GROUP BY item, location, lot, event_time")
-    totals: dict[tuple[str, str, str], float] = {}
+    where, params = item_location_filter(
+        None if item is None else store.item_keys(item), location)
+    if site is not None:
+        where, params = where + " AND site = ?", [*params, site]
+    sql = ("SELECT site, item, location, lot, event_time, SUM(qty) FROM movements WHERE 1 = 1"
+           + where + " GROUP BY site, item, location, lot, event_time")
+    totals: dict[tuple[str, str, str, str], float] = {}
     parsed: dict[str, bool] = {}
-    for it, loc, lot, when, qty in store._query(sql, params):
+    for st, it, loc, lot, when, qty in store._query(sql, params):
         included = parsed.get(when)
         if included is None:
             included = parsed[when] = utc(when) <= at
         if included:
-            key = (it, loc, lot)
+            key = (st, it, loc, lot)
             totals[key] = totals.get(key, 0.0) + float(qty)
     return [
-        StockAsOf(it, loc, lot or None, q)
-        for (it, loc, lot), q in sorted(totals.items())
+        StockAsOf(st, it, loc, lot or None, q)
+        for (st, it, loc, lot), q in sorted(totals.items())
         if abs(q) > TOLERANCE
     ]
 
@@ -84,6 +89,7 @@ def stock_as_of(
 
 @dataclass(frozen=True, slots=True)
 class StockDifference:
+    site: str
     item: str
     location: str
     lot: str | None
@@ -99,18 +105,19 @@ class RebuildResult:
 
 
 _DIFFERENCES = (
-    "SELECT item, location, lot, SUM(cached), SUM(ledger) FROM ("
-    " SELECT item, location, lot, quantity AS cached, 0.0 AS ledger FROM stock"
-    " UNION ALL SELECT item, location, lot, 0.0, qty FROM movements"
-    ") GROUP BY item, location, lot HAVING ABS(SUM(cached) - SUM(ledger)) > ?"
-    " ORDER BY item, location, lot"
+    "SELECT site, item, location, lot, SUM(cached), SUM(ledger) FROM ("
+    " SELECT site, item, location, lot, quantity AS cached, 0.0 AS ledger FROM stock"
+    " UNION ALL SELECT site, item, location, lot, 0.0, qty FROM movements"
+    ") GROUP BY site, item, location, lot HAVING ABS(SUM(cached) - SUM(ledger)) > ?"
+    " ORDER BY site, item, location, lot"
 )
 
 
-def _differences(rows: Iterable[tuple[str, str, str, float, float]]) -> list[StockDifference]:
+def _differences(rows: Iterable[tuple[str, str, str, str, float, float]]
+                 ) -> list[StockDifference]:
     return [
-        StockDifference(i, loc, lot or None, float(c), float(led), float(c) - float(led))
-        for i, loc, lot, c, led in rows
+        StockDifference(st, i, loc, lot or None, float(c), float(led), float(c) - float(led))
+        for st, i, loc, lot, c, led in rows
     ]
 
 
@@ -125,8 +132,8 @@ def rebuild_stock(store: Store) -> RebuildResult:
         fixed = _differences(cur.execute(_DIFFERENCES, (TOLERANCE,)).fetchall())
         cur.execute("DELETE FROM stock")
         cur.execute(
-            "INSERT INTO stock (item, location, lot, quantity)"
-            " SELECT item, location, lot, SUM(qty) FROM movements GROUP BY item, location, lot"
+            "INSERT INTO stock (site, item, location, lot, quantity) SELECT site, item,"
+            " location, lot, SUM(qty) FROM movements GROUP BY site, item, location, lot"
         )
         (lines,) = cur.execute("SELECT COUNT(*) FROM stock").fetchone()
         store.reload_checks()  # open negative lines are judged against the rebuilt stock

@@ -1,8 +1,10 @@
 """Schema migrations: plain SQL applied in order, each recorded in ``schema_migrations``.
 
 The SQL sticks to what PostgreSQL also runs (``ON CONFLICT``, ``DOUBLE PRECISION``, ISO 8601
-text times). The one SQLite idiom is ``INTEGER PRIMARY KEY`` for the ledger's commit-ordered id
-(a rowid alias); a PostgreSQL dialect would write ``BIGINT GENERATED ALWAYS AS IDENTITY``. The
+text times). The SQLite idioms: ``INTEGER PRIMARY KEY`` for the ledger's commit-ordered id (a
+rowid alias; a PostgreSQL dialect would write ``BIGINT GENERATED ALWAYS AS IDENTITY``), and
+``WITHOUT ROWID`` on ``stock`` (its rows live in the primary-key tree, one B-tree per upsert
+instead of two; a PostgreSQL dialect drops the clause). The
 ledger is append-only, so without AUTOINCREMENT its ids still never repeat.
 """
 
@@ -186,8 +188,20 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX exceptions_event ON exceptions (event_id);
         CREATE INDEX exceptions_last_event ON exceptions (last_event_id);
 
-        DROP INDEX stock_location;
-        CREATE INDEX stock_location ON stock (location, item, lot);
+        CREATE TABLE site_stock (
+            item TEXT NOT NULL,
+            site TEXT NOT NULL,
+            location TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            quantity DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (item, site, location, lot)
+        ) WITHOUT ROWID;
+        INSERT INTO site_stock (item, site, location, lot, quantity)
+            SELECT item, site, location, lot, SUM(qty) FROM movements
+            GROUP BY item, site, location, lot;
+        DROP TABLE stock;
+        ALTER TABLE site_stock RENAME TO stock;
+        CREATE INDEX stock_location ON stock (site, location, item, lot);
         CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
             WHERE status = 'open';
 
@@ -210,6 +224,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE serial_locations (
             identity TEXT NOT NULL,
             serial TEXT NOT NULL,
+            site TEXT NOT NULL,
             location TEXT,
             event_id TEXT NOT NULL,
             event_time TEXT NOT NULL,
@@ -233,7 +248,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             decided_by TEXT,
             adjustment_event_id TEXT
         );
-        CREATE INDEX counts_location ON counts (location, id);
+        CREATE INDEX counts_location ON counts (site, location, id);
         CREATE INDEX counts_status ON counts (status, id);
 
         CREATE TABLE count_lines (
@@ -248,9 +263,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
 
         CREATE TABLE location_counts (
-            location TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            location TEXT NOT NULL,
             counted_at TEXT NOT NULL,
-            count_id BIGINT NOT NULL
+            count_id BIGINT NOT NULL,
+            PRIMARY KEY (site, location)
         )
         """,
     ),

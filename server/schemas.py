@@ -29,6 +29,7 @@ class Summary(BaseModel):
 
 
 class StockLine(BaseModel):
+    site: str
     item: str = Field(description="the key it is kept under: SKU, else GTIN, else SSCC, else EPC")
     location: str
     lot: str | None

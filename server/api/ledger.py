@@ -75,13 +75,15 @@ async def stock_as_of(
     at: Annotated[str, Query(description="ISO 8601 time with a UTC offset, e.g. ...T10:00Z")],
     item: str | None = None,
     location: str | None = None,
+    site: str | None = None,
 ) -> StockAsOfPage:
-    """On-hand per (item, location, lot) from movements whose event time is at or before ``at``.
+    """On-hand per (site, item, location, lot) from movements whose event time is at or before
+    ``at``; ``item`` may be a SKU or any GTIN of master data, as for ``/stock``.
 
     Event times are compared as instants (their offsets applied), not as text.
     """
     moment = lv.parse_at(at)
-    rows = await run_in_threadpool(lv.stock_as_of, store, moment, item, location)
+    rows = await run_in_threadpool(lv.stock_as_of, store, moment, item, location, site)
     return StockAsOfPage(at=moment.isoformat(timespec="milliseconds"), items=rows)
 
 

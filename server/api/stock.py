@@ -23,18 +23,18 @@ BAD_CURSOR: dict[int | str, dict[str, Any]] = {400: {
 @router.get("/stock", response_model=StockPage, dependencies=READ, responses=BAD_CURSOR)
 def stock(
     store: StoreDep, item: str | None = None, location: str | None = None,
-    cursor: str | None = None, limit: Limit = 1000,
+    site: str | None = None, cursor: str | None = None, limit: Limit = 1000,
 ) -> StockPage:
-    """Non-zero lines in (item, location, lot) order (negative ones too: physical truth wins,
+    """Non-zero lines in (item, site, location, lot) order (negative ones too: physical truth wins,
     and each raised a negative-stock exception). ``item`` may be a SKU or a GTIN of master
     data: the lines of every key of that item come back."""
-    after = decode_cursor(cursor, 3)
-    rows = store.stock(item=item, location=location, after=after, limit=limit + 1)
+    after = decode_cursor(cursor, 4)
+    rows = store.stock(item=item, location=location, site=site, after=after, limit=limit + 1)
     page = rows[:limit]
     last = page[-1] if page else None
     return StockPage(
-        items=[StockLine(item=r.item, location=r.location, lot=r.lot, quantity=r.quantity,
-                         sku=r.sku) for r in page],
-        next_cursor=encode_cursor(last.item, last.location, last.lot or "")
+        items=[StockLine(site=r.site, item=r.item, location=r.location, lot=r.lot,
+                         quantity=r.quantity, sku=r.sku) for r in page],
+        next_cursor=encode_cursor(last.item, last.site, last.location, last.lot or "")
         if last is not None and len(rows) > limit else None,
     )

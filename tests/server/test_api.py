@@ -54,8 +54,8 @@ def test_post_events_is_idempotent_and_feeds_stock(client: TestClient) -> None:
     assert post(client, body) == [(e1.id, "applied"), (e2.id, "applied")]
     assert post(client, body) == [(e1.id, "duplicate"), (e2.id, "duplicate")]
     assert client.get("/api/v1/stock").json()["items"] == [
-        {"item": G, "location": "A", "lot": None, "quantity": 1, "sku": None},
-        {"item": G, "location": "DOCK-1", "lot": "L1", "quantity": 5, "sku": None},
+        {"site": SITE, "item": G, "location": "A", "lot": None, "quantity": 1, "sku": None},
+        {"site": SITE, "item": G, "location": "DOCK-1", "lot": "L1", "quantity": 5, "sku": None},
     ]
     first = client.get("/api/v1/stock", params={"limit": 1}).json()
     assert [r["location"] for r in first["items"]] == ["A"] and first["next_cursor"]

@@ -56,7 +56,7 @@ def test_stock_as_of(client: TestClient, store: Store) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "at": "2026-03-01T09:00:00.000+00:00",
-        "items": [{"item": G, "location": "A", "lot": None, "quantity": 5.0}],
+        "items": [{"site": SITE, "item": G, "location": "A", "lot": None, "quantity": 5.0}],
     }
     r = client.get("/api/v1/stock/as-of",
                    params={"at": "2026-03-01T12:00:00+02:00", "location": "B"}, headers=READER)
@@ -76,7 +76,8 @@ def test_check_and_rebuild(client: TestClient, store: Store) -> None:
         cur.execute("UPDATE stock SET quantity = 9")
     body = client.get("/api/v1/ledger/check", headers=READER).json()
     assert body == {"ok": False, "differences": [{
-        "item": G, "location": "A", "lot": None, "cached": 9.0, "ledger": 5.0, "difference": 4.0
+        "site": SITE, "item": G, "location": "A", "lot": None, "cached": 9.0, "ledger": 5.0,
+        "difference": 4.0,
     }]}
     is_problem(client.post("/api/v1/ledger/rebuild", headers=READER), 403)
     r = client.post("/api/v1/ledger/rebuild", headers=ADMIN)

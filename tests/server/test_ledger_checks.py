@@ -801,3 +801,27 @@ def test_a_correction_posted_before_an_earlier_dated_count_arrives_is_not_double
     exceptionlog.resolve(store, negative["id"], action="adjust", by="lead")  # +3: books at 0
     apply(store, count("A", time=t(5)))  # an earlier count (saw nothing) arrives late
     assert on_hand(store) == {}  # 0, not 3: the correction is not counted a second time
+
+
+# --- sites ----------------------------------------------------------------------------------
+
+
+def test_two_sites_with_the_same_location_code_keep_apart(store: Store) -> None:
+    apply(store, ev(dst="A-01", qty=5, time=t(0)), site="wh1")
+    apply(store, ev(dst="A-01", qty=2, time=t(0)), site="wh2")
+    apply(store, count("A-01", (G, None, 4), time=t(30)), site="wh1")  # wh1's A-01 only
+    apply(store, ev("pick", src="A-01", qty=1, time=t(10)), site="wh2")  # not late at wh2
+    assert {(r.site, r.location): r.quantity for r in store.stock()} == {
+        ("wh1", "A-01"): 4, ("wh2", "A-01"): 1}
+    assert exceptions(store, "late_after_count") == []
+    apply(store, ev("pick", src="A-01", qty=3, time=t(40)), site="wh2")  # wh2 goes negative
+    (negative,) = exceptions(store, "negative_stock")
+    assert (negative["site"], negative["quantity"]) == ("wh2", -2)
+    assert [r.quantity for r in store.stock(site="wh1")] == [4]
+
+
+def test_a_serial_received_at_another_site_is_a_conflict(store: Store) -> None:
+    apply(store, ev(dst="A-01", serial="S1", time=t(0)), site="wh1")
+    apply(store, ev(dst="A-01", serial="S1", time=t(10)), site="wh2")  # same code, other site
+    (conflict,) = exceptions(store, "serial_conflict")
+    assert conflict["site"] == "wh2" and "of site 'wh1'" in conflict["detail"]

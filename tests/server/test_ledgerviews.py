@@ -48,16 +48,17 @@ def test_stock_as_of_compares_instants_not_text(store: Store) -> None:
           ev(2, time="2026-03-01T09:30:00.000Z", qty=3, dst="A"),
           ev(3, time="2026-03-01T04:15:00.000-05:00", qty=2, src="A", dst="B", type="move"))
     assert lv.stock_as_of(store, at("2026-03-01T08:00:00Z")) == []
-    assert lv.stock_as_of(store, at("2026-03-01T09:00:00Z")) == [lv.StockAsOf(G, "A", None, 5)]
+    assert lv.stock_as_of(store, at("2026-03-01T09:00:00Z")) == [
+        lv.StockAsOf(SITE, G, "A", None, 5)]
     # the boundary is inclusive, and an offset on `at` is honoured too
     assert lv.stock_as_of(store, at("2026-03-01T10:30:00.000+01:00")) == [
-        lv.StockAsOf(G, "A", None, 6), lv.StockAsOf(G, "B", None, 2)
+        lv.StockAsOf(SITE, G, "A", None, 6), lv.StockAsOf(SITE, G, "B", None, 2)
     ]
     assert lv.stock_as_of(store, at("2026-03-01T09:15:00Z")) == [
-        lv.StockAsOf(G, "A", None, 3), lv.StockAsOf(G, "B", None, 2)
+        lv.StockAsOf(SITE, G, "A", None, 3), lv.StockAsOf(SITE, G, "B", None, 2)
     ]
     assert lv.stock_as_of(store, at("2026-03-02T00:00:00Z"), location="B") == [
-        lv.StockAsOf(G, "B", None, 2)
+        lv.StockAsOf(SITE, G, "B", None, 2)
     ]
     assert lv.stock_as_of(store, at("2026-03-02T00:00:00Z"), item="other") == []
 
@@ -90,11 +91,12 @@ def test_check_finds_a_corrupt_cache_and_rebuild_fixes_it(store: Store) -> None:
     with store._transaction() as cur:
         cur.execute("UPDATE stock SET quantity = 40 WHERE location = 'A'")
         cur.execute("DELETE FROM stock WHERE location = 'B' AND lot = 'L'")
-        cur.execute("INSERT INTO stock VALUES ('ghost', 'Z', '', 7)")
+        cur.execute("INSERT INTO stock (site, item, location, lot, quantity)"
+                    " VALUES ('wh1', 'ghost', 'Z', '', 7)")
     assert lv.check_stock(store) == [
-        lv.StockDifference(G, "A", None, 40, 4, 36),
-        lv.StockDifference(G, "B", "L", 0, 2, -2),
-        lv.StockDifference("ghost", "Z", None, 7, 0, 7),
+        lv.StockDifference(SITE, G, "A", None, 40, 4, 36),
+        lv.StockDifference(SITE, G, "B", "L", 0, 2, -2),
+        lv.StockDifference(SITE, "ghost", "Z", None, 7, 0, 7),
     ]
     result = lv.rebuild_stock(store)
     assert [d.location for d in result.fixed] == ["A", "B", "Z"]

@@ -305,7 +305,7 @@ def test_http_applies_golden_batches_once(client: TestClient) -> None:
                 {"id": e["id"], "status": status, "reason": None}
                 for e in golden(name)["events"]
             ]
-    no_master_data = [{**line, "sku": None} for line in STOCK_AFTER]
+    no_master_data = [{"site": "wh1", **line, "sku": None} for line in STOCK_AFTER]
     assert client.get("/api/v1/stock").json() == {"items": no_master_data, "next_cursor": None}
     summary = client.get("/api/v1/summary").json()
     assert summary["events"] == 7 and summary["rejections"] == 0 and summary["devices"] == 2

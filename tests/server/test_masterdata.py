@@ -472,6 +472,32 @@ def test_master_data_migration_upgrades_a_ledger_database(
         assert store.summary()["events"] == 2
 
 
+def test_stock_is_rebuilt_per_site_from_the_ledger_by_the_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 0004 stock had no site: the upgrade derives it from the movements, per site."""
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "MIGRATIONS", MIGRATIONS[:3])
+        with Store(path) as old, old._transaction() as cur:
+            for n, (site, qty) in enumerate((("wh1", 5), ("wh2", 2), ("wh1", -1))):
+                cur.execute(
+                    "INSERT INTO events (id, site, device, seq, type, event_time, received_at,"
+                    " source, item, qty, to_location) VALUES (?, ?, 'hh', ?, 'adjust',"
+                    " '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'http', 'SKU-1', ?, 'A')",
+                    (f"e-{n}", site, n + 1, qty))
+                cur.execute(
+                    "INSERT INTO movements (event_id, site, device, type, item, lot, location,"
+                    " qty, event_time, received_at) VALUES (?, ?, 'hh', 'adjust', 'SKU-1', '',"
+                    " 'A', ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z')",
+                    (f"e-{n}", site, qty))
+            cur.execute("INSERT INTO stock (item, location, lot, quantity)"
+                        " VALUES ('SKU-1', 'A', '', 6)")  # the old cache, sites mixed
+    with Store(path) as store:
+        assert {(r.site, r.location): r.quantity for r in store.stock()} == {
+            ("wh1", "A"): 4, ("wh2", "A"): 2}
+
+
 def test_database_refuses_what_the_code_refuses(store: Store) -> None:
     """The schema's own checks, for writers other than this module."""
     with pytest.raises(sqlite3.IntegrityError):

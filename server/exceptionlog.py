@@ -189,7 +189,9 @@ def resolve(
         adjustment: str | None = None
         if action == "adjust":
             posting = _posting(cur, found, lines)
-            where = site or found.site
+            if found.site is not None and site is not None and site != found.site:
+                raise BadRequest("wrong site", f"exception {ident} is of site {found.site!r}")
+            where = found.site or site
             if where is None:
                 raise BadRequest("site needed", f"exception {ident} names no site; give 'site'")
             adjustment = store.post(

@@ -295,17 +295,21 @@ def _on_hand_as_of(
             {key: qty for key, qty in now.items() if abs(qty) > checks.TOLERANCE})
 
 
+_LINE_LOOKUP = ("SELECT item, location, lot, quantity FROM stock"
+                " WHERE item = ? AND site = ? AND location = ? AND lot = ?")
+
+
 def _on_hand_of(cur: sqlite3.Cursor, site: str, keys: list[_StockKey]
                 ) -> dict[_StockKey, float]:
     """On-hand of these (item, location, lot) lines of ``site``; absent lines are left out."""
     found: dict[_StockKey, float] = {}
     for i in range(0, len(keys), 200):
         chunk = keys[i:i + 200]
-        rows = cur.execute(  # the lines first, each looked up by the primary key
-            f"WITH k (item, location, lot) AS (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})"
-            " SELECT s.item, s.location, s.lot, s.quantity FROM k CROSS JOIN stock s"
-            " ON s.item = k.item AND s.site = ? AND s.location = k.location AND s.lot = k.lot",
-            [*(part for key in chunk for part in key), site],
+        # one primary-key probe per line, in one statement: no plan to choose (a join on a
+        # VALUES list was fast until statistics made SQLite scan the table for a bloom filter)
+        rows = cur.execute(
+            " UNION ALL ".join([_LINE_LOOKUP] * len(chunk)),
+            [part for item, location, lot in chunk for part in (item, site, location, lot)],
         )
         found.update({(item, loc, lot): float(q) for item, loc, lot, q in rows})
     return found

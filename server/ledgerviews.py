@@ -108,7 +108,7 @@ _DIFFERENCES = (
     "SELECT site, item, location, lot, SUM(cached), SUM(ledger) FROM ("
     " SELECT site, item, location, lot, quantity AS cached, 0.0 AS ledger FROM stock"
     " UNION ALL SELECT site, item, location, lot, 0.0, qty FROM movements"
-    ") GROUP BY site, item, location, lot HAVING ABS(SUM(cached) - SUM(ledger)) > ?"
+    ") AS lines GROUP BY site, item, location, lot HAVING ABS(SUM(cached) - SUM(ledger)) > ?"
     " ORDER BY site, item, location, lot"
 )
 
@@ -234,6 +234,7 @@ class Whereabouts:
     gtin: str | None
     serial: str | None
     epc: str | None
+    site: str | None  # the site of ``location`` (of the last event that moved it)
     location: str | None  # None: shipped, or picked/packed without a destination, or adjusted out
     event_id: str | None  # the last event that moved it; None if it was only ever observed
     event_type: str | None
@@ -256,7 +257,9 @@ class SerialConflict:
     serial: str
     event_id: str
     event_time: str
+    site: str
     location: str
+    last_site: str
     last_location: str
     last_event_id: str
 
@@ -291,6 +294,7 @@ def _whereabouts(events: list[TrackedEvent], serial: str | None, epc: str | None
     first = events[0]
     return Whereabouts(
         item=first.item, gtin=first.gtin, serial=serial, epc=epc,
+        site=None if last is None else last.site,
         location=None if last is None else _destination(last),
         event_id=None if last is None else last.event_id,
         event_type=None if last is None else last.type,
@@ -332,7 +336,8 @@ def serial_conflicts(store: Store) -> list[SerialConflict]:
     history = _tracked(
         store._query(f"SELECT {_TRACKED_COLUMNS} FROM events WHERE serial IS NOT NULL")
     )
-    current: dict[tuple[str, str], tuple[str | None, str]] = {}  # -> (location, event id)
+    # -> (site, location, event id)
+    current: dict[tuple[str, str], tuple[str, str | None, str]] = {}
     out: list[SerialConflict] = []
     for event in history:
         if event.type not in _MOVING or event.serial is None:
@@ -342,12 +347,12 @@ def serial_conflicts(store: Store) -> list[SerialConflict]:
         known = current.get(key)
         if (
             event.type in _ARRIVING and here is not None and known is not None
-            and known[0] is not None and known[0] != here
+            and known[1] is not None and (known[0], known[1]) != (event.site, here)
         ):
             out.append(SerialConflict(
-                event.item, event.gtin, event.serial, event.event_id, event.event_time, here,
-                known[0], known[1],
+                event.item, event.gtin, event.serial, event.event_id, event.event_time,
+                event.site, here, known[0], known[1], known[2],
             ))
-        current[key] = (here, event.event_id)
+        current[key] = (event.site, here, event.event_id)
     return out
 

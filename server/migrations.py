@@ -201,7 +201,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             GROUP BY item, site, location, lot;
         DROP TABLE stock;
         ALTER TABLE site_stock RENAME TO stock;
-        CREATE INDEX stock_location ON stock (site, location, item, lot);
+        CREATE INDEX stock_location ON stock (location, item, site, lot);
         CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
             WHERE status = 'open';
 

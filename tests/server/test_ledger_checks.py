@@ -825,3 +825,32 @@ def test_a_serial_received_at_another_site_is_a_conflict(store: Store) -> None:
     apply(store, ev(dst="A-01", serial="S1", time=t(10)), site="wh2")  # same code, other site
     (conflict,) = exceptions(store, "serial_conflict")
     assert conflict["site"] == "wh2" and "of site 'wh1'" in conflict["detail"]
+
+
+def test_a_resolution_posts_at_the_exceptions_own_site(store: Store) -> None:
+    from server import exceptionlog
+    from server.errors import BadRequest
+
+    apply(store, ev("pick", src="A", qty=2, time=t(0)), site="wh2")
+    (negative,) = exceptions(store, "negative_stock")
+    with pytest.raises(BadRequest, match="site"):
+        exceptionlog.resolve(store, negative["id"], action="adjust", by="a", site="wh1")
+    exceptionlog.resolve(store, negative["id"], action="adjust", by="a", site="wh2")
+    assert {(r.site, r.location): r.quantity for r in store.stock()} == {}
+
+
+def test_stock_of_one_location_is_read_through_an_index(store: Store) -> None:
+    plan = store._query("EXPLAIN QUERY PLAN SELECT item FROM stock WHERE location = ?", ("A",))
+    assert any("stock_location" in row[3] for row in plan), plan
+
+
+def test_the_serial_views_tell_sites_apart(store: Store) -> None:
+    from server import ledgerviews as lv
+
+    apply(store, ev(dst="A", serial="S2", time=t(0)), site="wh1")
+    apply(store, ev(dst="A", serial="S2", time=t(10)), site="wh2")
+    (conflict,) = lv.serial_conflicts(store)
+    assert (conflict.site, conflict.last_site, conflict.location) == ("wh2", "wh1", "A")
+    found = lv.find_serial(store, "S2")
+    assert found is not None and (found.whereabouts[0].site, found.whereabouts[0].location) == (
+        "wh2", "A")

@@ -73,6 +73,11 @@ class EdgeAgent:
             thread.join(30)
             if thread.is_alive():
                 log.error("%s did not stop within 30 s; closing the outbox anyway", thread.name)
+        drain = self.config.sync.drain_s  # a door's last passes, a scan's last events
+        if drain > 0 and self.syncer.connected and not self.syncer.wait_synced(drain):
+            left = self.outbox.stats()
+            log.warning("stopping with %d event(s) not yet acked: they are sent at the next start",
+                        left.pending + left.sent)
         self.syncer.stop()
         self.outbox.close()
 

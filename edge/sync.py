@@ -49,6 +49,7 @@ class SyncSettings:
     backoff_max_s: float = 1.0  # reconnect waits are capped here (deliveries resume quickly)
     status_interval_s: float = 10.0
     purge_interval_s: float = 60.0
+    drain_s: float = 5.0  # at stop, while connected: wait this long for the backlog's acks
     username: str | None = None
     password: str | None = None
 

@@ -8,6 +8,7 @@ import pytest
 
 from edge import wire
 from edge.localbroker import Mosquitto
+from edge.outbox import Outbox
 from server.broker import EmbeddedBroker
 from tests.e2e.conftest import central, edge, ledger_counts, wait_until
 from tests.factories import event
@@ -98,3 +99,27 @@ def test_resent_batches_are_applied_once(
     assert summary["events"] == len(events)
     counts = ledger_counts(tmp_path / "central.db")
     assert counts["movements"] == 40 + 2 * 20 + 10
+
+
+@pytest.mark.parametrize(("drain_s", "settled"), [(5.0, True), (0.0, False)])
+def test_an_agent_stopping_while_connected_waits_for_its_last_acks(
+    tmp_path: Path, mosquitto: Mosquitto, site: str, drain_s: float, settled: bool
+) -> None:
+    """A door's last passes are captured at stop: with drain_s they reach the ledger before the
+    agent exits; without it they wait in the outbox for the next start (nothing lost)."""
+    from edge.agent import EdgeAgent
+    from edge.config import EdgeConfig
+    from edge.sync import SyncSettings
+
+    config = EdgeConfig(site=site, device="door-9", outbox_path=tmp_path / "outbox.db",
+                        sync=SyncSettings(broker=mosquitto.url, drain_s=drain_s,
+                                          linger_s=0.2)).validate()
+    with central(tmp_path / "central.db", mosquitto.url):
+        agent = EdgeAgent(config).start()
+        wait_until(lambda: agent.syncer.connected, 15, "the edge connected")
+        last = _mixed(5)
+        assert agent.capture(last)  # as a door's finish() would, right before the stop
+        agent.stop()
+        with Outbox(tmp_path / "outbox.db") as outbox:
+            assert outbox.settled() is settled
+            assert outbox.stats().last_seq == len(last)  # kept either way

@@ -45,7 +45,14 @@ _NEEDS: dict[str, tuple[bool, bool]] = {
     "observe": (False, False),
 }
 READ_KINDS = frozenset({"barcode", "rfid", "manual"})
-RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected"})
+RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected", "held"})
+# Statuses every v1 edge knows. Newer ones are answered only to a sender that lists them in its
+# batch's ``ack_statuses`` (an older edge drops a whole ack with a status it does not know).
+BASE_STATUSES = frozenset({"applied", "duplicate", "rejected"})
+# Final statuses: the event needs no re-send. ``held``: recorded, its change (or part of it) held
+# by a count of a location (late_after_count), not applied; a person resolves it centrally.
+SETTLED_STATUSES = frozenset({"applied", "duplicate", "held"})
+EDGE_ACK_STATUSES = ("held",)  # what this edge understands beyond BASE_STATUSES
 ITEM_FIELDS = ("gtin", "sku", "lot", "serial", "epc", "sscc")
 IDENTITY_FIELDS = ("sku", "gtin", "sscc", "epc")
 
@@ -447,21 +454,33 @@ class Batch:
     sent_at: str
     events: tuple[Event, ...]
     invalid: tuple[Invalid, ...] = field(default=())
+    ack_statuses: tuple[str, ...] = ()  # statuses beyond BASE_STATUSES the sender understands
+
+    def understands(self, status: str) -> bool:
+        return status in BASE_STATUSES or status in self.ack_statuses
 
 
-def encode_batch_payloads(site: str, device: str, sent_at: str, payloads: Sequence[str]) -> bytes:
-    """The edge's fast path: events already encoded (as stored in the outbox) into one batch."""
-    head = json.dumps(
-        {"v": VERSION, "site": check_name(site, "site"), "device": check_name(device, "device"),
-         "sent_at": sent_at},
-        separators=(",", ":"),
-    )
-    return (head[:-1] + ',"events":[' + ",".join(payloads) + "]}").encode()
+def encode_batch_payloads(
+    site: str, device: str, sent_at: str, payloads: Sequence[str],
+    ack_statuses: Sequence[str] = EDGE_ACK_STATUSES,
+) -> bytes:
+    """The edge's fast path: events already encoded (as stored in the outbox) into one batch.
+
+    ``ack_statuses``: the ack statuses beyond applied/duplicate/rejected this sender understands
+    (this edge: ``held``); left out when empty, as an older edge sends it.
+    """
+    head: dict[str, Any] = {"v": VERSION, "site": check_name(site, "site"),
+                            "device": check_name(device, "device"), "sent_at": sent_at}
+    if ack_statuses:
+        head["ack_statuses"] = list(ack_statuses)
+    text = json.dumps(head, separators=(",", ":"))
+    return (text[:-1] + ',"events":[' + ",".join(payloads) + "]}").encode()
 
 
 def encode_batch(batch: Batch) -> bytes:
     return encode_batch_payloads(
-        batch.site, batch.device, batch.sent_at, [encode_event(e) for e in batch.events]
+        batch.site, batch.device, batch.sent_at, [encode_event(e) for e in batch.events],
+        batch.ack_statuses,
     )
 
 
@@ -487,6 +506,11 @@ def decode_batch(payload: bytes | str) -> Batch:
     sent_at = data.get("sent_at")
     parse_time(sent_at, "sent_at")
     assert isinstance(sent_at, str)
+    statuses = data.get("ack_statuses", [])
+    if not isinstance(statuses, list) or not all(isinstance(x, str) for x in statuses):
+        raise WireError("ack_statuses must be a list of strings")
+    # unknown names are ignored: a newer edge may know statuses this service never sends
+    understood = tuple(x for x in statuses if x in RESULT_STATUSES)
     raw_events = data.get("events")
     if not isinstance(raw_events, list):
         raise WireError("events must be a list")
@@ -499,7 +523,7 @@ def decode_batch(payload: bytes | str) -> Batch:
             events.append(event_from_dict(raw))
         except WireError as exc:
             invalid.append(Invalid(readable_id(raw), str(exc)))
-    return Batch(site, device, sent_at, tuple(events), tuple(invalid))
+    return Batch(site, device, sent_at, tuple(events), tuple(invalid), understood)
 
 
 def readable_id(raw: object) -> str | None:
@@ -531,7 +555,7 @@ def salvage_ids(payload: bytes | str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Result:
     id: str
-    status: str  # applied | duplicate | rejected
+    status: str  # applied | duplicate | rejected | held (see RESULT_STATUSES)
     reason: str | None = None
 
 
@@ -553,6 +577,9 @@ def encode_ack(ack: Ack) -> bytes:
 
 
 def decode_ack(payload: bytes | str) -> Ack:
+    """Read an ack. A result with a status this edge does not know is kept as it is (not
+    settled, so the event is sent again and answered ``duplicate``); its neighbours still
+    count."""
     try:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -567,8 +594,8 @@ def decode_ack(payload: bytes | str) -> Ack:
     for r in results:
         if not isinstance(r, dict) or not isinstance(r.get("id"), str):
             raise WireError("each ack result needs an id")
-        if r.get("status") not in RESULT_STATUSES:
-            raise WireError(f"unknown ack status {r.get('status')!r}")
+        if not isinstance(r.get("status"), str):
+            raise WireError(f"ack status must be a string (got {r.get('status')!r})")
         reason = r.get("reason")
         out.append(Result(r["id"], r["status"], reason if isinstance(reason, str) else None))
     return Ack(device, tuple(out))
@@ -579,23 +606,39 @@ def decode_ack(payload: bytes | str) -> Ack:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Retained presence of an edge; the last will says ``offline``."""
+    """Retained presence of an edge; the last will says ``offline``.
+
+    ``backlog`` (events not yet confirmed by the central service), ``oldest_unsynced_s`` (age
+    in seconds of the oldest of them; null when there are none) and ``last_seq`` are figures
+    measured at ``measured_at`` (the edge's clock). A last will is made when the edge connects,
+    so it carries the figures of that moment; the central service keeps whichever figures were
+    measured last.
+    """
 
     state: str  # online | offline
     at: str
     backlog: int | None = None
     last_seq: int | None = None
+    oldest_unsynced_s: float | None = None
+    measured_at: str | None = None
 
 
 def encode_status(status: Status) -> bytes:
     return json.dumps(
         {"v": VERSION, "state": status.state, "at": status.at, "backlog": status.backlog,
-         "last_seq": status.last_seq},
+         "last_seq": status.last_seq, "oldest_unsynced_s": status.oldest_unsynced_s,
+         "measured_at": status.measured_at},
         separators=(",", ":"),
     ).encode()
 
 
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def decode_status(payload: bytes | str) -> Status:
+    """Read presence; figures that are absent or malformed read as null (an older edge sends
+    neither ``oldest_unsynced_s`` nor ``measured_at``: its ``at`` is when it measured)."""
     try:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -603,12 +646,22 @@ def decode_status(payload: bytes | str) -> Status:
     if not isinstance(data, dict) or data.get("state") not in ("online", "offline"):
         raise WireError("status must be an object with state online or offline")
     at = data.get("at")
-    backlog, last_seq = data.get("backlog"), data.get("last_seq")
+    oldest, measured = data.get("oldest_unsynced_s"), data.get("measured_at")
+    if isinstance(oldest, bool) or not isinstance(oldest, int | float) or not (
+            math.isfinite(oldest) and oldest >= 0):
+        oldest = None
+    if measured is not None:
+        try:
+            parse_time(measured, "measured_at")
+        except WireError:
+            measured = None
     return Status(
         state=data["state"],
         at=at if isinstance(at, str) else utc_now(),
-        backlog=backlog if isinstance(backlog, int) and not isinstance(backlog, bool) else None,
-        last_seq=last_seq if isinstance(last_seq, int) and not isinstance(last_seq, bool) else None,
+        backlog=_count(data.get("backlog")),
+        last_seq=_count(data.get("last_seq")),
+        oldest_unsynced_s=oldest,
+        measured_at=measured,
     )
 
 

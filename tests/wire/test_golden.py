@@ -52,7 +52,7 @@ EDGE_BATCHES: dict[str, wire.Batch] = {
                 from_="A-01-02", operator="op-12",
                 read=wire.SourceRead(kind="barcode", raw=SCAN_1, symbology="]C1"),
             ),
-        ),
+        ), ack_statuses=("held",),  # as this edge sends it (batch_count_adjust: as an older one)
     ),
     "batch_portal.json": wire.Batch(
         "wh1", "door-01", "2026-11-22T09:30:01.020Z", (
@@ -78,7 +78,7 @@ EDGE_BATCHES: dict[str, wire.Batch] = {
                     first="2026-11-22T10:29:58.312+01:00", last="2026-11-22T10:29:59.640+01:00",
                 ),
             ),
-        ),
+        ), ack_statuses=("held",),  # as this edge sends it (batch_count_adjust: as an older one)
     ),
     "batch_count_adjust.json": wire.Batch(
         "wh1", "hh-07", "2026-11-22T09:32:41.105Z", (
@@ -104,10 +104,16 @@ EDGE_ACK = wire.Ack("hh-07", (
     wire.Result("01a20297-038b-731a-9c2d-3e4f5a6b7c8d", "applied"),
     wire.Result("01a20297-4668-70b2-ae3a-1c2d3e4f5a6b", "duplicate"),
     wire.Result("01a2029b-e1a0-7200-8123-456789000001", "rejected", "a receive needs 'to'"),
+    wire.Result("01a2029c-0f00-7a00-8000-000000000002", "held",
+                "late_after_count: its change at 'A-01-02' is held by count 17 (exception 42),"
+                " not applied"),
 ))
 EDGE_STATUS = {
-    "status_online.json": wire.Status("online", "2026-11-22T09:30:00.600Z", 3, 1043),
-    "status_offline.json": wire.Status("offline", "2026-11-22T09:41:17.032Z"),
+    "status_online.json": wire.Status("online", "2026-11-22T09:30:00.600Z", 3, 1043, 0.412,
+                                      "2026-11-22T09:30:00.600Z"),
+    # a last will: the figures of when the edge connected (measured_at), not of its end
+    "status_offline.json": wire.Status("offline", "2026-11-22T09:41:17.032Z", 120, 1163, 31.5,
+                                       "2026-11-22T09:40:02.250Z"),
 }
 
 # Stock after the three golden batches, in order: 12 received and put away, 1 picked, the
@@ -167,7 +173,8 @@ def test_edge_fast_path_from_outbox_payloads_matches(name: str) -> None:
     payloads = [wire.encode_event(e) for e in batch.events]
     assert all(p == json.dumps(json.loads(p), separators=(",", ":"), ensure_ascii=False)
                for p in payloads)  # compact, as stored
-    body = wire.encode_batch_payloads(batch.site, batch.device, batch.sent_at, payloads)
+    body = wire.encode_batch_payloads(batch.site, batch.device, batch.sent_at, payloads,
+                                      batch.ack_statuses)
     assert strict(json.loads(body)) == strict(golden(name))
 
 
@@ -189,6 +196,8 @@ def test_server_decodes_the_golden_batch(name: str) -> None:
                                                          data["sent_at"])
     assert len(batch.events) == len(data["events"]) > 0
     assert batch.events == EDGE_BATCHES[name].events  # both sides mean the same events
+    assert batch.ack_statuses == EDGE_BATCHES[name].ack_statuses == tuple(
+        data.get("ack_statuses", ()))
     for raw in data["events"]:
         assert json.loads(wire.encode_event(wire.event_from_dict(raw))) == raw
 
@@ -199,6 +208,24 @@ def test_ack_round_trips() -> None:
     assert ack == EDGE_ACK
     assert {r.status for r in ack.results} == wire.RESULT_STATUSES
     assert json.loads(wire.encode_ack(ack)) == data
+
+
+def test_an_ack_result_with_a_status_this_edge_does_not_know_leaves_its_neighbours() -> None:
+    """A newer service may say more; this edge keeps the result unsettled (it re-sends, the
+    answer is then ``duplicate``) instead of dropping the whole ack."""
+    ack = wire.decode_ack(b'{"v":1,"device":"hh-07","results":[{"id":"a","status":"later"},'
+                          b'{"id":"b","status":"applied","reason":null}]}')
+    assert [r.status for r in ack.results] == ["later", "applied"]
+    assert "later" not in wire.SETTLED_STATUSES
+
+
+def test_an_older_status_without_the_new_figures_still_reads() -> None:
+    status = wire.decode_status(b'{"v":1,"state":"online","at":"2026-11-22T09:30:00.600Z",'
+                                b'"backlog":3,"last_seq":1043}')
+    assert status == wire.Status("online", "2026-11-22T09:30:00.600Z", 3, 1043)
+    odd = wire.decode_status(b'{"v":1,"state":"offline","at":"2026-11-22T09:30:00.600Z",'
+                             b'"backlog":-1,"oldest_unsynced_s":"x","measured_at":"yesterday"}')
+    assert (odd.backlog, odd.oldest_unsynced_s, odd.measured_at) == (None, None, None)
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_STATUS))

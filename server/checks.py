@@ -47,6 +47,7 @@ class Caches:
     labels: dict[str, dict[str, str]]  # site -> code or barcode -> code; no site: not checked
     glns: dict[str, dict[tuple[str, str], str]]  # site -> (GLN, extension) -> code
     counted: dict[tuple[str, str], datetime]  # (site, location) -> time of its latest count
+    count_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # -> that count's id
     open_items: dict[str, int] = field(default_factory=dict)  # item -> exception id
     open_locations: dict[tuple[str, str], int] = field(default_factory=dict)  # (site, location)
     open_negative: dict[_LineKey, int] = field(default_factory=dict)
@@ -106,9 +107,12 @@ def load(cur: sqlite3.Cursor) -> Caches:
         "SELECT site, gln, gln_extension, code FROM locations WHERE gln IS NOT NULL"
     ):
         glns.setdefault(site, {})[(gln, extension)] = code
-    counted = {(site, loc): utc(at) for site, loc, at in cur.execute(
-        "SELECT site, location, counted_at FROM location_counts")}
-    caches = Caches(frozenset(names) if names else None, labels, glns, counted)
+    counted: dict[tuple[str, str], datetime] = {}
+    count_ids: dict[tuple[str, str], int] = {}
+    for site, loc, at, count_id in cur.execute(
+            "SELECT site, location, counted_at, count_id FROM location_counts"):
+        counted[(site, loc)], count_ids[(site, loc)] = utc(at), int(count_id)
+    caches = Caches(frozenset(names) if names else None, labels, glns, counted, count_ids)
     for ident, kind, site, item, location, lot in cur.execute(
         "SELECT id, kind, site, item, location, lot FROM exceptions WHERE status = 'open'"
         " AND kind IN ('unknown_item', 'unknown_location', 'negative_stock')"

@@ -26,7 +26,7 @@ MAX_LINES = 1000
 _COLUMNS = (
     "id, kind, status, raised_at, site, device, event_id, last_event_id, occurrences,"
     " rejection_id, count_id, item, lot, location, serial, quantity, detail, resolved_at,"
-    " resolved_by, resolved_token, reason, adjustment_event_id"
+    " resolved_by, resolved_token, reason, adjustment_event_id, held_by_count_id"
 )
 
 
@@ -54,6 +54,7 @@ class ExceptionRow:
     resolved_token: str | None
     reason: str | None
     adjustment_event_id: str | None
+    held_by_count_id: int | None = None  # late_after_count: the count that held it
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,10 @@ def _posting(
             raise Refused(409, "not negative now",
                           f"on-hand is {on_hand:g}; dismiss it, or give lines")
         return [(found.item, found.lot or "", found.location, -on_hand)]
-    if found.kind == "late_after_count" and found.count_id is None:
+    if found.kind == "late_after_count" and (
+            found.count_id is None or found.count_id == found.held_by_count_id):
+        # a held event (its exception names the count that held it); a late floor count
+        # names itself and has no default remedy
         held = _held(cur.execute, found.id)
         if held:
             return [(h.item, h.lot or "", h.location, h.qty) for h in held]

@@ -116,8 +116,8 @@ _INSERT_HELD = (
 )
 _INSERT_EXCEPTION = (
     "INSERT INTO exceptions (kind, raised_at, site, device, event_id, last_event_id, count_id,"
-    " item, lot, location, serial, quantity, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " RETURNING id"
+    " held_by_count_id, item, lot, location, serial, quantity, detail)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _INSERT_COUNT_LINE = (
     "INSERT INTO count_lines (count_id, item, lot, counted, expected, on_hand_at_close,"
@@ -256,6 +256,7 @@ def record_count_time(
         " count_id = excluded.count_id", (site, location, checks.utc_text(when), count_id),
     )
     caches.counted[(site, location)] = when
+    caches.count_ids[(site, location)] = count_id
 
 
 def _on_hand_as_of(
@@ -337,6 +338,8 @@ class _Pass:
     serials: dict[tuple[str, str], tuple[str | None, str, str, str] | None] = field(
         default_factory=dict)
     serials_changed: set[tuple[str, str]] = field(default_factory=set)
+    # event id -> what a count held of it (the ack says ``held`` with these reasons)
+    holds: dict[str, list[str]] = field(default_factory=dict)
 
     def stage(self, event: wire.Event, lines: list[_Line]) -> None:
         pending, drivers = self.pending, self.drivers
@@ -347,6 +350,18 @@ class _Pass:
             pending[key] = pending.get(key, 0.0) + qty
             if qty < 0:
                 drivers[key] = event.id
+
+
+def _result(batch: wire.Batch, event_id: str, holds: list[str] | None, applied_some: bool
+            ) -> wire.Result:
+    """``applied``, or ``held`` when a count held the event's change (or part of it: its other
+    locations applied). A sender that does not list ``held`` in its batch's ``ack_statuses``
+    (an older edge: it would drop the whole ack) hears ``applied`` with the same reason."""
+    if not holds:
+        return wire.Result(event_id, "applied")
+    reason = "late_after_count: " + "; ".join(holds) + (
+        "; the rest applied" if applied_some else "")
+    return wire.Result(event_id, "held" if batch.understands("held") else "applied", reason)
 
 
 def _need(location: str | None) -> str:
@@ -496,7 +511,6 @@ class Store:
                 results.append(wire.Result(event.id, "duplicate"))
                 continue
             known.add(event.id)
-            results.append(wire.Result(event.id, "applied"))
             it, rd = event.item or _NO_ITEM, event.read or _NO_READ
             new_events.append(
                 (event.id, batch.site, batch.device, event.seq, event.type, event.time, now,
@@ -510,6 +524,7 @@ class Store:
             else:
                 lines = self._movement_lines(cur, run, event)
             run.stage(event, lines)
+            results.append(_result(batch, event.id, run.holds.get(event.id), bool(lines)))
         applied = len(new_events)
         cur.executemany(_INSERT_EVENT, new_events)
         self._finish(cur, run)
@@ -574,10 +589,12 @@ class Store:
             if counted is not None:
                 when = when or checks.utc(event.time)
                 if when < counted:
+                    holder = caches.count_ids.get((run.site, location))
                     self._hold(cur, run, event, [(key, lot, location, qty)],
                                f"{event.type} dated {event.time} is before the count of"
-                               f" {location!r} at {checks.utc_text(counted)}: recorded, not"
-                               " applied over the count", count_time=counted)
+                               f" {location!r} at {checks.utc_text(counted)} (count {holder}):"
+                               " recorded, not applied over the count",
+                               held_by=holder, count_id=holder)
                     continue
             lines.append((key, lot, location, qty))
         if item.serial is not None or item.epc is not None:
@@ -628,31 +645,39 @@ class Store:
         cur.executemany(_INSERT_COUNT_LINE, rows)
         if late:
             assert latest is not None
+            holder = caches.count_ids.get((run.site, location))
             self._hold(cur, run, event, lines,
                        f"count of {location!r} dated {event.time} is before its latest count at"
-                       f" {checks.utc_text(latest)}: recorded, not applied", count_id=count_id,
-                       location=location, count_time=latest)
+                       f" {checks.utc_text(latest)} (count {holder}): recorded, not applied",
+                       held_by=holder, count_id=count_id, location=location)
             return []
         record_count_time(cur, caches, run.site, location, when, count_id)
         return lines
 
     def _hold(
         self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event, lines: list[_Line],
-        detail: str, *, count_time: datetime, count_id: int | None = None,
+        detail: str, *, held_by: int | None, count_id: int | None = None,
         location: str | None = None,
     ) -> None:
+        """Record what a count holds of ``event`` (``held_by``: that count's id; ``count_id``:
+        the count the exception is about: the holding one, or a late floor count itself)."""
         first = lines[0] if len(lines) == 1 else None
+        where = first[2] if first else location
         ident = self._raise(
             cur, run, "late_after_count", event.id, detail, count_id=count_id,
+            held_by_count_id=held_by,
             item=first[0] if first else None, lot=(first[1] or None) if first else None,
-            location=first[2] if first else location, quantity=first[3] if first else None,
+            location=where, quantity=first[3] if first else None,
         )
         run.held.extend(
             (ident, event.id, run.site, run.device, event.type, item, lot, loc, qty, event.time,
              run.now)
             for item, lot, loc, qty in lines
         )
-        del count_time  # in the detail text; kept as a parameter so callers say which count
+        what = (f"this count of {where!r} is kept as count {count_id}"
+                if event.type == "count" else f"its change at {where!r}")
+        run.holds.setdefault(event.id, []).append(
+            f"{what} is held by count {held_by} (exception {ident}), not applied")
 
     def _track(
         self, cur: sqlite3.Cursor, run: _Pass, event: wire.Event, item: wire.Item, key: str,
@@ -710,10 +735,11 @@ class Store:
         cur: sqlite3.Cursor, run: _Pass, kind: str, event_id: str | None, detail: str, *,
         item: str | None = None, lot: str | None = None, location: str | None = None,
         serial: str | None = None, quantity: float | None = None, count_id: int | None = None,
+        held_by_count_id: int | None = None,
     ) -> int:
         cur.execute(_INSERT_EXCEPTION, (kind, run.now, run.site, run.device, event_id, event_id,
-                                        count_id, item, lot or None, location, serial, quantity,
-                                        detail))
+                                        count_id, held_by_count_id, item, lot or None, location,
+                                        serial, quantity, detail))
         return int(cur.fetchone()[0])
 
     def _flush_stock(self, cur: sqlite3.Cursor, run: _Pass) -> None:

@@ -271,4 +271,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         )
         """,
     ),
+    (
+        "0005_held_by_count",
+        """
+        ALTER TABLE exceptions ADD COLUMN held_by_count_id BIGINT
+        """,
+    ),
 )

@@ -100,7 +100,9 @@ class Problem(BaseModel):
 
 class ResultOut(BaseModel):
     id: str
-    status: Literal["applied", "duplicate", "rejected"]
+    status: Literal["applied", "duplicate", "rejected", "held"] = Field(
+        description="held: recorded, its change held by a count (late_after_count), answered"
+        " only when the batch lists it in ack_statuses; otherwise applied with the reason")
     reason: str | None
 
 
@@ -160,6 +162,9 @@ class BatchIn(BaseModel):
     site: str
     device: str
     sent_at: str
+    ack_statuses: list[str] = Field(
+        default_factory=list, description="ack statuses beyond applied, duplicate and rejected"
+        " that the sender understands: [\"held\"]")
     events: list[EventIn] = Field(max_length=wire.MAX_EVENTS_PER_BATCH)
 
 

@@ -56,6 +56,9 @@ class ExceptionOut(BaseModel):
     resolved_token: str | None = Field(description="fingerprint of the token that resolved it")
     reason: str | None
     adjustment_event_id: str | None = Field(description="the adjustment posted to resolve it")
+    held_by_count_id: int | None = Field(
+        None, description="late_after_count: the count that held it (a held event's count_id"
+        " is that count too; a late floor count's count_id is the late count itself)")
 
 
 class HeldLineOut(BaseModel):

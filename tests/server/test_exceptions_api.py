@@ -110,6 +110,8 @@ def test_late_after_count_held_then_posted(client: TestClient, store: Store) -> 
     apply(store, ev("pick", src="A", dst=None, qty=3, time="2026-03-01T09:00:00.000Z"))
     assert on_hand(client) == 7  # held: the count already saw it
     (found,) = client.get(f"{P}/exceptions", params={"kind": "late_after_count"}).json()["items"]
+    (floor,) = client.get(f"{P}/counts", params={"origin": "edge"}).json()["items"]
+    assert found["count_id"] == found["held_by_count_id"] == floor["id"]  # the count that held it
     detail = client.get(f"{P}/exceptions/{found['id']}").json()
     assert [(h["location"], h["qty"], h["type"]) for h in detail["held"]] == [("A", -3.0, "pick")]
     posted = client.post(f"{P}/exceptions/{found['id']}/resolve",

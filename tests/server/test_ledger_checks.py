@@ -29,8 +29,8 @@ BASE = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 _seq = itertools.count(1)
 
 _EXC = ("id", "kind", "status", "site", "device", "event_id", "last_event_id", "occurrences",
-        "rejection_id", "count_id", "item", "lot", "location", "serial", "quantity", "detail",
-        "resolved_at", "resolved_by", "reason")
+        "rejection_id", "count_id", "held_by_count_id", "item", "lot", "location", "serial",
+        "quantity", "detail", "resolved_at", "resolved_by", "reason")
 
 
 @pytest.fixture
@@ -71,7 +71,8 @@ def count(
 def through_wire(site: str, device: str, events: tuple[wire.Event, ...]) -> wire.Batch:
     """Encoded and decoded, as the service sees it; every test event must be valid."""
     batch = wire.decode_batch(
-        wire.encode_batch(wire.Batch(site, device, wire.utc_now(), events)))
+        wire.encode_batch(wire.Batch(site, device, wire.utc_now(), events,
+                                     ack_statuses=wire.EDGE_ACK_STATUSES)))
     assert batch.invalid == (), batch.invalid
     return batch
 
@@ -476,15 +477,35 @@ def test_pick_dated_before_a_count_is_held(store: Store) -> None:
     c = count("A", (G, None, 8), time=t(0))
     apply(store, c)
     late = ev("pick", src="A", qty=2, time=t(-60))
-    assert apply(store, late) == ["applied"]
+    (result,) = store.apply_batch(through_wire(SITE, DEV, (late,)), source="mqtt")
     assert on_hand(store) == {(G, "A", None): 8}
     assert moved(store, late.id) == []
     (x,) = exceptions(store)
+    (count_id,) = store._query("SELECT id FROM counts WHERE event_id = ?", [c.id])[0]
     assert (x["kind"], x["event_id"], x["item"], x["location"], x["quantity"], x["lot"]) == (
         "late_after_count", late.id, G, "A", -2, None)
+    # the ack and the exception both say which count held it
+    assert x["count_id"] == x["held_by_count_id"] == count_id
+    assert result == wire.Result(
+        late.id, "held", f"late_after_count: its change at 'A' is held by count {count_id}"
+        f" (exception {x['id']}), not applied")
     assert "'A'" in x["detail"] and "2026-03-01T10:00:00.000000+00:00" in x["detail"]
     assert held(store) == [(x["id"], late.id, SITE, DEV, "pick", G, "", "A", -2, late.time)]
     assert store._query("SELECT COUNT(*) FROM events WHERE id = ?", [late.id]) == [(1,)]
+
+
+def test_a_sender_that_does_not_know_held_hears_applied_with_the_reason(store: Store) -> None:
+    """An older edge drops a whole ack with a status it does not know: it is answered as
+    before (applied), with the reason saying what happened."""
+    apply(store, count("A", time=t(0)))
+    late = ev("pick", src="A", time=t(-1))
+    older = wire.decode_batch(wire.encode_batch(wire.Batch(SITE, DEV, wire.utc_now(), (late,))))
+    assert older.ack_statuses == ()
+    (result,) = store.apply_batch(older, source="mqtt")
+    assert result.status == "applied"
+    assert result.reason is not None and result.reason.startswith("late_after_count: ")
+    assert "held by count 1" in result.reason
+    assert store.apply_batch(older, source="mqtt")[0] == wire.Result(late.id, "duplicate")
 
 
 def test_times_are_compared_as_instants(store: Store) -> None:
@@ -499,7 +520,9 @@ def test_times_are_compared_as_instants(store: Store) -> None:
 def test_move_from_counted_to_uncounted_applies_only_the_uncounted_side(store: Store) -> None:
     apply(store, ev(dst="A", qty=10, time=t(-120)), count("A", (G, None, 10), time=t(0)))
     move = ev("move", src="A", dst="B", qty=4, time=t(-30))
-    apply(store, move)
+    (result,) = store.apply_batch(through_wire(SITE, DEV, (move,)), source="mqtt")
+    assert result.status == "held" and result.reason is not None
+    assert result.reason.endswith("not applied; the rest applied")
     assert moved(store, move.id) == [(G, "B", 4)]
     assert on_hand(store) == {(G, "A", None): 10, (G, "B", None): 4}
     (x,) = exceptions(store)
@@ -550,7 +573,7 @@ def test_late_edge_count_is_recorded_and_held(store: Store) -> None:
     first = count("A", (G, None, 8), time=t(0))
     apply(store, first)
     late = count("A", (G, None, 3), time=t(-60))
-    assert apply(store, late) == ["applied"]
+    assert apply(store, late) == ["held"]
     assert on_hand(store) == {(G, "A", None): 8}
     counts = store._query("SELECT id, status, event_id, adjustment_event_id, counted_at"
                           " FROM counts ORDER BY id")
@@ -561,8 +584,8 @@ def test_late_edge_count_is_recorded_and_held(store: Store) -> None:
     assert store._query("SELECT item, lot, counted, expected, on_hand_at_close, adjustment"
                         " FROM count_lines WHERE count_id = 2") == [(G, "", 3, 10, 8, None)]
     (x,) = exceptions(store)
-    assert (x["kind"], x["count_id"], x["event_id"], x["location"], x["quantity"]) == (
-        "late_after_count", 2, late.id, "A", -7)
+    assert (x["kind"], x["count_id"], x["held_by_count_id"], x["event_id"], x["location"],
+            x["quantity"]) == ("late_after_count", 2, 1, late.id, "A", -7)
     assert [(h[0], h[1], h[4], h[7], h[8]) for h in held(store)] == [
         (x["id"], late.id, "count", "A", -7)]
     assert store._query("SELECT location, count_id FROM location_counts") == [("A", 1)]

@@ -90,6 +90,8 @@ class DeviceRow:
     online: bool | None
     status_at: str | None
     backlog: int | None
+    oldest_unsynced_s: float | None = None  # age of the oldest unconfirmed event, at backlog_at
+    backlog_at: str | None = None  # when the edge measured backlog (its clock)
 
 
 # (event_id, site, device, type, item, lot, location, qty, event_time, received_at)
@@ -140,10 +142,9 @@ _UPSERT_DEVICE_SEEN = (
     " events = devices.events + excluded.events"
 )
 _UPSERT_PRESENCE = (
-    "INSERT INTO devices (site, device, online, status_at, backlog, last_seq)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO devices (site, device, online, status_at, last_seq) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (site, device) DO UPDATE SET online = excluded.online,"
-    " status_at = excluded.status_at, backlog = excluded.backlog,"
+    " status_at = excluded.status_at,"
     " last_seq = CASE WHEN devices.last_seq IS NULL OR excluded.last_seq > devices.last_seq"
     " THEN excluded.last_seq ELSE devices.last_seq END"
 )
@@ -860,13 +861,28 @@ class Store:
             self._reject(cur, [(now, source, topic, site, device, i, reason, text) for i in ids])
 
     def update_presence(self, site: str, device: str, status: wire.Status) -> None:
-        """The edge's retained presence: online/offline, its backlog and last sequence number."""
+        """The edge's retained presence: online/offline, its last sequence number, and its
+        backlog figures when they are newer than those kept. A last will was made when the edge
+        connected (older figures, or none from an older edge): the last figures reported stay,
+        with the time they were measured, so an outage still shows the backlog."""
+        measured = status.measured_at or status.at
         with self._transaction() as cur:
-            cur.execute(
-                _UPSERT_PRESENCE,
-                (site, device, status.state == "online", status.at, status.backlog,
-                 status.last_seq),
-            )
+            cur.execute(_UPSERT_PRESENCE, (site, device, status.state == "online", status.at,
+                                           status.last_seq))
+            if status.backlog is None:
+                return
+            (kept,) = cur.execute("SELECT backlog_at FROM devices WHERE site = ? AND device = ?",
+                                  (site, device)).fetchone()
+            try:
+                newer = kept is None or checks.utc(measured) >= checks.utc(kept)
+            except ValueError:
+                newer = True  # a stored time that does not parse is no reason to keep it
+            if newer:
+                cur.execute(
+                    "UPDATE devices SET backlog = ?, oldest_unsynced_s = ?, backlog_at = ?"
+                    " WHERE site = ? AND device = ?",
+                    (status.backlog, status.oldest_unsynced_s, measured, site, device),
+                )
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -937,12 +953,13 @@ class Store:
 
     def devices(self) -> list[DeviceRow]:
         rows = self._query(
-            "SELECT site, device, last_seen, last_seq, events, online, status_at, backlog"
-            " FROM devices ORDER BY site, device"
+            "SELECT site, device, last_seen, last_seq, events, online, status_at, backlog,"
+            " oldest_unsynced_s, backlog_at FROM devices ORDER BY site, device"
         )
         return [
-            DeviceRow(s, d, seen, seq, n, None if on is None else bool(on), at, backlog)
-            for s, d, seen, seq, n, on, at, backlog in rows
+            DeviceRow(s, d, seen, seq, n, None if on is None else bool(on), at, backlog,
+                      None if oldest is None else float(oldest), backlog_at)
+            for s, d, seen, seq, n, on, at, backlog, oldest, backlog_at in rows
         ]
 
     def summary(self) -> dict[str, int]:

@@ -277,4 +277,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE exceptions ADD COLUMN held_by_count_id BIGINT
         """,
     ),
+    (
+        "0006_presence_figures",
+        """
+        ALTER TABLE devices ADD COLUMN oldest_unsynced_s DOUBLE PRECISION;
+        ALTER TABLE devices ADD COLUMN backlog_at TEXT
+        """,
+    ),
 )

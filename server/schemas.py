@@ -84,9 +84,15 @@ class Device(BaseModel):
     last_seen: str | None
     online: bool
     last_seq: int | None
-    backlog: int | None
+    backlog: int | None = Field(
+        description="events the edge had not yet had confirmed, as last reported (kept while"
+        " it is offline: a last will carries no fresh figure)")
     events: int
-    status_at: str | None
+    status_at: str | None = Field(description="the latest presence message's time")
+    oldest_unsynced_s: float | None = Field(
+        None, description="age in seconds of the oldest of those events, at backlog_at")
+    backlog_at: str | None = Field(
+        None, description="when the edge measured backlog and oldest_unsynced_s (its clock)")
 
 
 class Problem(BaseModel):

@@ -32,6 +32,7 @@ def devices(store: StoreDep, settings: SettingsDep) -> list[Device]:
             site=r.site, device=r.device, last_seen=r.last_seen,
             online=is_online(r, settings.online_after_s, now), last_seq=r.last_seq,
             backlog=r.backlog, events=r.events, status_at=r.status_at,
+            oldest_unsynced_s=r.oldest_unsynced_s, backlog_at=r.backlog_at,
         )
         for r in store.devices()
     ]

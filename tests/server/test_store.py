@@ -166,6 +166,28 @@ def test_devices_track_last_seq_and_presence(store: Store) -> None:
     assert dev.online is True and dev.backlog == 4 and dev.last_seen is not None
 
 
+def test_presence_keeps_the_last_backlog_figures_while_offline(store: Store) -> None:
+    online = wire.Status("online", "2026-03-01T10:00:10.000Z", 40, 90, 12.5,
+                         "2026-03-01T10:00:10.000Z")
+    store.update_presence(SITE, DEV, online)
+    # the last will, made at connect (10:00:00): older figures than those kept
+    will = wire.Status("offline", "2026-03-01T10:05:00.000Z", 3, 50, 0.2,
+                       "2026-03-01T10:00:00.000Z")
+    store.update_presence(SITE, DEV, will)
+    (dev,) = store.devices()
+    assert (dev.online, dev.status_at) == (False, will.at)
+    assert (dev.backlog, dev.oldest_unsynced_s, dev.backlog_at, dev.last_seq) == (
+        40, 12.5, "2026-03-01T10:00:10.000Z", 90)
+    # an older edge's will has no figures at all: still kept
+    store.update_presence(SITE, DEV, wire.Status("offline", "2026-03-01T10:06:00.000Z"))
+    assert store.devices()[0].backlog == 40
+    # a clean stop says offline with fresh figures (measured then): they replace the kept ones
+    stop = wire.Status("offline", "2026-03-01T11:07:00.000+01:00", 41, 91, 13.0)  # 10:07Z
+    store.update_presence(SITE, DEV, stop)
+    (dev,) = store.devices()
+    assert (dev.backlog, dev.oldest_unsynced_s, dev.backlog_at) == (41, 13.0, stop.at)
+
+
 def test_reopened_database_keeps_everything(tmp_path: Path) -> None:
     e = event("receive", qty=5)
     with Store(tmp_path / "x.db") as store:

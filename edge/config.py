@@ -21,6 +21,7 @@ Example (``deploy/examples/handheld.toml``)::
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -86,6 +87,7 @@ class PortalConfig:
     line_format: str = "{epc},{antenna},{rssi}"
     broker: str | None = None
     topic: str | None = None
+    client_id: str | None = None  # MQTT readers; default floorsync-{site}-{device}-{name}
     host: str = "127.0.0.1"
     http_port: int = 8080
     path: str | None = None
@@ -109,6 +111,8 @@ class PortalConfig:
     samples: int = 50  # raw reads kept per cycle for diagnosis (the first ones)
     unmoved: str = "ignore"  # observed but no direction (one side, backed out): ignore | observe
     latency_s: float = 0.5  # reads reach the agent up to this late: passes close this far behind
+    max_ahead_s: float = 300.0  # reads dated further ahead of host time are refused (counted)
+    max_behind_s: float = 7 * 24 * 3600.0  # reads dated further behind host time are refused
     sim_pallets: int = 0  # with reader "sim": pallets to run through (0: forever)
     sim_interval_s: float = 4.0
 
@@ -150,6 +154,12 @@ class PortalConfig:
                 raise ConfigError(f"{where}: {key} must be a positive integer")
         if not (isinstance(self.samples, int) and self.samples >= 0):
             raise ConfigError(f"{where}: samples must be a non-negative integer")
+        for key in ("max_ahead_s", "max_behind_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ConfigError(f"{where}: {key} must be a positive number of seconds")
         if self.gpi is not None and (isinstance(self.gpi, bool) or not isinstance(self.gpi, int)):
             raise ConfigError(f"{where}: gpi must be an input number")
         try:
@@ -202,6 +212,8 @@ class EdgeConfig:
     outbox_path: Path = Path("floorsync-outbox.db")
     outbox_cap_mb: float = 256
     outbox_retention_h: float = 24
+    journal_dir: Path | None = None  # doors' read journals; None: beside the outbox
+    journal_cap_mb: float = 64  # per door
     sync: SyncSettings = field(default_factory=SyncSettings)
     location_prefixes: tuple[str, ...] = ("LOC:",)
     location_patterns: tuple[str, ...] = ()  # regexes for bin labels, e.g. "[A-Z]-\\d{2}-\\d{2}"
@@ -209,7 +221,20 @@ class EdgeConfig:
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
 
+    @property
+    def journal_directory(self) -> Path:
+        """Where the doors' read journals live (``edge.journal``): one file per door."""
+        if self.journal_dir is not None:
+            return Path(self.journal_dir)
+        return self.outbox_path.with_name(self.outbox_path.stem + "-journal")
+
+    def reader_client_id(self, portal: PortalConfig) -> str:
+        """A network reader's MQTT client id: stable across restarts, so its session resumes."""
+        return portal.client_id or f"floorsync-{self.site}-{self.device}-{portal.name}"
+
     def validate(self) -> EdgeConfig:
+        if not self.journal_cap_mb > 0:
+            raise ConfigError("[journal] cap_mb must be positive")
         try:
             wire.check_name(self.site, "site")
             wire.check_name(self.device, "device")
@@ -267,6 +292,7 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
     outbox = _section(data.pop("outbox", {}), "[outbox]", {"path", "cap_mb", "retention_h"})
+    journal = _section(data.pop("journal", {}), "[journal]", {"dir", "cap_mb"})
     sync = _build(SyncSettings, data.pop("sync", {}), "[sync]")
     scanners = tuple(
         _build(ScannerConfig, s, f"[[scanners]] #{i + 1}")
@@ -289,6 +315,8 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         outbox_path=Path(outbox.get("path", config.outbox_path)),
         outbox_cap_mb=outbox.get("cap_mb", config.outbox_cap_mb),
         outbox_retention_h=outbox.get("retention_h", config.outbox_retention_h),
+        journal_dir=Path(journal["dir"]) if "dir" in journal else config.journal_dir,
+        journal_cap_mb=journal.get("cap_mb", config.journal_cap_mb),
         location_prefixes=tuple(workflow.get("location_prefixes", config.location_prefixes)),
         location_patterns=tuple(workflow.get("location_patterns", config.location_patterns)),
         command_prefix=workflow.get("command_prefix", config.command_prefix),

@@ -57,8 +57,10 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import uuid
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -260,6 +262,7 @@ class Door:
         self._held_pruned = -_INF
         self._held_dirty = False  # changed since held_state() last gave it
         self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
+        self._claim_first: dict[str, float] = {}  # tag -> first read of its undecided passes
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
         self._next_sweep = -_INF  # no pass goes quiet before this (overflow check)
         self.outside_reads = 0  # reads while no GPI cycle was open
@@ -398,7 +401,7 @@ class Door:
                 cyc.late += 1
                 self.late_reads += 1
             if len(cyc.samples) < nsamples:
-                cyc.samples.append(_sample(r))
+                cyc.samples.append(read_sample(r))
             if roles:
                 role = roles.get(r.antenna)
                 if role is None:
@@ -557,6 +560,9 @@ class Door:
                  st.reads, st.rssi, st.antenna, movement, why, st.cycle)
         cyc.undecided += 1
         self._claims[st.tag] = self._claims.get(st.tag, 0) + 1
+        first = self._claim_first.get(st.tag)
+        if first is None or st.first_t < first:
+            self._claim_first[st.tag] = st.first_t
         if self._arbiter is not None:
             self._arbiter.submit(p)
         else:
@@ -608,6 +614,7 @@ class Door:
             self._claims[p.tag] = left
         else:
             self._claims.pop(p.tag, None)
+            self._claim_first.pop(p.tag, None)
         if not won:
             cyc.stray += 1
             return
@@ -633,7 +640,7 @@ class Door:
 
     def _event(self, p: Pass, kind: str) -> wire.Event:
         return wire.Event(
-            id=wire.new_event_id(),
+            id=pass_event_id(self.name, p.tag, kind, p.first_t),
             seq=0,
             time=_fmt(p.first, self.tz),
             type=kind,
@@ -650,7 +657,8 @@ class Door:
         lines = tuple(wire.CountLine(item, 1) for _, item in sorted(cyc.tags.items()))
         closed = _dt(cyc.closed_t)
         return wire.Event(
-            id=wire.new_event_id(), seq=0, time=_fmt(closed, self.tz), type="count",
+            id=pass_event_id(self.name, "", "count", cyc.opened_t), seq=0,
+            time=_fmt(closed, self.tz), type="count",
             item=None, qty=0,
             read=wire.SourceRead(kind="rfid", reads=cyc.reads,
                                  first=_fmt(_dt(cyc.opened_t), self.tz),
@@ -685,6 +693,31 @@ class Door:
         )
 
     # --- what survives a restart (edge.doorstate keeps it in the outbox) -------------------
+
+    def journal_marks(self) -> tuple[float, dict[str, float]]:
+        """What the door journal must keep (``edge.journal``): (horizon, live passes).
+
+        No unprocessed input (nor, counting or with a GPI, open or unreported cycle) is older
+        than the horizon (epoch seconds); live passes (going, or ended and undecided) map their
+        tag to their first read, and their reads are kept from there. Fed again from what is
+        kept, in time order, a new door comes back to this one's state for every pass not yet
+        decided (a time-boxed cycle's report may then count less: reports are diagnostics).
+        """
+        horizon = self._wm
+        for item in self._pending:
+            t = item.at.timestamp()
+            if t < horizon:
+                horizon = t
+        if self.counting or self._gpi is not None:  # a count or a GPI cycle needs its reads
+            for cyc in self._cycles.values():
+                if cyc.opened_t < horizon:
+                    horizon = cyc.opened_t
+        live = dict(self._claim_first)
+        for tag, st in self._active.items():
+            first = live.get(tag)
+            if first is None or st.first_t < first:
+                live[tag] = st.first_t
+        return horizon, live
 
     def held_state(self, force: bool = False) -> dict[str, list[str | float]] | None:
         """The hold list (JSON-ready) when it changed since last asked (or ``force``)."""
@@ -790,7 +823,20 @@ class ReaderClock:
         return _dt(min(t, cap))
 
 
-def _sample(read: TagRead) -> str:
+def pass_event_id(door: str, tag: str, kind: str, first_t: float) -> str:
+    """The event id of a door's pass: a UUIDv7 made from the pass itself (door, tag, movement,
+    first read), so the same pass rebuilt from the journal after a restart has the same id and
+    the outbox and the central service keep it once."""
+    ms = math.floor(first_t * 1000) & ((1 << 48) - 1)
+    digest = hashlib.sha256(f"{door}\x1f{tag}\x1f{kind}\x1f{first_t!r}".encode()).digest()
+    rand = int.from_bytes(digest[:10], "big")
+    rand_a, rand_b = rand >> 68 & 0xFFF, rand & ((1 << 62) - 1)
+    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def read_sample(read: TagRead) -> str:
+    """A raw read as one JSON line (cycle samples, bad input kept for diagnosis)."""
     return json.dumps({"at": read.at.isoformat(), "reader": read.reader, "antenna": read.antenna,
                        "epc": read.epc, "rssi": read.rssi, "seen": read.seen},
                       separators=(",", ":"))

@@ -67,8 +67,11 @@ def make_scanner(config: ScannerConfig) -> Scanner:
     )
 
 
-def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]) -> Any:
-    """A ``devices.rfid`` TagReader for a door (``reader = "sim"`` is handled by the agent)."""
+def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None],
+                    client_id: str | None = None) -> Any:
+    """A ``devices.rfid`` TagReader for a door (``reader = "sim"`` is handled by the agent).
+
+    ``client_id``: an MQTT reader's stable client id (``EdgeConfig.reader_client_id``)."""
     kind = config.reader
     if kind == "serial":
         from devices.rfid.lineformat import LineFormat
@@ -90,7 +93,7 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
             if not (config.broker and config.topic):
                 raise ConfigError(f"portal {config.name}: {kind} needs 'broker' and 'topic'")
             return MqttTagReader(config.broker, config.topic, parser, name=config.name,
-                                 on_error=on_error)
+                                 client_id=client_id or config.client_id, on_error=on_error)
         from devices.rfid.http_receiver import HttpTagReceiver
 
         return HttpTagReceiver(config.host, config.http_port, parser, name=config.name,

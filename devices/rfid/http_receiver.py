@@ -3,9 +3,13 @@
 A stdlib `ThreadingHTTPServer` takes POSTed JSON (one event, an array, or JSON lines) and hands
 the body to a parser (`parse_impinj`, `parse_zebra`, ...). Answers:
 
-- 204 once every read of the body has been handed to `on_read` (so a reader retrying after a
-  lost answer gets at-least-once, never less); unusable parts of a body that also held reads go
-  to `on_error` and are not grounds for a retry (that would only duplicate the good reads);
+- 204 once every read of the body has been handed to `on_read` and, with a ``commit`` callable
+  (the agent's door journal), ``commit()`` returned: the reads are durable before the reader is
+  told we have them (a reader retrying after a lost answer gets at-least-once, never less);
+  unusable parts of a body that also held reads go to `on_error` and are not grounds for a retry
+  (that would only duplicate the good reads);
+- 503 with ``Retry-After`` when ``commit`` failed (journal full or failing): the reader sends the
+  body again later;
 - 400 with the reason as plain text when nothing in the body could be used (garbage, truncated
   JSON, missing fields), also reported to `on_error`;
 - 411 without Content-Length, 413 over `max_body`, 405 for other methods.
@@ -52,7 +56,10 @@ class HttpTagReceiver:
         self.listening = threading.Event()
         self._lock = threading.Lock()
 
-    def _handler(self, on_read: OnRead) -> type[BaseHTTPRequestHandler]:
+    acknowledges = True  # run() takes a commit: answers 2xx only for what is durable
+
+    def _handler(self, on_read: OnRead,
+                 commit: Callable[[], object] | None) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,9 +68,12 @@ class HttpTagReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the access log would be one line per reader push
 
-            def _answer(self, status: int, reason: str = "") -> None:
+            def _answer(self, status: int, reason: str = "", retry_after: int | None = None
+                        ) -> None:
                 body = (reason + "\n").encode("utf-8") if reason else b""
                 self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
                 if body:
                     self.send_header("Content-Type", "text/plain; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -103,6 +113,18 @@ class HttpTagReceiver:
                     report_errors(receiver.on_error, parsed.errors)
                     for read in parsed.reads:
                         on_read(read)
+                    try:
+                        if commit is not None and parsed.reads:
+                            commit()
+                    except Exception as exc:
+                        failed: Exception | None = exc
+                    else:
+                        failed = None
+                if failed is not None:
+                    self.close_connection = True
+                    self._answer(503, f"reads not kept, send them again: {failed}",
+                                 retry_after=1)
+                    return
                 if parsed.reads or not parsed.errors:
                     self._answer(204)  # also for bodies holding only non-tag events
                     return
@@ -124,12 +146,17 @@ class HttpTagReceiver:
             if self.on_error is not None:
                 self.on_error(reason, raw[:512])
 
-    def run(self, on_read: OnRead, stop: threading.Event, on_state: OnState | None = None) -> None:
-        """Serve until `stop`; if the port cannot be bound, retry with backoff (offline)."""
+    def run(self, on_read: OnRead, stop: threading.Event, on_state: OnState | None = None,
+            commit: Callable[[], object] | None = None) -> None:
+        """Serve until `stop`; if the port cannot be bound, retry with backoff (offline).
+
+        ``commit``: makes the reads handed over so far durable; a body is answered 2xx only
+        after it returned."""
 
         def session(mark_online: Callable[[], None]) -> None:
             try:
-                server = ThreadingHTTPServer((self.host, self.port), self._handler(on_read))
+                server = ThreadingHTTPServer((self.host, self.port),
+                                             self._handler(on_read, commit))
             except OSError as exc:
                 raise DeviceGone(
                     f"{self.name}: cannot listen on {self.host}:{self.port}: {exc}"

@@ -11,16 +11,26 @@ Choices (FIELD-NOTES, paho-mqtt 2.x):
 - Online (`on_state(True)`) once the broker confirmed the subscription (SUBACK), not at CONNACK.
 - QoS 1 with a persistent session (MQTT 5 ``clean_start=False`` and a session expiry), so the
   broker queues reads while this host reconnects; subscription again in every `on_connect`.
-- ``manual_ack``: a message is PUBACKed only after `on_read` returned for all its reads, in
-  receive order, so a crash before that gets the message redelivered (at least once; duplicates
-  are normal and not removed here).
+- ``manual_ack``: a message is PUBACKed only once its reads are durable. With a ``commit``
+  callable (the agent's door journal), messages are acknowledged in receive order after
+  ``commit()`` returned, called once per batch (``batch`` messages or ``linger_s`` after the first
+  one, whichever comes first): one fsync covers many messages. If ``commit`` raises, nothing of
+  the batch is acknowledged and the session is dropped, so the broker delivers it again after the
+  reconnect. Without ``commit``, a message is acknowledged once `on_read` returned for all its
+  reads. A crash before the PUBACK gets the message redelivered (at least once; duplicates are
+  normal and not removed here).
+- A stable client id (the caller derives it from site, device and reader name), so a restarted
+  edge resumes its session and receives what the broker queued meanwhile. MQTT 5 clients announce
+  a Receive Maximum of ``receive_max`` (the broker's own ``max_inflight_messages`` caps it: raise
+  it on the reader-side broker, see deploy/mosquitto).
 - Reconnects are ours (`supervise`: capped, jittered backoff), not paho's fixed doubling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import uuid
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,12 +71,18 @@ class MqttTagReader:
         password: str | None = None,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        batch: int = 1000,
+        linger_s: float = 0.003,
+        receive_max: int = 1000,
     ) -> None:
         self.host, self.port = parse_broker_url(broker_url)
+        self.batch = batch
+        self.linger_s = linger_s
+        self.receive_max = receive_max
         self.topic = topic
         self.parser = parser
         self.name = name
-        self.client_id = client_id or f"floorsync-rfid-{name}-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id or f"floorsync-rfid-{name}"
         self.on_error = on_error
         self.protocol = protocol
         self.keepalive = keepalive
@@ -76,7 +92,10 @@ class MqttTagReader:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
 
-    def _client(self, on_read: OnRead, state: dict[str, Any]) -> mqtt.Client:
+    acknowledges = True  # run() takes a commit: acknowledges only what is durable
+
+    def _client(self, on_read: OnRead, state: dict[str, Any],
+                unacked: list[tuple[int, int]] | None) -> mqtt.Client:
         v5 = self.protocol == 5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -118,7 +137,10 @@ class MqttTagReader:
                 on_read(read)
             # Only now: if on_read raised, the message stays unacknowledged and comes again.
             if message.qos > 0:
-                client.ack(message.mid, message.qos)
+                if unacked is None:
+                    client.ack(message.mid, message.qos)
+                else:  # acknowledged after the next commit, in receive order
+                    unacked.append((message.mid, message.qos))
 
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
@@ -126,18 +148,39 @@ class MqttTagReader:
         client.on_message = on_message
         return client
 
-    def run(self, on_read: OnRead, stop: threading.Event, on_state: OnState | None = None) -> None:
-        """Subscribe and deliver reads until `stop`; reconnect with backoff after losses."""
+    def run(self, on_read: OnRead, stop: threading.Event, on_state: OnState | None = None,
+            commit: Callable[[], object] | None = None) -> None:
+        """Subscribe and deliver reads until `stop`; reconnect with backoff after losses.
+
+        ``commit``: makes every read delivered so far durable; messages are acknowledged only
+        after it returned (see the module docstring)."""
         state: dict[str, Any] = {}
-        client = self._client(on_read, state)
+        unacked: list[tuple[int, int]] | None = [] if commit is not None else None
+        client = self._client(on_read, state, unacked)
+
+        def settle() -> None:
+            """Commit what was delivered, then acknowledge it (receive order)."""
+            assert commit is not None and unacked is not None
+            try:
+                commit()
+            except Exception as exc:
+                unacked.clear()  # not acknowledged: the broker sends them again
+                raise DeviceGone(f"{self.name}: reads not kept, not acknowledged ({exc}); "
+                                 "the broker delivers them again after the reconnect") from exc
+            for mid, qos in unacked:
+                client.ack(mid, qos)
+            unacked.clear()
 
         def session(mark_online: Callable[[], None]) -> None:
             state.clear()
+            if unacked:
+                unacked.clear()  # ids of a connection that is gone
             properties = None
             kwargs: dict[str, Any] = {}
             if self.protocol == 5:
                 properties = Properties(PacketTypes.CONNECT)
                 properties.SessionExpiryInterval = self.session_expiry
+                properties.ReceiveMaximum = self.receive_max
                 kwargs = {"clean_start": False, "properties": properties}
             try:
                 client.connect(self.host, self.port, self.keepalive, **kwargs)
@@ -145,9 +188,20 @@ class MqttTagReader:
                 raise DeviceGone(
                     f"{self.name}: cannot connect to {self.host}:{self.port}: {exc}"
                 ) from exc
+            since = 0.0  # when the oldest unacknowledged message came
             try:
                 while not stop.is_set():
-                    rc = client.loop(timeout=0.1)
+                    timeout = 0.1
+                    if unacked:
+                        timeout = max(0.0, since + self.linger_s - time.monotonic())
+                    rc = client.loop(timeout=timeout)
+                    if unacked:
+                        now = time.monotonic()
+                        if not since:
+                            since = now
+                        if len(unacked) >= self.batch or now - since >= self.linger_s:
+                            settle()
+                            since = 0.0
                     if state.get("refused"):
                         raise DeviceGone(f"{self.name}: broker refused: {state['refused']}")
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or state.get("lost"):
@@ -155,6 +209,13 @@ class MqttTagReader:
                     if state.get("connected"):
                         mark_online()
             finally:
+                if unacked and stop.is_set() and state.get("connected"):
+                    with contextlib.suppress(DeviceGone):  # a clean stop: keep, acknowledge
+                        settle()
+                elif commit is not None:
+                    # received, not acknowledged: kept (a redelivery is a duplicate read)
+                    with contextlib.suppress(Exception):
+                        commit()
                 client.disconnect()  # a no-op when the connection is already gone
                 if stop.is_set():
                     client.loop(timeout=0.1)

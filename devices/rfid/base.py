@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,7 @@ class Parsed:
 Parser = Callable[[bytes], Parsed]
 
 MAX_RAW = 512  # bytes of bad input kept in an error report
+MAX_BAD_PARTS = 100  # bad JSON values in one payload before the rest of it is given up
 
 
 def clip(raw: bytes) -> bytes:
@@ -78,8 +80,40 @@ def report_errors(on_error: OnError | None, errors: list[ParseError]) -> None:
             on_error(error.reason, error.raw)
 
 
+EPC_WORD_BITS = 16  # the EPC bank holds whole 16-bit words (Gen2 PC word: EPC length in words)
+MAX_EPC_BITS = 496  # the largest EPC bank: 31 words (the PC word's 5-bit length field)
+MAX_ANTENNA = 65535  # antenna numbers are 16-bit (LLRP AntennaID); 0: not reported
+MAX_SEEN = 1_000_000  # more reads of one tag in one report than any reader makes
+
+
+def epc_problem(epc: object) -> str | None:
+    """Why `epc` (upper- or lower-case hex text) cannot be a tag's EPC bank, or None.
+
+    An EPC bank is a whole number of 16-bit words (hex length a multiple of 4), at least one and
+    at most 31 (496 bits). The reasons start with ``"EPC"`` so callers can count them as one kind.
+    """
+    if not isinstance(epc, str):
+        return f"EPC is not a string: {type(epc).__name__}"
+    if not epc:
+        return "EPC is empty"
+    if any(c not in "0123456789abcdefABCDEF" for c in epc):
+        return f"EPC is not hex: {epc[:64]!r}"
+    bits = len(epc) * 4
+    if bits % EPC_WORD_BITS:
+        return (
+            f"EPC of {len(epc)} hex digits ({bits} bits) is not a whole number of "
+            f"{EPC_WORD_BITS}-bit words"
+        )
+    if bits > MAX_EPC_BITS:
+        return (
+            f"EPC of {len(epc)} hex digits ({bits} bits) is longer than the largest EPC bank "
+            f"({MAX_EPC_BITS} bits)"
+        )
+    return None
+
+
 def normalize_epc(value: object) -> str:
-    """An EPC as upper-case hex; `ValueError` for anything else (empty, non-hex, odd length).
+    """An EPC as upper-case hex; `ValueError` for anything else (see `epc_problem`).
 
     Accepts str or bytes (sllurp hands out hexlified bytes); surrounding whitespace is dropped.
     """
@@ -91,42 +125,61 @@ def normalize_epc(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"EPC is not a string: {type(value).__name__}")
     text = value.strip()
-    if not text:
-        raise ValueError("empty EPC")
-    if any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise ValueError(f"EPC is not hex: {text[:64]!r}")
-    if len(text) % 2:
-        raise ValueError(f"EPC has an odd number of hex digits: {text[:64]!r}")
+    problem = epc_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
     return text.upper()
 
 
-def parse_int(value: object, what: str, minimum: int | None = None) -> int:
-    """An integer from int or decimal text (not bool, not a fractional float)."""
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+def parse_int(
+    value: object, what: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """An integer from int or decimal text (not bool, not a fractional float), within bounds."""
     if isinstance(value, bool):
         raise ValueError(f"{what} is not an integer: {value!r}")
     if isinstance(value, int):
         result = value
     elif isinstance(value, float) and value.is_integer():
         result = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         result = int(value.strip())
     else:
-        raise ValueError(f"{what} is not an integer: {value!r}")
+        raise ValueError(f"{what} is not an integer: {_short(value)}")
     if minimum is not None and result < minimum:
-        raise ValueError(f"{what} below {minimum}: {result}")
+        raise ValueError(f"{what} below {minimum}: {_short(result)}")
+    if maximum is not None and result > maximum:
+        raise ValueError(f"{what} above {maximum}: {_short(result)}")
     return result
+
+
+def parse_antenna(value: object, what: str = "antenna") -> int:
+    """An antenna number, 0 (not reported) to 65535."""
+    return parse_int(value, what, 0, MAX_ANTENNA)
+
+
+def parse_seen(value: object, what: str = "seen count") -> int:
+    """A seen count (reads of the tag this report stands for), 1 to `MAX_SEEN`."""
+    return parse_int(value, what, 1, MAX_SEEN)
+
+
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, int) else str(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def parse_float(value: object, what: str) -> float:
     """A finite float from a number or decimal text."""
     if isinstance(value, bool):
-        raise ValueError(f"{what} is not a number: {value!r}")
+        raise ValueError(f"{what} is not a number: {_short(value)}")
     try:
         result = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not a number: {value!r}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{what} is not a number: {_short(value)}") from exc
     if not math.isfinite(result):
-        raise ValueError(f"{what} is not finite: {value!r}")
+        raise ValueError(f"{what} is not finite: {_short(value)}")
     return result
 
 
@@ -140,29 +193,40 @@ def parse_timestamp(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"timestamp out of range: {_short(value)}") from None
         if not math.isfinite(number) or number < 0:
-            raise ValueError(f"not a timestamp: {value!r}")
+            raise ValueError(f"not a timestamp: {_short(value)}")
         seconds = number if number < 1e11 else number / 1e3 if number < 1e14 else number / 1e6
         try:
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"timestamp out of range: {value!r}") from exc
+            raise ValueError(f"timestamp out of range: {_short(value)}") from exc
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"not a timestamp: {value!r}")
+        raise ValueError(f"not a timestamp: {_short(value)}")
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise ValueError(f"not an ISO 8601 timestamp: {value[:64]!r}") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)  # an offset that takes it past year 1 or 9999: here, not later
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"timestamp out of range: {value[:64]!r}") from exc
+    return parsed
 
 
 def iter_json(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
     """JSON values in `data`, with the bytes each came from.
 
     Accepts one value, JSON lines, or values simply concatenated (Zebra's TCP/WebSocket stream
-    sends `}{` with no separator). A value that fails to parse (garbage, truncation) becomes a
-    ParseError and decoding resumes at the next line, so one bad line costs only itself.
+    sends `}{` with no separator). A value that fails to parse (garbage, truncation, nesting
+    too deep, an integer too long) becomes a ParseError and decoding resumes at the next line, so
+    one bad line costs only itself. After `MAX_BAD_PARTS` of them the rest of `data` is given up
+    as one more ParseError: each costs a scan of `data` (json counts lines for its message), and a
+    payload that bad is garbage, not a stream with a few bad lines.
     """
     try:
         text = data.decode("utf-8")
@@ -171,6 +235,7 @@ def iter_json(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
         return
     decoder = json.JSONDecoder()
     pos, end = 0, len(text)
+    bad = 0
     while True:
         while pos < end and text[pos] in " \t\r\n\ufeff":
             pos += 1
@@ -178,15 +243,31 @@ def iter_json(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
             return
         try:
             value, stop = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             newline = text.find("\n", pos)
             bad_end = end if newline < 0 else newline
-            raw = text[pos:bad_end].encode("utf-8")
-            # Cut short: the parser ran out of input (or of a string still open at the end).
-            cut = exc.pos >= len(text[:bad_end].rstrip()) or exc.msg.startswith("Unterminated")
-            kind = "truncated JSON" if cut else "invalid JSON"
-            yield ParseError(f"{kind}: {exc.msg} at char {exc.pos - pos}", clip(raw))
+            raw = text[pos : min(bad_end, pos + MAX_RAW)].encode("utf-8")
+            if isinstance(exc, json.JSONDecodeError):
+                last = bad_end  # the line's end without trailing blanks
+                while last > pos and text[last - 1] in " \t\r\ufeff":
+                    last -= 1
+                # Cut short: the parser ran out of input (or of a string still open at the end).
+                cut = exc.pos >= last or exc.msg.startswith("Unterminated")
+                kind = "truncated JSON" if cut else "invalid JSON"
+                reason = f"{kind}: {exc.msg} at char {exc.pos - pos}"
+            elif isinstance(exc, RecursionError):
+                reason = "invalid JSON: nested too deep"
+            else:  # an integer too long to convert, ...
+                reason = f"invalid JSON: {str(exc)[:80]}"
+            yield ParseError(reason, clip(raw))
             pos = bad_end
+            bad += 1
+            if bad >= MAX_BAD_PARTS and (rest := text[pos:].lstrip()):
+                yield ParseError(
+                    f"gave up after {bad} bad parts: {len(rest.encode('utf-8'))} bytes skipped",
+                    clip(rest[:MAX_RAW].encode("utf-8")),
+                )
+                return
             continue
         yield value, text[pos:stop].encode("utf-8")
         pos = stop

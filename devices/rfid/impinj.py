@@ -37,8 +37,8 @@ from devices.rfid.base import (
     clip,
     json_events,
     normalize_epc,
+    parse_antenna,
     parse_float,
-    parse_int,
     parse_timestamp,
 )
 
@@ -80,7 +80,7 @@ def _tag_read(event: Any, reader: str | None) -> TagRead | None:
         epc = _base64_epc(tag["epc"])
     else:
         raise ValueError("tagInventoryEvent has neither epcHex nor epc")
-    antenna = parse_int(tag["antennaPort"], "antennaPort", 0) if "antennaPort" in tag else 0
+    antenna = parse_antenna(tag["antennaPort"], "antennaPort") if "antennaPort" in tag else 0
     rssi = (
         parse_float(tag["peakRssiCdbm"], "peakRssiCdbm") / 100.0
         if tag.get("peakRssiCdbm") is not None
@@ -102,6 +102,4 @@ def _base64_epc(value: object) -> str:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"epc is not base64: {value[:64]!r}") from exc
-    if not raw:
-        raise ValueError("empty EPC")
-    return raw.hex().upper()
+    return normalize_epc(raw.hex())  # the same length rules as epcHex

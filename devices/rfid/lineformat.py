@@ -23,8 +23,9 @@ from devices.base import TagRead
 from devices.rfid.base import (
     host_time,
     normalize_epc,
+    parse_antenna,
     parse_float,
-    parse_int,
+    parse_seen,
     parse_timestamp,
 )
 
@@ -91,14 +92,14 @@ class LineFormat:
         groups = {k: v for k, v in match.groupdict().items() if v is not None}
         epc = normalize_epc(groups["epc"])
         antenna = (
-            parse_int(groups["antenna"], "antenna", minimum=0)
+            parse_antenna(groups["antenna"])
             if groups.get("antenna")
             else self.default_antenna
         )
         rssi = (
             parse_float(groups["rssi"], "rssi") * self.rssi_scale if groups.get("rssi") else None
         )
-        seen = parse_int(groups["count"], "count", minimum=1) if groups.get("count") else 1
+        seen = parse_seen(groups["count"], "count") if groups.get("count") else 1
         if groups.get("time"):
             raw_time = groups["time"]
             when = parse_timestamp(

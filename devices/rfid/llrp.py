@@ -41,8 +41,10 @@ from devices.rfid.base import (
     clip,
     host_time,
     normalize_epc,
+    parse_antenna,
     parse_float,
     parse_int,
+    parse_seen,
     report_errors,
     supervise,
 )
@@ -86,10 +88,12 @@ def _sllurp() -> Any:
 def reads_from_tag_reports(reader: str, tags: list[dict[str, Any]]) -> Parsed:
     """TagReads from sllurp's decoded TagReportData list (one RO_ACCESS_REPORT)."""
     out = Parsed()
+    if not isinstance(tags, list):
+        tags = [tags]
     for tag in tags:
         try:
             out.reads.append(_tag_read(reader, tag))
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # whatever sllurp decoded, a bad report never raises out
             out.errors.append(ParseError(f"TagReportData: {exc}", clip(repr(tag).encode())))
     return out
 
@@ -101,20 +105,24 @@ def _tag_read(reader: str, tag: dict[str, Any]) -> TagRead:
     if epc_value is None:
         raise ValueError("no EPC")
     epc = normalize_epc(epc_value)
-    antenna = parse_int(tag["AntennaID"], "AntennaID", 0) if "AntennaID" in tag else 0
+    antenna = parse_antenna(tag["AntennaID"], "AntennaID") if "AntennaID" in tag else 0
     rssi: float | None = None
     if tag.get("ImpinjPeakRSSI") is not None:  # sllurp decodes it to a plain int
         rssi = parse_float(tag["ImpinjPeakRSSI"], "ImpinjPeakRSSI") / 100.0
     elif tag.get("PeakRSSI") is not None:
         rssi = parse_float(tag["PeakRSSI"], "PeakRSSI")
     stamp = tag.get("LastSeenTimestampUTC", tag.get("FirstSeenTimestampUTC"))
-    at = (
-        datetime.fromtimestamp(parse_int(stamp, "timestamp", 0) / 1e6, UTC)
-        if stamp is not None
-        else host_time()
-    )
-    seen = parse_int(tag["TagSeenCount"], "TagSeenCount", 1) if "TagSeenCount" in tag else 1
+    at = _utc_microseconds(stamp) if stamp is not None else host_time()
+    seen = parse_seen(tag["TagSeenCount"], "TagSeenCount") if "TagSeenCount" in tag else 1
     return TagRead(reader=reader, epc=epc, antenna=antenna, rssi=rssi, at=at, seen=seen)
+
+
+def _utc_microseconds(value: object) -> datetime:
+    micros = parse_int(value, "timestamp", 0)
+    try:
+        return datetime.fromtimestamp(micros / 1e6, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"timestamp out of range: {micros} µs") from exc
 
 
 class LlrpStreamDecoder:

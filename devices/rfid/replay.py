@@ -8,7 +8,8 @@ Replay files are JSON lines, one read each, ``t`` in seconds from the start of t
 (default 1) are optional; ``t`` and ``epc`` are required. A read's time is ``start + t`` (start:
 the given datetime, default the moment the replay begins). Paced (`realtime=True`) a read is
 delivered when its ``t`` has elapsed (divided by `speed`); otherwise as fast as possible. Bad
-lines go to `on_error` and the replay goes on. Both readers follow `TagReader`: `run` blocks until
+lines (and lines over `max_line` bytes, skipped without being read into memory whole) go to
+`on_error` and the replay goes on. Both readers follow `TagReader`: `run` blocks until
 `stop` (after the end they stay online and idle); `done` is set when everything was delivered.
 """
 
@@ -30,8 +31,9 @@ from devices.rfid.base import (
     clip,
     host_time,
     normalize_epc,
+    parse_antenna,
     parse_float,
-    parse_int,
+    parse_seen,
     supervise,
 )
 from devices.sim import ScriptedPortal
@@ -41,8 +43,10 @@ def parse_replay_line(line: bytes, default_reader: str, start: datetime) -> TagR
     """One replay line as a TagRead; `ValueError` with the reason if it is bad."""
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
+        raise ValueError(f"invalid JSON: {str(exc)[:120]}") from None
     if not isinstance(record, dict):
         raise ValueError("replay line is not an object")
     for key in ("t", "epc"):
@@ -51,14 +55,21 @@ def parse_replay_line(line: bytes, default_reader: str, start: datetime) -> TagR
     offset = parse_float(record["t"], "t")
     if offset < 0:
         raise ValueError(f"negative t: {offset}")
+    try:
+        at = start + timedelta(seconds=offset)
+    except OverflowError:
+        raise ValueError(f"t out of range: {offset}") from None
     rssi = parse_float(record["rssi"], "rssi") if record.get("rssi") is not None else None
+    reader = record.get("reader") or default_reader
+    if not isinstance(reader, str | int) or isinstance(reader, bool):
+        raise ValueError(f"reader is not a name: {type(reader).__name__}")
     return TagRead(
-        reader=str(record.get("reader") or default_reader),
+        reader=str(reader),
         epc=normalize_epc(record["epc"]),
-        antenna=parse_int(record.get("antenna", 0), "antenna", 0),
+        antenna=parse_antenna(record.get("antenna", 0)),
         rssi=rssi,
-        at=start + timedelta(seconds=offset),
-        seen=parse_int(record.get("seen", 1), "seen", 1),
+        at=at,
+        seen=parse_seen(record.get("seen", 1), "seen"),
     )
 
 
@@ -80,9 +91,11 @@ class ReplayReader:
         speed: float = 1.0,
         start: datetime | None = None,
         on_error: OnError | None = None,
+        max_line: int = 64 * 1024,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        self.max_line = max_line
         self.path = Path(path)
         self.name = name
         self.realtime = realtime
@@ -109,22 +122,37 @@ class ReplayReader:
     def _replay(self, handle: BinaryIO, on_read: OnRead, stop: threading.Event) -> None:
         start = self.start if self.start is not None else host_time()
         began = time.monotonic()
-        for number, line in enumerate(handle, 1):
+        number = 0
+        while True:
             if stop.is_set():
                 return
+            line = handle.readline(self.max_line + 1)
+            if not line:
+                break
+            number += 1
+            if len(line) > self.max_line and not line.endswith(b"\n"):
+                size = len(line)
+                while (more := handle.readline(self.max_line + 1)) and not more.endswith(b"\n"):
+                    size += len(more)
+                size += len(more)
+                self._error(f"line {number}: over {self.max_line} bytes ({size} bytes)", line)
+                continue
             if not line.strip():
                 continue
             try:
                 read = parse_replay_line(line, self.name, start)
             except ValueError as exc:
-                if self.on_error is not None:
-                    self.on_error(f"line {number}: {exc}", clip(line.rstrip(b"\r\n")))
+                self._error(f"line {number}: {exc}", line.rstrip(b"\r\n"))
                 continue
             offset = (read.at - start).total_seconds()
             if self.realtime and not _pace(stop, began, offset, self.speed):
                 return
             on_read(read)
         self.done.set()
+
+    def _error(self, reason: str, raw: bytes) -> None:
+        if self.on_error is not None:
+            self.on_error(reason, clip(raw))
 
 
 class PortalSimulator:

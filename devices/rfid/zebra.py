@@ -29,8 +29,9 @@ from devices.rfid.base import (
     clip,
     json_events,
     normalize_epc,
+    parse_antenna,
     parse_float,
-    parse_int,
+    parse_seen,
     parse_timestamp,
 )
 
@@ -59,9 +60,9 @@ def _tag_read(event: Any, reader: str | None) -> TagRead:
     if data.get("idHex") is None:
         raise ValueError("Zebra tag data event has no data.idHex")
     epc = normalize_epc(data["idHex"])
-    antenna = parse_int(data["antenna"], "antenna", 0) if data.get("antenna") is not None else 0
+    antenna = parse_antenna(data["antenna"]) if data.get("antenna") is not None else 0
     rssi = parse_float(data["peakRssi"], "peakRssi") if data.get("peakRssi") is not None else None
-    seen = parse_int(data["reads"], "reads", 1) if data.get("reads") is not None else 1
+    seen = parse_seen(data["reads"], "reads") if data.get("reads") is not None else 1
     stamp = event.get("timestamp")
     if stamp is None:
         raise ValueError("Zebra tag data event has no timestamp")

@@ -85,6 +85,7 @@ class HttpTagReceiver:
                 length_header = self.headers.get("Content-Length")
                 if length_header is None:
                     self.close_connection = True
+                    receiver._error("no Content-Length", self.requestline.encode("latin-1"))
                     self._answer(411, "Content-Length required")
                     return
                 try:
@@ -93,10 +94,14 @@ class HttpTagReceiver:
                         raise ValueError
                 except ValueError:
                     self.close_connection = True
+                    receiver._error(f"bad Content-Length: {length_header[:40]!r}",
+                                    self.requestline.encode("latin-1"))
                     self._answer(400, "bad Content-Length")
                     return
                 if length > receiver.max_body:
-                    self.close_connection = True
+                    self.close_connection = True  # body unread: the request line is the sample
+                    receiver._error(f"body of {length} bytes over the {receiver.max_body}-byte cap",
+                                    self.requestline.encode("latin-1"))
                     self._answer(413, f"body over {receiver.max_body} bytes")
                     return
                 body = self.rfile.read(length)

@@ -24,6 +24,9 @@ Choices (FIELD-NOTES, paho-mqtt 2.x):
   a Receive Maximum of ``receive_max`` (the broker's own ``max_inflight_messages`` caps it: raise
   it on the reader-side broker, see deploy/mosquitto).
 - Reconnects are ours (`supervise`: capped, jittered backoff), not paho's fixed doubling.
+- Bad messages are reported to `on_error` and acknowledged like any other, so they do not come
+  back for ever: payloads over ``max_payload`` bytes (default 1 MiB) unparsed, and a parser that
+  raises (a bug: the parsers report bad input, they do not raise) with its exception.
 """
 
 from __future__ import annotations
@@ -41,7 +44,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devices.base import DeviceError, DeviceGone
-from devices.rfid.base import OnError, OnRead, OnState, Parser, report_errors, supervise
+from devices.rfid.base import (
+    OnError,
+    OnRead,
+    OnState,
+    Parsed,
+    ParseError,
+    Parser,
+    clip,
+    report_errors,
+    supervise,
+)
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -74,8 +87,10 @@ class MqttTagReader:
         batch: int = 1000,
         linger_s: float = 0.003,
         receive_max: int = 1000,
+        max_payload: int = 1024 * 1024,
     ) -> None:
         self.host, self.port = parse_broker_url(broker_url)
+        self.max_payload = max_payload
         self.batch = batch
         self.linger_s = linger_s
         self.receive_max = receive_max
@@ -93,6 +108,17 @@ class MqttTagReader:
         self.max_backoff = max_backoff
 
     acknowledges = True  # run() takes a commit: acknowledges only what is durable
+
+    def _parse(self, payload: bytes | bytearray) -> Parsed:
+        """The message's reads and errors; too large or a failing parser: one error, no reads."""
+        if len(payload) > self.max_payload:
+            reason = f"payload of {len(payload)} bytes over the {self.max_payload}-byte cap"
+            return Parsed(errors=[ParseError(reason, clip(bytes(payload[:512])))])
+        try:
+            return self.parser(bytes(payload))
+        except Exception as exc:  # a parser bug must not silence the reader (FIELD-NOTES, paho)
+            reason = f"parser failed: {type(exc).__name__}: {exc}"[:300]
+            return Parsed(errors=[ParseError(reason, clip(bytes(payload)))])
 
     def _client(self, on_read: OnRead, state: dict[str, Any],
                 unacked: list[tuple[int, int]] | None) -> mqtt.Client:
@@ -131,7 +157,7 @@ class MqttTagReader:
             state["lost"] = str(reason)
 
         def on_message(client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-            parsed = self.parser(bytes(message.payload))
+            parsed = self._parse(message.payload)
             report_errors(self.on_error, parsed.errors)
             for read in parsed.reads:
                 on_read(read)

@@ -86,6 +86,9 @@ MAX_ANTENNA = 65535  # antenna numbers are 16-bit (LLRP AntennaID); 0: not repor
 MAX_SEEN = 1_000_000  # more reads of one tag in one report than any reader makes
 
 
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
 def epc_problem(epc: object) -> str | None:
     """Why `epc` (upper- or lower-case hex text) cannot be a tag's EPC bank, or None.
 
@@ -96,7 +99,7 @@ def epc_problem(epc: object) -> str | None:
         return f"EPC is not a string: {type(epc).__name__}"
     if not epc:
         return "EPC is empty"
-    if any(c not in "0123456789abcdefABCDEF" for c in epc):
+    if not _HEX.fullmatch(epc):
         return f"EPC is not hex: {epc[:64]!r}"
     bits = len(epc) * 4
     if bits % EPC_WORD_BITS:

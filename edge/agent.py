@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from devices.base import ScanRead, TagRead, now
 from edge import wire
@@ -18,13 +19,19 @@ from edge.arbiter import DoorArbiter
 from edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from edge.doorstate import DoorKeeper
 from edge.errors import OutboxError
+from edge.journal import DoorJournal, Entry, GpiChange, JournalError, journal_path
 from edge.outbox import Outbox
-from edge.portal import CycleReport, Door, ReaderClock
+from edge.portal import CycleReport, Door, ReaderClock, read_sample
+from edge.readcheck import ReadBounds, check_read
 from edge.readers import make_scanner, make_tag_reader, simulated_pallets
 from edge.sync import Syncer
 from edge.workflow import HandheldWorkflow
 
 log = logging.getLogger(__name__)
+
+DOOR_TICK_S = 0.01  # how often a door looks for passes that ended (reader time)
+TRIM_EVERY_S = 0.5  # the journal is trimmed this often (and whenever movements were kept)
+UNACKED_GROUP = 200  # reads of readers that cannot be acknowledged, kept per commit
 
 
 class EdgeAgent:
@@ -42,6 +49,7 @@ class EdgeAgent:
         self._threads: list[threading.Thread] = []
         self.captured = 0
         self.refused = 0
+        self.refused_reads = 0  # reads a full journal lost (readers that cannot be told)
         self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
         self._door_arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
@@ -175,21 +183,79 @@ class EdgeAgent:
         if config.reader == "sim":
             self._run_simulated_door(config, door)
             return
+        try:
+            journal = DoorJournal(journal_path(self.config.journal_directory, config.name),
+                                  config.name,
+                                  cap_bytes=int(self.config.journal_cap_mb * 1024 * 1024))
+        except JournalError as exc:
+            log.error("door %s cannot start: %s", config.name, exc)
+            self.device_online[config.name] = False
+            return
+        with journal:
+            self._run_journaled_door(config, door, journal)
+
+    def _run_journaled_door(self, config: PortalConfig, door: Door,
+                            journal: DoorJournal) -> None:
+        """Reader -> journal (durable) -> door -> outbox; the journal is trimmed behind."""
         lock = threading.Lock()  # reads arrive on the reader's thread, passes close on ours
         online = threading.Event()
         report_state = self._state_reporter("reader", config.name, config.reader)
         clock = ReaderClock(config.latency_s)  # the watermark follows the reader's timestamps
         keeper = DoorKeeper(self.outbox, door)  # hold list and refused movements, on disk
+        handed = [0]  # the last journal row the door was given
+
+        def hand_over(entries: Sequence[Entry], last_id: int) -> None:  # holding `lock`
+            host = time.monotonic()
+            for entry in entries:
+                clock.seen(entry.at, host)
+                if type(entry) is GpiChange:
+                    door.gpi(entry.input, entry.state, entry.at)
+                else:
+                    door.add(entry)  # type: ignore[arg-type]
+            handed[0] = max(handed[0], last_id)
+
+        kept = journal.entries()
+        if kept:
+            with lock:
+                hand_over([entry for _, entry in kept], max(rid for rid, _ in kept))
+            log.info("door %s: rebuilt from its journal (%d read(s) kept)", config.name,
+                     len(kept))
+
+        def commit() -> None:
+            """Make what the reader delivered durable, then give it to the door. Readers that
+            acknowledge (MQTT, HTTP) call this before they acknowledge anything."""
+            entries, last_id = journal.commit()
+            if entries:
+                with lock:
+                    hand_over(entries, last_id)
+
+        reader = make_tag_reader(config, self._reader_error(config.name),
+                                 client_id=self.config.reader_client_id(config))
+        acknowledges = bool(getattr(reader, "acknowledges", False))
+
+        def commit_unacknowledged() -> None:
+            """Readers that cannot be acknowledged (serial, LLRP, replay): kept in groups; a
+            refusal loses those reads, loudly."""
+            try:
+                commit()
+            except JournalError as exc:
+                self.refused_reads += 1
+                log.error("door %s: reads lost (the reader cannot be told to send again): %s",
+                          config.name, exc)
 
         def on_read(read: TagRead) -> None:
-            with lock:
-                clock.seen(read.at, time.monotonic())
-                door.add(read)
+            reason = check_read(read, now(), self._read_bounds(config))
+            if reason is not None:
+                self._bad_read(config.name, reason, read)
+                return
+            journal.put(read)
+            if not acknowledges and journal.buffered >= UNACKED_GROUP:
+                commit_unacknowledged()
 
         def on_gpi(input: int, state: bool, at: datetime) -> None:
-            with lock:
-                clock.seen(at, time.monotonic())
-                door.gpi(input, state, at)
+            journal.put_gpi(input, state, at)
+            if not acknowledges:
+                commit_unacknowledged()
 
         def on_state(up: bool) -> None:
             with lock:
@@ -201,34 +267,66 @@ class EdgeAgent:
                     door.interrupt()  # a cycle open now is not covered completely
             report_state(up)
 
-        def on_error(reason: str, raw: bytes) -> None:
-            self.bad_reads += 1
-            log.warning("door %s: unreadable report (%s): %r", config.name, reason, raw[:80])
-
-        reader = make_tag_reader(config, on_error)
         hook = getattr(reader, "set_gpi_handler", None)  # readers that report GPI inputs
         if callable(hook):
             hook(on_gpi)
+        kwargs: dict[str, Any] = {"commit": commit} if acknowledges else {}
         thread = threading.Thread(
             target=reader.run, name=f"reader-{config.name}",
-            args=(on_read, self._stop, on_state), daemon=True,
+            args=(on_read, self._stop, on_state), kwargs=kwargs, daemon=True,
         )
         thread.start()
-        while not self._stop.wait(0.1):
+        trim_due = 0.0
+        while not self._stop.wait(DOOR_TICK_S):
+            if not acknowledges:
+                commit_unacknowledged()
             if not online.is_set():
                 continue  # hold the watermark: the reader may flush a backlog when it is back
             with lock:
                 mark = clock.watermark(now(), time.monotonic())
                 events = door.advance(mark) if mark is not None else []
                 reports = door.take_reports()
-            self.keep_door(keeper, events)
+                horizon, live = door.journal_marks()
+                upto = handed[0]
+            on_disk = self.keep_door(keeper, events) or keeper.backlog_saved
             self._door_reports(door, reports)
+            host = time.monotonic()
+            if on_disk and (events or host >= trim_due):
+                journal.trim(upto, horizon, live)  # what the door no longer needs
+                trim_due = host + TRIM_EVERY_S
         thread.join(5)
+        if not acknowledges:
+            commit_unacknowledged()
         with lock:
             events = door.finish()
             reports = door.take_reports()
-        self.keep_door(keeper, events, last=True)
+            horizon, live = door.journal_marks()
+            upto = handed[0]
+        if self.keep_door(keeper, events, last=True) or keeper.backlog_saved:
+            journal.trim(upto, horizon, live)
         self._door_reports(door, reports)
+
+    def _read_bounds(self, config: PortalConfig) -> ReadBounds:
+        return ReadBounds(max_ahead_s=config.max_ahead_s, max_behind_s=config.max_behind_s)
+
+    def _reader_error(self, door: str) -> Callable[[str, bytes], None]:
+        def on_error(reason: str, raw: bytes) -> None:
+            self.bad_reads += 1
+            log.warning("door %s: unreadable report (%s): %r", door, reason, raw[:80])
+            self._keep_bad_input(door, reason, raw.decode("utf-8", "replace"))
+        return on_error
+
+    def _bad_read(self, door: str, reason: str, read: TagRead) -> None:
+        self.bad_reads += 1
+        log.warning("door %s: read refused (%s): %s", door, reason, read.epc[:64])
+        self._keep_bad_input(door, reason, read_sample(read))
+
+    def _keep_bad_input(self, door: str, reason: str, raw: str) -> None:
+        """A bounded sample of bad input, kept for diagnosis (the outbox bounds the table)."""
+        try:
+            self.outbox.record_exception(f"door:{door}", reason, raw[:512])
+        except Exception:  # diagnostics must never stop a door
+            log.exception("door %s: bad input not recorded", door)
 
     def _door_reports(self, door: Door, reports: list[CycleReport]) -> None:
         """Cycle summaries: a bounded raw sample and unknown EPCs kept for diagnosis."""

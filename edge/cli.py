@@ -48,6 +48,11 @@ def cmd_edge(args: argparse.Namespace) -> int:
             raise EdgeError("--start needs a UTC offset, e.g. 2026-11-22T08:00+01:00")
         return replay(args.file, edge_config.load(args.config), start=start)
 
+    if args.edge_command == "status":
+        config = edge_config.load(args.config, outbox_path=args.outbox)
+        return _edge_status(args.json, config.outbox_path,
+                            int(config.outbox_cap_mb * 1024 * 1024), config)
+
     from edge.agent import EdgeAgent
 
     config = edge_config.load(
@@ -70,6 +75,18 @@ def cmd_edge(args: argparse.Namespace) -> int:
         log.info("stopping: %d captured, backlog %d", agent.captured,
                  agent.outbox.stats().backlog)
     return 0
+
+
+def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) -> int:
+    """``floorsync edge status``: local, read-only; works with the broker down and the agent
+    stopped. Exit status 0, or 1 when the agent is not running."""
+    import json
+
+    from edge import status
+
+    found = status.report(outbox, cap_bytes, config=config)
+    print(json.dumps(found) if as_json else status.format_report(found))
+    return 0 if found["agent"]["running"] else 1
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -214,13 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", help="add a serial scanner on this port")
     p.add_argument("--mode", default="receive", help="workflow mode for --serial")
     p.set_defaults(func=cmd_edge, edge_command=None)
-    edge_sub = p.add_subparsers(dest="edge_command", metavar="[replay]")
+    edge_sub = p.add_subparsers(dest="edge_command", metavar="[replay | status]")
     r = edge_sub.add_parser(
         "replay", help="run recorded scans, tag reads and GPI inputs (JSON lines) through the "
         "floor logic and print the events as JSON lines; no devices, no broker")
     r.add_argument("file", type=Path, help="JSON lines: see README, 'Replay'")
     r.add_argument("--config", type=Path, required=True, help="the edge's TOML config")
     r.add_argument("--start", help="wall time of t=0 (ISO 8601 with offset; default: now)")
+    st = edge_sub.add_parser(
+        "status", help="this host's outbox depth, oldest unsynced event, broker state and last "
+        "ack (read-only; works with the broker down or the agent stopped)")
+    st.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                    help="the edge's TOML config (for the outbox path and cap)")
+    st.add_argument("--outbox", type=Path, default=argparse.SUPPRESS, help="outbox database file")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("server", help=COMMANDS["server"])
     p.add_argument("--db", type=Path, help="SQLite database file")

@@ -109,11 +109,76 @@ class OutboxStats:
     bytes: int
     cap_bytes: int
     last_seq: int
+    # of acked: recorded centrally, their change held by a count (not applied); counted by
+    # read_stats only (it reads every acked row), None from Outbox.stats
+    held: int | None = None
+    oldest_unsynced_at: float | None = None  # capture time (epoch) of the oldest unconfirmed
+    oldest_unsynced_seq: int | None = None
 
     @property
     def backlog(self) -> int:
         """Events the central service has not yet confirmed."""
         return self.pending + self.sent
+
+    def oldest_unsynced_age(self, now: float | None = None) -> float | None:
+        """Seconds since the oldest unconfirmed event was captured; None when there is none."""
+        if self.oldest_unsynced_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.oldest_unsynced_at)
+
+
+def _counts(conn: sqlite3.Connection, with_held: bool = False
+            ) -> tuple[dict[str, int], int | None, tuple[float, int] | None]:
+    """(events per state, held among the acked, (created_at, seq) of the oldest unconfirmed).
+    The states come from the ``outbox_state`` index alone; held needs every acked row (only
+    when asked); the oldest is the lower of two index probes, not a scan."""
+    counts: dict[str, int] = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+    held = None
+    if with_held:
+        (held,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'acked'"
+                               " AND reason IS NOT NULL").fetchone()
+    oldest: tuple[float, int] | None = None
+    best = None
+    for state in ("pending", "sent"):
+        row = conn.execute("SELECT rowid, created_at, seq FROM outbox WHERE state = ?"
+                           " ORDER BY rowid LIMIT 1", (state,)).fetchone()
+        if row is not None and (best is None or row[0] < best):
+            best, oldest = row[0], (float(row[1]), int(row[2]))
+    return counts, held, oldest
+
+
+def read_stats(path: Path | str, cap_bytes: int) -> OutboxStats:
+    """An outbox's figures, read-only, beside a running agent or with none (``edge status``).
+
+    Raises OutboxError when the file is missing or unreadable; writes nothing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise OutboxError(f"no outbox at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA busy_timeout=2000")
+            counts, held, oldest = _counts(conn, with_held=True)
+            (size,) = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM outbox").fetchone()
+            (last_seq,) = conn.execute(
+                "SELECT value FROM outbox_meta WHERE key = 'last_seq'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read outbox {path}: {exc}") from exc
+    return _stats(counts, held, oldest, int(size), cap_bytes, int(last_seq))
+
+
+def _stats(counts: dict[str, int], held: int | None, oldest: tuple[float, int] | None, size: int,
+           cap_bytes: int, last_seq: int) -> OutboxStats:
+    return OutboxStats(
+        pending=counts.get("pending", 0), sent=counts.get("sent", 0),
+        acked=counts.get("acked", 0), rejected=counts.get("rejected", 0), bytes=size,
+        cap_bytes=cap_bytes, last_seq=last_seq, held=held,
+        oldest_unsynced_at=None if oldest is None else oldest[0],
+        oldest_unsynced_seq=None if oldest is None else oldest[1],
+    )
 
 
 class _Capture:
@@ -336,15 +401,19 @@ class Outbox:
             )
 
     def settle(self, results: Iterable[wire.Result]) -> Settled:
-        """Apply the central service's verdicts. 'duplicate' means it already has the event."""
+        """Apply the central service's verdicts. 'duplicate' means it already has the event;
+        'held' that it recorded it and a count held its change (final, like applied: kept as
+        acked with the reason). A status this edge does not know settles nothing: the event is
+        sent again after the ack timeout and answered 'duplicate'."""
         now = time.time()
-        acked = [(now, r.id) for r in results if r.status in ("applied", "duplicate")]
+        acked = [(now, r.reason if r.status == "held" else None, r.id)
+                 for r in results if r.status in wire.SETTLED_STATUSES]
         rejected = [(now, r.reason, r.id) for r in results if r.status == "rejected"]
         with self._lock:
             self.db.conn.execute("PRAGMA synchronous=NORMAL")
             with self.db.atomic():
                 a = self.db.conn.executemany(
-                    "UPDATE outbox SET state = 'acked', done_at = ?"
+                    "UPDATE outbox SET state = 'acked', done_at = ?, reason = ?"
                     " WHERE id = ? AND state IN ('pending', 'sent')",
                     acked,
                 ).rowcount
@@ -383,18 +452,8 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         with self._lock:
-            counts = dict(
-                self.db.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            )
-        return OutboxStats(
-            pending=counts.get("pending", 0),
-            sent=counts.get("sent", 0),
-            acked=counts.get("acked", 0),
-            rejected=counts.get("rejected", 0),
-            bytes=self._bytes,
-            cap_bytes=self.cap_bytes,
-            last_seq=self._last_seq,
-        )
+            counts, held, oldest = _counts(self.db.conn)
+        return _stats(counts, held, oldest, self._bytes, self.cap_bytes, self._last_seq)
 
     def settled(self) -> bool:
         """Nothing pending or sent: cheap (one index probe), for waiting loops."""

@@ -6,7 +6,14 @@ Captures on other threads only poke the pipe.
 
 A broker PUBACK proves nothing (a broker drops queued messages past its limits): an event leaves
 the outbox only on the central service's ack. Events sent and not acked within ``ack_timeout_s``
-(counted while connected) are sent again; the central service answers re-sends "duplicate".
+(counted while connected) are sent again, and so is everything in flight the moment a connection
+is made (a broker restart may have lost it, or the ack): the central service answers re-sends
+"duplicate".
+
+The broker state (connecting, connected, retrying, disconnected, stopped) is logged once per
+change, and written with the last ack time to a small status file beside the outbox (atomic
+rename, at most once a second) that ``floorsync edge status`` reads; a lock file held while
+syncing tells it whether an agent is running.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -28,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge import status as local_status
 from edge import wire
 from edge.errors import ConfigError
 from edge.outbox import Outbox
@@ -35,6 +44,9 @@ from edge.outbox import Outbox
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+# After reconnecting to a broker that forgot our session, until the first ack: the central
+# service resubscribes within about a second (its reconnect waits are capped at 1 s).
+FORGOT_ACK_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +95,8 @@ class SyncStats:
     last_error: str | None = None
     connected_at: float | None = None
     disconnected_at: float | None = field(default=None)
+    last_ack_at: float | None = None  # wall time of the last application ack settled
+    connect_attempts: int = 0  # failed attempts since the last connection
 
 
 class Syncer:
@@ -98,6 +112,25 @@ class Syncer:
         self.acks_topic = wire.acks_topic(site, device)
         self.status_topic = wire.status_topic(site, device)
         self.stats = SyncStats()
+        # broker state, logged once per change: starting | connecting | connected | retrying |
+        # disconnected | stopped (wall-clock ``state_since``)
+        self.state = "starting"
+        self.state_since = time.time()
+        self.started_at = time.time()
+        self.status_path = local_status.status_path(outbox.path)
+        self._lock_file: IO[bytes] | None = None
+        self._status_dirty = True
+        self._status_written = 0.0  # monotonic
+        self._will_at = 0.0  # monotonic: when the last will's figures were taken
+        self._queued_offline = 0  # events captured while not connected (for the log)
+        self._next_wait = 0.0  # the wait before the next connection attempt
+        self._catching_up = False  # connected with a backlog: say when it is gone
+        # reconnected to a broker that forgot our session (it restarted and lost its state): the
+        # central service's subscription may be gone too until it resubscribes, and what we
+        # send before that is PUBACKed and dropped. The first ack then shows which messages
+        # came too early: those sent before the acked one go again at once; with no ack at all,
+        # messages time out after FORGOT_ACK_TIMEOUT_S instead of ack_timeout_s.
+        self._broker_forgot = False
         # called on the sync thread with each ack's results, after the outbox settled them
         self.ack_listeners: list[Callable[[tuple[wire.Result, ...]], None]] = []
         self._inflight: dict[int, _InFlight] = {}
@@ -156,6 +189,7 @@ class Syncer:
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> Syncer:
+        self._lock_file = local_status.hold_lock(self.outbox.path)
         self._thread = threading.Thread(target=self._run, name=f"sync-{self.device}", daemon=True)
         self._thread.start()
         return self
@@ -172,6 +206,11 @@ class Syncer:
         self._closed = True
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._set_state("stopped", "")
+        self._write_status_file(force=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock: "edge status" says not running
+            self._lock_file = None
 
     def __enter__(self) -> Syncer:
         return self.start()
@@ -187,6 +226,11 @@ class Syncer:
         self._dirty = True
         if self._closed:
             return
+        if not self._session_up and not self._stop.is_set():
+            if not self._queued_offline:
+                log.info("not connected to the broker (%s): events are kept in the outbox and"
+                         " sent once connected", self.state)
+            self._queued_offline += added
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
@@ -239,11 +283,14 @@ class Syncer:
         attempt = 0
         last_status = last_purge = time.monotonic()
         while not self._stop.is_set():
+            if self._status_dirty:
+                self._write_status_file()
             sock = self._client.socket()
             if sock is None:
-                if attempt and self._sleep(self._backoff(attempt)):
+                if attempt and self._sleep(self._next_wait):
                     break
                 attempt += 1
+                self._next_wait = self._backoff(attempt)
                 self._connect()
                 continue
             attempt = 0
@@ -274,11 +321,75 @@ class Syncer:
                     self.outbox.purge()
 
     def _connect(self) -> None:
+        if self.state not in ("connecting", "retrying"):
+            self._set_state("connecting", f"connecting to {self.host}:{self.port}")
+        if time.monotonic() - self._will_at >= self.settings.status_interval_s:
+            self._refresh_will()
         try:
             self._client.reconnect()
         except (OSError, mqtt.WebsocketConnectionError) as exc:
-            self.stats.last_error = f"connect to {self.host}:{self.port} failed: {exc}"
-            log.debug(self.stats.last_error)
+            self._connect_failed(f"connect to {self.host}:{self.port} failed: {exc}")
+
+    def _connect_failed(self, error: str, level: int = logging.WARNING) -> None:
+        """Logged once when retrying starts, not per attempt; the status file has the rest."""
+        self.stats.last_error = error
+        self.stats.connect_attempts += 1
+        self._status_dirty = True
+        if self.state != "retrying":
+            self._set_state(
+                "retrying",
+                f"{error}; retrying in {self._next_wait:.2f} s, then waits doubling to"
+                f" {self.settings.backoff_max_s:g} s (jittered); events are kept meanwhile",
+                level,
+            )
+        else:
+            log.debug(error)
+
+    def _set_state(self, state: str, message: str, level: int = logging.INFO) -> None:
+        """One log line per broker state change (none when the state is unchanged)."""
+        if state == self.state:
+            return
+        self.state, self.state_since = state, time.time()
+        self._status_dirty = True
+        if message:
+            log.log(level, "%s", message)
+
+    def _refresh_will(self) -> None:
+        """The last will goes with the CONNECT: give it the figures of this moment (the central
+        service keeps whichever figures were measured last)."""
+        self._will_at = time.monotonic()
+        try:
+            self._client.will_set(self.status_topic, self._status("offline"), qos=1,
+                                  retain=True)
+        except Exception:  # an outbox read failing here must not stop reconnecting
+            log.debug("could not refresh the last will", exc_info=True)
+
+    def _write_status_file(self, force: bool = False) -> None:
+        """The local status for ``floorsync edge status``: at most once a second."""
+        now = time.monotonic()
+        if not force and now - self._status_written < 1.0:
+            return
+        self._status_written, self._status_dirty = now, False
+        try:
+            local_status.write_status(self.status_path, self._local_status())
+        except OSError as exc:
+            log.debug("could not write %s: %s", self.status_path, exc)
+
+    def _local_status(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "v": 1, "pid": os.getpid(), "host": socket.gethostname(),
+            "site": self.site, "device": self.device, "outbox": str(self.outbox.path),
+            "cap_bytes": self.outbox.cap_bytes, "broker": self.settings.broker,
+            "started_at": local_status.iso(self.started_at),
+            "written_at": local_status.iso(time.time()),
+            "state": self.state, "since": local_status.iso(self.state_since),
+            "last_error": s.last_error, "connect_attempts": s.connect_attempts,
+            "last_ack_at": local_status.iso(s.last_ack_at),
+            "in_flight_messages": len(self._inflight), "connects": s.connects,
+            "events_sent": s.events_sent, "events_acked": s.events_acked,
+            "events_rejected": s.events_rejected, "resent": s.resent,
+        }
 
     def _backoff(self, attempt: int) -> float:
         """Capped, jittered: 50 ms doubling to ``backoff_max_s``, times 0.5-1.0."""
@@ -325,26 +436,32 @@ class Syncer:
             self._batch_of_mid[info.mid] = self._next_batch
             for event_id in ids:
                 self._batch_of[event_id] = self._next_batch
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # not handed to a connection (MQTT_ERR_NO_CONN: it just dropped): not "sent";
+                # everything in flight is sent again when the next connection is made
+                log.debug("%d event(s) not sent: %s", len(batch), mqtt.error_string(info.rc))
+                return
             self.stats.messages_sent += 1
             self.stats.events_sent += len(batch)
+            log.debug("sent %d event(s) (message %d)", len(batch), info.mid)
             if len(batch) < self.settings.batch_size:
                 return
         self._dirty = True  # the window is full and more may be pending: look again on acks
 
     def _check_ack_timeouts(self, now: float) -> None:
-        expired = [
-            n for n, f in self._inflight.items()
-            if f.taken and now - f.sent >= self.settings.ack_timeout_s
-        ]
+        timeout = self.settings.ack_timeout_s
+        if self._broker_forgot:
+            timeout = min(timeout, FORGOT_ACK_TIMEOUT_S)
+        expired = [n for n, f in self._inflight.items() if f.taken and now - f.sent >= timeout]
         for number in expired:
             flight = self._inflight.pop(number)
             for event_id in flight.ids:
                 self._batch_of.pop(event_id, None)
             requeued = self.outbox.requeue(flight.ids)
             self.stats.resent += requeued
-            log.warning(
-                "no ack for %d event(s) after %.0f s: sending them again",
-                requeued, self.settings.ack_timeout_s,
+            log.log(
+                logging.INFO if self._broker_forgot else logging.WARNING,
+                "no ack for %d event(s) after %.1f s: sending them again", requeued, timeout,
             )
             self.notify(requeued)
 
@@ -365,27 +482,48 @@ class Syncer:
     def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object,
                     _p: object) -> None:
         if getattr(reason, "is_failure", False):
-            self.stats.last_error = f"broker refused the connection: {reason}"
-            log.error(self.stats.last_error)
+            self._connect_failed(f"broker refused the connection: {reason}", logging.ERROR)
             return
         no_delay(client)
         self._session_up = True
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()
+        attempts, self.stats.connect_attempts = self.stats.connect_attempts, 0
+        self._broker_forgot = self.stats.connects > 1 and not getattr(
+            flags, "session_present", True)
         client.subscribe(self.acks_topic, qos=1)
-        now = time.monotonic()
-        for flight in self._inflight.values():
-            flight.sent = now  # paho re-sends these itself; give the central service time
+        # Everything in flight goes again now, not after the ack timeout: a broker restart may
+        # have lost the messages or their acks (the central service answers "duplicate").
+        self._inflight.clear()
+        self._batch_of.clear()
+        self._batch_of_mid.clear()
+        resend = self.outbox.requeue_all_sent()
+        self.stats.resent += resend
+        backlog = self.outbox.stats().backlog
         self._dirty, self._dirty_since = True, 0.0
+        self._catching_up = backlog > 0
         self._publish_status("online")
-        log.info("connected to %s:%d", self.host, self.port)
+        waited = f" after {attempts} failed attempt(s)" if attempts else ""
+        offline = (f", {self._queued_offline} captured while not connected"
+                   if self._queued_offline else "")
+        self._queued_offline = 0
+        self._set_state(
+            "connected",
+            f"connected to {self.host}:{self.port}{waited}; sending {backlog} event(s) not yet"
+            f" acked ({resend} of them were in flight: sent again now{offline})"
+            if backlog else f"connected to {self.host}:{self.port}{waited}; nothing to send",
+        )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
                        _p: object) -> None:
-        if self._session_up and not self._stop.is_set():
-            log.warning("disconnected from %s:%d (%s)", self.host, self.port, reason)
-        self._session_up = False
+        was_up, self._session_up = self._session_up, False
         self.stats.disconnected_at = time.monotonic()
+        if was_up and not self._stop.is_set():
+            self.stats.last_error = f"disconnected: {reason}"
+            self._set_state(
+                "disconnected",
+                f"disconnected from {self.host}:{self.port} ({reason}); {len(self._inflight)}"
+                " message(s) not yet acked are sent again once reconnected", logging.WARNING)
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: object,
                     _p: object) -> None:
@@ -417,8 +555,12 @@ class Syncer:
             return
         self.stats.events_acked += settled.acked
         self.stats.events_rejected += settled.rejected
+        self.stats.last_ack_at = time.time()
+        self._status_dirty = True
         for listener in self.ack_listeners:
             listener(ack.results)
+        if self._broker_forgot:
+            self._resend_before(ack.results)
         for result in ack.results:
             number = self._batch_of.pop(result.id, None)
             if number is None:
@@ -430,15 +572,39 @@ class Syncer:
                     del self._inflight[number]
         if len(self._inflight) < self.settings.window and not self._dirty:
             self._dirty, self._dirty_since = True, 0.0
+        if self._catching_up and not self._inflight and self.outbox.settled():
+            self._catching_up = False
+            log.info("caught up: every event is acked by the central service")
+
+    def _resend_before(self, results: tuple[wire.Result, ...]) -> None:
+        """The first ack after reconnecting to a broker that lost its state: messages sent
+        before the acked one and still unacked were most likely dropped (no subscriber yet)."""
+        numbers = [n for n in (self._batch_of.get(r.id) for r in results) if n is not None]
+        if not numbers:
+            return
+        self._broker_forgot = False
+        acked = max(numbers)
+        earlier = [n for n in self._inflight if n < acked]
+        ids = [i for n in earlier for i in self._inflight.pop(n).ids]
+        for event_id in ids:
+            self._batch_of.pop(event_id, None)
+        requeued = self.outbox.requeue(ids)
+        if requeued:
+            self.stats.resent += requeued
+            log.info("the broker had lost its state: %d event(s) sent before the central"
+                     " service was back are sent again", requeued)
+            self.notify(requeued)
 
     # --- presence -------------------------------------------------------------------------
 
     def _status(self, state: str) -> bytes:
-        backlog = last_seq = None
-        if state == "online":
-            stats = self.outbox.stats()
-            backlog, last_seq = stats.backlog, stats.last_seq
-        return wire.encode_status(wire.Status(state, wire.utc_now(), backlog, last_seq))
+        """Presence with the backlog figures of now (a last will: of when it is made)."""
+        stats = self.outbox.stats()
+        age = stats.oldest_unsynced_age()
+        now = wire.utc_now()
+        return wire.encode_status(wire.Status(
+            state, now, stats.backlog, stats.last_seq,
+            None if age is None else round(age, 3), now))
 
     def _publish_status(self, state: str) -> None:
         self._client.publish(self.status_topic, self._status(state), qos=1, retain=True)

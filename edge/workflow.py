@@ -358,7 +358,7 @@ class HandheldWorkflow:
                 return _Step(s, f"counting {where}: {_scans(s)} so far")
             event = self._count_event(s, read)
             return _Step(replace(s, location=where, pending=(), last=None, sent=1),
-                         f"count of {s.location} sent; counting {where}", (event,))
+                         f"count of {s.location} kept; counting {where}", (event,))
         if s.mode in ("putaway", "move"):
             if s.location is None:
                 return _Step(replace(s, location=where, last=None, sent=0),
@@ -370,7 +370,7 @@ class HandheldWorkflow:
                 raise _Refused(f"{where} is the source: scan the destination")
             events = self._move_events(s, where, read)
             return _Step(replace(s, pending=(), last=None, sent=len(events)),
-                         f"{s.mode} {s.location} -> {where}: {_scans(s)} sent", events)
+                         f"{s.mode} {s.location} -> {where}: {_scans(s)} kept", events)
         return _Step(replace(s, location=where, last=None, sent=0),
                      f"{s.mode} {'at' if _ROLE[s.mode] == 'to' else 'from'} {where}:"
                      " scan the items")
@@ -412,7 +412,7 @@ class HandheldWorkflow:
                                                 symbology=read.symbology))
             return _Step(replace(s, last=None),
                          f"undone: {s.last.type} {s.last.item.key()} x{s.last.qty}"
-                         f" (adjust {back:+g} at {s.last.location} sent)", (event,))
+                         f" (adjust {back:+g} at {s.last.location} kept)", (event,))
         if s.sent:
             raise _Refused(f"already sent ({s.sent} event(s)): cannot undo; scan it back instead")
         if s.location is not None:

@@ -10,10 +10,14 @@ makes its movement) or lost (a stray read; the door counts it). Deterministic un
 - A claim wins when no rival (same tag, another door, passes within ``window_s`` of each other)
   is stronger: higher peak RSSI, then more reads, then the lower door name. Each claim is
   decided on its own by that rule, so the outcome does not depend on which door came first.
-- A door tells the arbiter when a pass of a tag starts (``opened``) and when it ends without a
-  claim (``closed``, a glimpse). A claim is not decided while another door has a pass of the
-  same tag still going that started within the window of its last read: that rival's claim is
-  awaited, so the outcome does not depend on how far the watermarks move per ``advance``.
+- A door tells the arbiter when a pass of a tag starts (``opened``), when it is observed
+  (``observed``: read ``min_reads`` times) and when it ends without a claim (``closed``, a
+  glimpse). A claim is not decided while another door has a pass of the same tag still going
+  that started within the window of its last read and was observed by the time the claim is
+  due (its last read plus the delay): that rival's claim is awaited, so the outcome does not
+  depend on how far the watermarks move per ``advance``. A glimpse is not awaited (a door
+  keeps a pass seen on one side open for its ``transition_s``); should it be observed later
+  still, its claim loses to the one already won.
 - A door whose watermark lags the most advanced one by more than ``max_wait_s`` (its reader is
   offline) is not waited for; its late claims lose to a rival that already won, so a backlog
   never doubles a movement.
@@ -52,7 +56,7 @@ class Pass:
     rssi: float | None  # peak
     antenna: int  # the antenna of the peak read
     movement: str | None  # receive | ship | None (no direction)
-    why: str  # in | out | fixed | one side | backed out | unclear
+    why: str  # in | out | fixed | pallet | one side | backed out | unclear
     cycle: int  # the door's cycle the tag was last read in
 
 
@@ -85,7 +89,8 @@ class DoorArbiter:
         self._wm: dict[str, float] = {}
         self._pending: list[_Claim] = []
         self._by_tag: dict[str, list[_Claim]] = {}
-        self._open: dict[str, dict[str, float]] = {}  # tag -> door -> first read of its pass
+        # tag -> door -> (first read of its pass, when it was observed: inf while a glimpse)
+        self._open: dict[str, dict[str, tuple[float, float]]] = {}
         self._out: dict[str, list[tuple[Pass, bool]]] = {}
         self._released = _NEG
         self._pruned_at = _NEG
@@ -119,7 +124,14 @@ class DoorArbiter:
     def opened(self, door: str, tag: str, first_t: float) -> None:
         """A pass of ``tag`` started at ``door`` (its first read at ``first_t``)."""
         with self._lock:
-            self._open.setdefault(tag, {})[door] = first_t
+            self._open.setdefault(tag, {})[door] = (first_t, float("inf"))
+
+    def observed(self, door: str, tag: str, at_t: float) -> None:
+        """The pass of ``tag`` at ``door`` is no longer a glimpse (read enough, at ``at_t``)."""
+        with self._lock:
+            doors = self._open.get(tag)
+            if doors is not None and door in doors:
+                doors[door] = (doors[door][0], at_t)
 
     def closed(self, door: str, tag: str) -> None:
         """The pass of ``tag`` at ``door`` ended without a claim (a glimpse)."""
@@ -179,8 +191,9 @@ class DoorArbiter:
         top = max((m for m in self._wm.values() if m != float("inf")), default=_NEG)
 
         def awaited(p: Pass) -> bool:  # a rival pass still going that may outrank this claim
-            for door, first_t in self._open.get(p.tag, {}).items():
+            for door, (first_t, seen_t) in self._open.get(p.tag, {}).items():
                 if (door != p.door and first_t <= p.last_t + window
+                        and seen_t <= p.last_t + delay
                         and self._wm.get(door, _NEG) != float("inf")
                         and self._wm.get(door, _NEG) >= top - self.max_wait_s):
                     return True

@@ -75,8 +75,10 @@ class PortalConfig:
     antenna is a ``door`` antenna; with it, reads of other antennas are ignored (counted).
     ``direction``: ``auto`` (from which side saw the tag first and last; needs an outside and an
     inside antenna, and means ``in`` for a door without an antenna map), ``in`` (receive here),
-    ``out`` (ship from here). ``mode = "count"`` makes one count event per cycle instead of
-    movements. A cycle is time-boxed (``cycle_s``) unless ``gpi`` names the photo-eye input.
+    ``out`` (ship from here); with ``auto``, a pass seen on one side only waits
+    ``transition_s`` of silence (not ``quiet_s``) for the other side. ``mode = "count"``
+    makes one count event per cycle instead of movements. A cycle is time-boxed (``cycle_s``)
+    unless ``gpi`` names the photo-eye input.
     """
 
     name: str
@@ -99,6 +101,7 @@ class PortalConfig:
     exclude: tuple[str, ...] = ()  # EPC patterns never counted (the door's own SGLN tag)
     company_prefixes: tuple[str, ...] = ()  # shorthand: GS1 company prefixes added to include
     quiet_s: float = 1.0  # an observed tag silent this long is lost: its pass ends
+    transition_s: float = 8.0  # a pass seen on one side only (auto) waits this long (dead zone)
     min_reads: int = 2  # reads before a tag is observed (fewer: a glimpse, expires quietly)
     min_ms: float = 0.0  # or read over at least this many ms (0: reads only)
     rssi_min: float | None = None  # reads weaker than this (dBm) are ignored
@@ -143,7 +146,7 @@ class PortalConfig:
                 f"{where}: direction 'auto' needs an 'outside' and an 'inside' antenna; "
                 "a door with one side needs direction = 'in' or 'out'"
             )
-        for key in ("quiet_s", "cycle_s", "stable_s"):
+        for key in ("quiet_s", "transition_s", "cycle_s", "stable_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{where}: {key} must be positive")
         for key in ("min_ms", "arbitration_s", "hold_s", "latency_s"):

@@ -20,9 +20,15 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   ``excluded``; EPCs that do not decode are ``unknown``: counted and reported, never fatal.
 - **Smoothing.** A tag's pass starts at its first read. It is *glimpsed* until read
   ``min_reads`` times (or over ``min_ms``), then *observed*. A glimpsed tag silent for
-  ``quiet_s`` expires quietly; an observed one is *lost* then and its pass ends.
-- **Direction** (``direction = "auto"``): the side (outside/inside antennas) that saw the tag
-  first and the side that saw it last. Outside then inside: ``receive`` to the door's location;
+  ``quiet_s`` expires quietly; an observed one is *lost* then and its pass ends. At a door
+  telling direction, a pass seen on one side only waits ``transition_s`` instead (the dead
+  zone between the antennas; ``edge.direction``). Passes end in the order of their ends,
+  before any later read is processed, so a batch of any size gives what the live stream did.
+- **Direction** (``direction = "auto"``, ``edge.direction``): the side (outside/inside
+  antennas) that saw the tag first and the side that saw it last, counting only reads within
+  10 dB of the pass's peak (reflections do not make a side); a pass seen on one side only
+  takes the direction of the passes that travelled with it, if they agree (a buried case).
+  Outside then inside: ``receive`` to the door's location;
   inside then outside: ``ship`` from it. First and last on the same side (a forklift that enters
   and backs out, a pallet staged inside that is pulled back) or one side only: no movement
   (``unmoved = "observe"`` makes an ``observe`` event instead). ``in`` / ``out`` fix it for
@@ -71,6 +77,7 @@ from devices.codes import interpret_epc
 from edge import wire
 from edge.arbiter import DoorArbiter, Pass
 from edge.config import PortalConfig
+from edge.direction import Cohort, Sides, order
 from edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
@@ -145,7 +152,8 @@ class _Tag:
     __slots__ = ("antenna", "cycle", "first", "first_t", "item", "last", "last_t", "observed",
                  "reads", "rssi", "sides", "tag")
 
-    def __init__(self, tag: str, item: wire.Item, read: TagRead, t: float, cycle: int) -> None:
+    def __init__(self, tag: str, item: wire.Item, read: TagRead, t: float, cycle: int,
+                 sides: Sides | None) -> None:
         self.tag = tag
         self.item = item
         self.first = self.last = read.at
@@ -153,7 +161,7 @@ class _Tag:
         self.reads = 0
         self.rssi: float | None = None
         self.antenna = read.antenna
-        self.sides = [_INF, -_INF, _INF, -_INF]  # outside first, last; inside first, last
+        self.sides = sides  # reads per side and strength (doors telling direction)
         self.observed = False
         self.cycle = cycle
 
@@ -242,6 +250,9 @@ class Door:
                                  parse_patterns(config.exclude))
         self._gpi = config.gpi
         self._quiet = config.quiet_s
+        # a pass seen on one side only may be crossing the dead zone: it waits this long
+        self._transition = max(config.quiet_s, config.transition_s)
+        self._cohort = Cohort(2 * self._transition) if self._fixed is None else None
         self._arbiter = None
         if arbiter is not None and not self.counting and config.arbitration_s > 0:
             if self.name not in arbiter.doors():
@@ -264,7 +275,7 @@ class Door:
         self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
         self._claim_first: dict[str, float] = {}  # tag -> first read of its undecided passes
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
-        self._next_sweep = -_INF  # no pass goes quiet before this (overflow check)
+        self._next_sweep = -_INF  # no pass goes quiet before this
         self.outside_reads = 0  # reads while no GPI cycle was open
         self.late_reads = 0
 
@@ -341,7 +352,7 @@ class Door:
                 self._cycle.partial = True  # cut short: not the full set
             self._close(close_t)
         for st in sorted(self._active.values(), key=lambda s: (s.last_t, s.tag)):
-            self._end(st, min(st.last_t + self._quiet, max(end, st.last_t)))
+            self._end(st, min(self._deadline(st), max(end, st.last_t)))
         self._active.clear()
         if self._arbiter is not None:
             self._arbiter.finish(self.name)
@@ -367,6 +378,7 @@ class Door:
         max_tags = cfg.max_tags
         nsamples = cfg.samples
         gpi_mode = self._gpi is not None
+        auto = self._fixed is None
         cycle_s = cfg.cycle_s
         stable_s = cfg.stable_s
         verdicts = self._verdicts
@@ -390,6 +402,8 @@ class Door:
             if cyc is not None and t >= cyc.due:
                 self._close(cyc.due)
                 cyc = None
+            if t >= self._next_sweep:  # passes silent by now end first, in their time order
+                self._sweep(t)
             if cyc is None:
                 if gpi_mode:
                     self.outside_reads += 1
@@ -425,9 +439,9 @@ class Door:
                     cyc.unknown.add(epc)
                 continue
             st = active.get(epc)
-            if st is not None and t - st.last_t >= quiet:  # silent: that pass ended
-                del active[epc]
-                self._end(st, st.last_t + quiet)
+            if st is not None and t - st.last_t >= quiet and t >= self._deadline(st):
+                del active[epc]  # silent: that pass ended
+                self._end(st, self._deadline(st))
                 st = None
             if st is None:
                 if len(active) >= max_tags and t >= self._next_sweep:
@@ -437,11 +451,9 @@ class Door:
                     cyc.overflow += 1
                     continue
                 assert verdict.item is not None
-                st = _Tag(epc, verdict.item, r, t, cyc.id)
+                st = _Tag(epc, verdict.item, r, t, cyc.id, Sides() if auto else None)
                 active[epc] = st
                 cyc.live += 1
-                if t + quiet < self._next_sweep:
-                    self._next_sweep = t + quiet
                 if self._arbiter is not None:
                     self._arbiter.opened(self.name, epc, t)
             elif st.cycle != cyc.id:
@@ -455,18 +467,17 @@ class Door:
             st.reads += r.seen
             if rssi is not None and (st.rssi is None or rssi > st.rssi):
                 st.rssi, st.antenna = rssi, r.antenna
-            if role:
-                sides = st.sides
-                i = 0 if role == 1 else 2
-                if t < sides[i]:
-                    sides[i] = t
-                if t > sides[i + 1]:
-                    sides[i + 1] = t
+            if auto and role:
+                st.sides.add(role - 1, t, rssi)  # type: ignore[union-attr]
+            if t + quiet < self._next_sweep:  # this pass now goes quiet no earlier than this
+                self._next_sweep = t + quiet
             cyc.seen.add(epc)
             if st.observed:
                 cyc.tags[epc] = st.item
             elif st.reads >= min_reads or st.last_t - st.first_t >= min_s:
                 st.observed = True
+                if self._arbiter is not None:
+                    self._arbiter.observed(self.name, epc, t)
                 cyc.tags[epc] = st.item
                 cyc.last_new = t
                 if gpi_mode and not cyc.trigger:
@@ -501,14 +512,13 @@ class Door:
 
     def _sweep(self, now_t: float) -> None:
         """End the passes quiet at ``now_t`` (a read's time, inside a batch)."""
-        quiet = self._quiet
         active = self._active
-        ended = [st for st in active.values() if st.last_t + quiet <= now_t]
-        ended.sort(key=lambda s: (s.last_t, s.tag))
-        for st in ended:
-            del active[st.tag]
-            self._end(st, st.last_t + quiet)
-        self._next_sweep = min((st.last_t for st in active.values()), default=now_t) + quiet
+        for end_t, tag, st in self._due(now_t):
+            del active[tag]
+            self._end(st, end_t)
+        quiet = self._quiet
+        self._next_sweep = min((st.last_t + quiet if st.last_t + quiet > now_t
+                                else self._deadline(st) for st in active.values()), default=_INF)
 
     def _open(self, opened_t: float, due: float) -> _Cycle:
         cyc = _Cycle(self._next_cycle, opened_t, due)
@@ -524,14 +534,15 @@ class Door:
         assert cyc is not None
         cyc.closed_t = at_t
         self._cycle = None
-        quiet = self._quiet
-        gpi_mode = self._gpi is not None
-        ended = [st for st in self._active.values()
-                 if st.last_t + quiet <= at_t or (gpi_mode and st.cycle == cyc.id)]
-        ended.sort(key=lambda s: (s.last_t, s.tag))
-        for st in ended:
-            del self._active[st.tag]
-            self._end(st, min(st.last_t + quiet, at_t))
+        ended = self._due(at_t)
+        if self._gpi is not None:  # a GPI cycle's close ends all its passes
+            ending = {tag for _, tag, _ in ended}
+            ended += [(at_t, st.tag, st) for st in self._active.values()
+                      if st.cycle == cyc.id and st.tag not in ending]
+            ended.sort()
+        for end_t, tag, st in ended:
+            del self._active[tag]
+            self._end(st, end_t)
         if self.counting and not cyc.partial:
             self._emit(at_t, "", self._count_event(cyc))
 
@@ -539,13 +550,22 @@ class Door:
         cyc = self._cycle
         if cyc is not None and now_t >= cyc.due:
             self._close(cyc.due)
+        for end_t, tag, st in self._due(now_t):
+            del self._active[tag]
+            self._end(st, end_t)
+
+    def _due(self, now_t: float) -> list[tuple[float, str, _Tag]]:
+        """The passes that have ended by ``now_t``: (when, tag, pass), in time order."""
         quiet = self._quiet
-        ended = [st for st in self._active.values() if st.last_t + quiet <= now_t]
-        if ended:
-            ended.sort(key=lambda s: (s.last_t, s.tag))
-            for st in ended:
-                del self._active[st.tag]
-                self._end(st, st.last_t + quiet)
+        due = []
+        for st in self._active.values():
+            if st.last_t + quiet > now_t:
+                continue
+            deadline = self._deadline(st)
+            if deadline <= now_t:
+                due.append((deadline, st.tag, st))
+        due.sort()
+        return due
 
     def _end(self, st: _Tag, end_t: float) -> None:
         """A pass ended (the caller removed it from the active ones)."""
@@ -555,7 +575,7 @@ class Door:
             if self._arbiter is not None:
                 self._arbiter.closed(self.name, st.tag)
             return  # a glimpse expires quietly; a count needs no claim
-        movement, why = self._direction(st)
+        movement, why = self._direction(st, end_t)
         p = Pass(self.name, st.tag, st.item, st.first, st.last, st.first_t, st.last_t, end_t,
                  st.reads, st.rssi, st.antenna, movement, why, st.cycle)
         cyc.undecided += 1
@@ -568,21 +588,38 @@ class Door:
         else:
             self._decided.append((p, True))
 
-    def _direction(self, st: _Tag) -> tuple[str | None, str]:
-        if self._fixed is not None:
+    def _deadline(self, st: _Tag) -> float:
+        """When the pass ends if it is not read again: ``quiet_s`` after its last read, or
+        ``transition_s`` while it has been seen on one side only (``edge.direction``)."""
+        sides = st.sides
+        if sides is None:
+            return st.last_t + self._quiet
+        outside, inside = sides.spans(st.rssi)
+        if outside is not None and inside is not None:
+            return st.last_t + self._quiet
+        return st.last_t + self._transition
+
+    def _direction(self, st: _Tag, end_t: float) -> tuple[str | None, str]:
+        cohort = self._cohort
+        if cohort is None or st.sides is None:
             return self._fixed, "fixed"
-        out_first, out_last, in_first, in_last = st.sides
-        if out_first == _INF or in_first == _INF:
-            return None, "one side"
-        if out_first < in_first and out_last < in_last:
-            return "receive", "in"
-        if in_first < out_first and in_last < out_last:
-            return "ship", "out"
-        if (out_first < in_first and out_last > in_last) or (
-            in_first < out_first and in_last > out_last
-        ):
-            return None, "backed out"
-        return None, "unclear"
+        outside, inside = st.sides.spans(st.rssi)
+        movement, why = order(outside, inside)
+        cohort.prune(end_t)
+        cohort.record(end_t, movement, outside, inside)
+        if why == "one side" and (outside or inside) is not None:
+            going = []
+            for other in self._active.values():
+                if other.sides is not None:
+                    o, i = other.sides.spans(other.rssi)
+                    m, _ = order(o, i)
+                    if m is not None:
+                        going.append((m, o, i))
+            side, span = (0, outside) if outside is not None else (1, inside)
+            movement = cohort.infer(side, span, going)  # type: ignore[arg-type]
+            if movement is not None:
+                why = "pallet"
+        return movement, why
 
     # --- decisions, events, reports ---------------------------------------------------------
 

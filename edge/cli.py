@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite in ("devices", "floor", "ledger"):
+    if args.suite in ("devices", "floor", "ledger", "direction"):
         import json
 
         if args.suite == "devices":
@@ -136,6 +136,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from edge.floorbench import run as run_floor
 
             result = run_floor()
+        elif args.suite == "direction":
+            from edge.dockbench import run as run_direction
+
+            result = run_direction(scenarios=args.scenarios, seed=args.seed)
         else:
             from edge.ledgerbench import run as run_ledger
 
@@ -267,11 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
-    p.add_argument("suite", nargs="?", choices=("e2e", "devices", "floor", "ledger"),
-                   default="e2e",
+    p.add_argument("suite", nargs="?",
+                   choices=("e2e", "devices", "floor", "ledger", "direction"), default="e2e",
                    help="e2e (default): the durable path; devices: framing, decoding; "
                    "floor: door logic and handheld scan durability; ledger: apply rate and "
-                   "stock lookups with many on-hand rows")
+                   "stock lookups with many on-hand rows; direction: tag crossings a door "
+                   "gets right on generated dock traffic, per scenario kind")
+    p.add_argument("--scenarios", type=int, default=450, help="direction: scenarios")
+    p.add_argument("--seed", type=int, default=1, help="direction: traffic seed")
     p.add_argument("--on-hand", type=int, default=1_000_000, help="ledger: stock lines")
     p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 ARGS   ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench chaos clean
 
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	@test -x $(PY) || $$(sh deploy/bootstrap.sh python) -m venv $(VENV)
@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
+	-@sh deploy/bootstrap.sh faketime
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
@@ -28,6 +29,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
 	$(VENV)/bin/floorsync bench $(ARGS)
+
+# The fault campaign: >= 1,000 faults over both paths; exits 1 on any loss or double.
+chaos: $(STAMP)
+	@sh deploy/bootstrap.sh mosquitto
+	-@sh deploy/bootstrap.sh faketime
+	$(VENV)/bin/floorsync chaos --faults 1000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

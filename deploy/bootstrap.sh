@@ -4,6 +4,8 @@
 # Installs system packages only when missing, and only as root or with password-less sudo.
 #   deploy/bootstrap.sh python      -> prints the Python interpreter to use
 #   deploy/bootstrap.sh mosquitto   -> makes sure mosquitto is installed
+#   deploy/bootstrap.sh faketime    -> makes sure libfaketime is installed (the fault campaign
+#                                      steps an edge's clock back; without it that fault is skipped)
 set -eu
 
 as_root() {
@@ -46,6 +48,17 @@ mosquitto)
         apt_install mosquitto
     fi
     ;;
+faketime)
+    found=
+    for lib in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 \
+            /usr/local/lib/faketime/libfaketime.so.1; do
+        [ -e "$lib" ] && found=$lib
+    done
+    if [ -z "$found" ]; then
+        echo "bootstrap: installing libfaketime (the fault campaign steps an edge's clock back)" >&2
+        apt_install libfaketime
+    fi
+    ;;
 *)
-    echo "usage: $0 python|mosquitto" >&2; exit 2 ;;
+    echo "usage: $0 python|mosquitto|faketime" >&2; exit 2 ;;
 esac

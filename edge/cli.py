@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "broker": "run the embedded MQTT broker (amqtt) for a small single-host site",
     "demo": "broker, central service and two simulated edges, on one host",
     "bench": "measure end-to-end throughput and latency against raw paho and raw SQLite",
+    "chaos": "randomized fault campaign over both paths: counts lost and doubled events",
     "decode": "interpret a scanned code or an EPC (GS1 via biip, EPC via epcpy)",
     "devices": "list serial ports and input devices that look like scanners",
 }
@@ -156,6 +157,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      paced_seconds=args.paced_seconds)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from edge.chaos import run_campaign
+
+    scenarios = [n for part in args.scenarios or () for n in part.split(",") if n] or None
+    status, _ = run_campaign(seed=args.seed, faults=args.faults, scenarios=scenarios,
+                             as_json=args.json, data=args.data, keep=args.keep)
+    return status
+
+
 # Which extra brings a module an installation may lack.
 EXTRA_OF = {
     "fastapi": "server", "starlette": "server", "uvicorn": "server", "pydantic": "server",
@@ -286,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=2000.0, help="paced rate for latency (events/s)")
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("chaos", help=COMMANDS["chaos"])
+    p.add_argument("--seed", type=int, help="seed of the random faults (default: random, printed)")
+    p.add_argument("--faults", type=int, default=1000, help="faults to inject, over all scenarios")
+    p.add_argument("--scenarios", action="append", metavar="A,B",
+                   help="scenarios to run (default: all; see edge/chaos.py SCENARIOS)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data", type=Path, help="keep logs and databases here")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.set_defaults(func=cmd_chaos)
 
     p = sub.add_parser("decode", help=COMMANDS["decode"])
     p.add_argument("text", nargs="?", help="the code as scanned, AIM id (]C1, ]d2, ...) included")

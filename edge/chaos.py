@@ -722,7 +722,9 @@ class World:
             body += ('[[portals]]\nname = "dock-1"\nlocation = "DOCK-1"\n'
                      f'reader = "{self.fmt}-mqtt"\nbroker = "{self.reader_broker.url}"\n'
                      'topic = "readers/dock-1/tags"\ndirection = "auto"\n'
-                     'antennas = { "1" = "outside", "2" = "inside" }\n')
+                     'antennas = { "1" = "outside", "2" = "inside" }\n'
+                     # extra door keys for experiments, e.g. "latency_s = 5.0"
+                     + os.environ.get("FLOORSYNC_CHAOS_DOOR", "").replace(";", "\n") + "\n")
         path = self.dir / "edge.toml"
         path.write_text(body)
         return path

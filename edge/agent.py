@@ -243,8 +243,10 @@ class EdgeAgent:
                 log.error("door %s: reads lost (the reader cannot be told to send again): %s",
                           config.name, exc)
 
+        bounds = ReadBounds(max_ahead_s=config.max_ahead_s, max_behind_s=config.max_behind_s)
+
         def on_read(read: TagRead) -> None:
-            reason = check_read(read, now(), self._read_bounds(config))
+            reason = check_read(read, now(), bounds)
             if reason is not None:
                 self._bad_read(config.name, reason, read)
                 return
@@ -305,9 +307,6 @@ class EdgeAgent:
         if self.keep_door(keeper, events, last=True) or keeper.backlog_saved:
             journal.trim(upto, horizon, live)
         self._door_reports(door, reports)
-
-    def _read_bounds(self, config: PortalConfig) -> ReadBounds:
-        return ReadBounds(max_ahead_s=config.max_ahead_s, max_behind_s=config.max_behind_s)
 
     def _reader_error(self, door: str) -> Callable[[str, bytes], None]:
         def on_error(reason: str, raw: bytes) -> None:

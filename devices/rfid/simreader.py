@@ -97,9 +97,13 @@ class ZebraMqttReaderSim:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def publish(self, reads: Iterable[TagRead]) -> None:
-        with self._lock:
-            for read in reads:
+    def publish(self, reads: Iterable[TagRead], window: int = 1000) -> None:
+        """Publish; while connected, at most ``window`` messages wait for their PUBACK (paho
+        scans every waiting message on each PUBACK: a deep queue costs quadratic time)."""
+        for read in reads:
+            while (self.published - self.acked >= window and self._client.is_connected()):
+                time.sleep(0.001)
+            with self._lock:
                 self._client.publish(self.topic, json.dumps(zebra_event(read)), qos=1)
                 self.published += 1
 

@@ -3,15 +3,18 @@
 Two things live between passes: the hold list (a tag that got a movement here is not given
 the same movement again within ``hold_s``: a pallet parked in the field must not be received
 twice) and the movements the outbox refused while full (a tag that passed cannot be read
-again). Both are saved as the door's context row, in the same transaction as the events they go
-with; a restart restores them. A context row is not held to the outbox's byte cap, so refused
-movements are kept on disk even while the outbox refuses events.
+again). Both are saved in the same transaction as the events they go with: the hold list as its
+changes (one row per tag in ``door_holds``, so a door holding thousands of tags writes only what
+changed), the refused movements as the door's context row. A restart restores them. A context row
+is not held to the outbox's byte cap, so refused movements are kept on disk even while the
+outbox refuses events.
 
 While the outbox is full, the keeper does not hammer it: refused movements are tried again
 when new ones arrive or after a growing pause, in pieces that fit (a backlog larger than the
 whole cap still gets in as room is made), and the saved state is rewritten only when it changed.
 A hold that was only extended is saved at most once a second (a stale save can only shorten a
-hold by that second).
+hold by that second). Movements the outbox already holds (a pass rebuilt from the door journal
+after a restart has the id it had) are not added twice.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from dataclasses import replace
 
 from edge import wire
 from edge.errors import OutboxError, OutboxFull
-from edge.outbox import Outbox
+from edge.outbox import HoldChanges, Outbox
 from edge.portal import Door
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1 also held the hold list (restored, then saved in its table)
 HOLD_SAVE_S = 1.0  # the least time between saves of a hold list that changed alone
 RETRY_S = (0.5, 30.0)  # first and longest pause before refused movements are tried again
 
@@ -46,6 +49,8 @@ class DoorKeeper:
         self.backlog_saved = True  # the backlog as it is now is on disk (or empty)
         self._clock = clock
         self._held_saved_at = -HOLD_SAVE_S
+        self._hold_set: dict[str, tuple[str, float]] = {}  # hold changes not yet on disk
+        self._hold_forget: set[str] = set()
         self._retry_at = 0.0
         self._pause = RETRY_S[0]
         self._restore()
@@ -56,30 +61,60 @@ class DoorKeeper:
         now = self._clock()
         if last:
             self._retry_at = 0.0
+        self._take_hold_changes()
         if events:
-            self.backlog.extend(events)
-            self.backlog_saved = False
+            known = self.outbox.holds([e.id for e in events])
+            self.backlog.extend(e for e in events if e.id not in known)
+            self.backlog_saved = not self.backlog and self.backlog_saved
+            if self.backlog:
+                self.backlog_saved = False
         if self.backlog and now < self._retry_at:  # still full, as far as we know: pause
             if not self.backlog_saved or self._hold_due(now):
                 self.backlog_saved = self._save_state(now)
             return 0, False
         if not self.backlog:
-            if self._hold_due(now):
+            if self._hold_due(now) or (last and self._holds_pending()):
                 self._save_state(now)
             return 0, True
         return self._put_backlog(now)
 
+    def _take_hold_changes(self) -> None:
+        changes, forgotten = self.door.take_held_changes()
+        for tag in forgotten:
+            self._hold_set.pop(tag, None)
+            self._hold_forget.add(tag)
+        for tag, value in changes.items():
+            self._hold_set[tag] = value
+            self._hold_forget.discard(tag)
+
+    def _holds_pending(self) -> bool:
+        return bool(self._hold_set or self._hold_forget)
+
     def _hold_due(self, now: float) -> bool:
-        return self.door.held_dirty and now - self._held_saved_at >= HOLD_SAVE_S
+        return self._holds_pending() and now - self._held_saved_at >= HOLD_SAVE_S
+
+    def _hold_changes(self) -> HoldChanges | None:
+        if not self._holds_pending():
+            return None
+        return HoldChanges(self.door.name,
+                           [(tag, m, t) for tag, (m, t) in self._hold_set.items()],
+                           list(self._hold_forget))
+
+    def _holds_saved(self, saved: HoldChanges | None) -> None:
+        if saved is not None:
+            for tag, m, t in saved.set:
+                if self._hold_set.get(tag) == (m, t):
+                    del self._hold_set[tag]
+            self._hold_forget.difference_update(saved.forget)
 
     def _put_backlog(self, now: float) -> tuple[int, bool]:
-        held = self.door.held_state(force=True)
         kept, size = 0, len(self.backlog)
         while self.backlog:
             size = min(size, len(self.backlog))
             piece, rest = self.backlog[:size], self.backlog[size:]
-            try:  # the piece and the state after it (holds, the rest) in one transaction
-                self.outbox.add(piece, context=(self.key, self._state(held, rest)))
+            holds = self._hold_changes()
+            try:  # the piece, the hold list's changes and the rest in one transaction
+                self.outbox.add(piece, context=(self.key, self._state(rest)), holds=holds)
             except OutboxFull as exc:
                 if size > 1:
                     size //= 2  # a smaller piece may fit
@@ -89,6 +124,7 @@ class DoorKeeper:
             except OutboxError as exc:
                 self._refused(now, exc)
                 return kept, False
+            self._holds_saved(holds)
             self._held_saved_at = now
             self.backlog, kept = rest, kept + len(piece)
         if self._pause > RETRY_S[0]:
@@ -106,34 +142,39 @@ class DoorKeeper:
 
     def _save_state(self, now: float) -> bool:
         """The state alone: it fits even when events do not."""
+        holds = self._hold_changes()
         try:
-            self.outbox.add([], context=(self.key, self._state(
-                self.door.held_state(force=True), self.backlog)))
+            self.outbox.add([], context=(self.key, self._state(self.backlog)), holds=holds)
         except OutboxError as exc:
-            self.door.held_changed()  # give the hold list again next time
             log.error("door %s: state not saved: %s", self.door.name, exc)
             return False
+        self._holds_saved(holds)
         self._held_saved_at = now
         return True
 
     @staticmethod
-    def _state(held: dict[str, list[str | float]] | None, backlog: list[wire.Event]) -> str:
+    def _state(backlog: list[wire.Event]) -> str:
         return json.dumps({
             "v": STATE_VERSION,
-            "held": held or {},
             # seq is the outbox's to give; 1 stands in so the saved events are valid wire events
             "backlog": [wire.event_to_dict(replace(e, seq=1)) for e in backlog],
         }, separators=(",", ":"))
 
     def _restore(self) -> None:
+        held = self.door.restore_held(self.outbox.door_holds(self.door.name))
         text = self.outbox.context(self.key)
         if text is None:
+            if held:
+                log.info("door %s: restored %d held tag(s)", self.door.name, held)
             return
         try:
             data = json.loads(text)
-            if not isinstance(data, dict) or data.get("v") != STATE_VERSION:
-                raise ValueError("not a door state of this version")
-            held = self.door.restore_held(data.get("held"))
+            if not isinstance(data, dict) or data.get("v") not in (1, STATE_VERSION):
+                raise ValueError("not a door state of a known version")
+            legacy = data.get("held")
+            if legacy is not None:  # version 1 kept the hold list here: it moves to its table
+                held += self.door.restore_held(legacy)
+                self._hold_set.update({t: (v[0], float(v[1])) for t, v in legacy.items()})
             saved = data.get("backlog") or []
             if not isinstance(saved, list):
                 raise ValueError("backlog: not a list")

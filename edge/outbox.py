@@ -81,6 +81,26 @@ def m002_floor_state(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_door_holds(db: Database) -> None:
+    # A door's hold list (edge.portal: a tag that got a movement is not given the same movement
+    # again within hold_s), one row per tag, changed in the same transaction as the movements.
+    db.execute(
+        "CREATE TABLE door_holds (door TEXT NOT NULL, tag TEXT NOT NULL, movement TEXT NOT NULL,"
+        " last_t REAL NOT NULL, PRIMARY KEY (door, tag)) WITHOUT ROWID"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChanges:
+    """Changes to a door's hold list, kept with the events they go with: (tag, movement, last
+    read) to set, tags to forget."""
+
+    door: str
+    set: Sequence[tuple[str, str, float]] = ()
+    forget: Sequence[str] = ()
+
+
 KEEP_EXCEPTIONS = 10_000  # newest kept; older ones are dropped (they are diagnostics, not data)
 KEEP_SAMPLES = 10_000
 
@@ -182,11 +202,13 @@ def _stats(counts: dict[str, int], held: int | None, oldest: tuple[float, int] |
 
 
 class _Capture:
-    __slots__ = ("context", "done", "error", "events")
+    __slots__ = ("context", "done", "error", "events", "holds")
 
-    def __init__(self, events: Sequence[wire.Event], context: tuple[str, str] | None) -> None:
+    def __init__(self, events: Sequence[wire.Event], context: tuple[str, str] | None,
+                 holds: HoldChanges | None = None) -> None:
         self.events: list[wire.Event] = list(events)
         self.context = context
+        self.holds = holds
         self.done = False
         self.error: BaseException | None = None
 
@@ -242,16 +264,18 @@ class Outbox:
     # --- capture --------------------------------------------------------------------------
 
     def add(
-        self, events: Sequence[wire.Event], *, context: tuple[str, str] | None = None
+        self, events: Sequence[wire.Event], *, context: tuple[str, str] | None = None,
+        holds: HoldChanges | None = None,
     ) -> list[wire.Event]:
         """Keep events durably; returns them numbered. When this returns, they are on disk.
 
         Each event gets this device's next sequence number. Callers that arrive while another
         commit is in progress are committed together with the next fsync (group commit).
         ``context=(key, text)`` saves a workflow's state in the same transaction (events may
-        then be empty). Raises OutboxFull (nothing kept) when the byte cap would be passed.
+        then be empty); ``holds`` changes a door's hold list in it too. Raises OutboxFull
+        (nothing kept) when the byte cap would be passed.
         """
-        capture = _Capture(events, context)
+        capture = _Capture(events, context, holds)
         with self._queue_lock:
             self._queue.append(capture)
         with self._lock:
@@ -308,8 +332,9 @@ class Outbox:
                 for e, t, b in zip(numbered, texts, sizes, strict=True)
             )
         contexts = [c.context for c in accepted if c.context is not None]
+        holds = [c.holds for c in accepted if c.holds is not None]
         try:
-            if rows or contexts:
+            if rows or contexts or holds:
                 self.db.conn.execute("PRAGMA synchronous=FULL")
                 with self.db.atomic():
                     self.db.conn.executemany(
@@ -325,6 +350,13 @@ class Outbox:
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         contexts,
                     )
+                    for h in holds:
+                        self.db.conn.executemany(
+                            "INSERT OR REPLACE INTO door_holds VALUES (?, ?, ?, ?)",
+                            [(h.door, tag, movement, t) for tag, movement, t in h.set])
+                        self.db.conn.executemany(
+                            "DELETE FROM door_holds WHERE door = ? AND tag = ?",
+                            [(h.door, tag) for tag in h.forget])
                 self._last_seq = seq
                 self._bytes += added
         except sqlite3.Error as exc:
@@ -471,6 +503,14 @@ class Outbox:
                 found.update(r[0] for r in self.db.conn.execute(
                     f"SELECT id FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return found
+
+    def door_holds(self, door: str) -> dict[str, tuple[str, float]]:
+        """A door's saved hold list: tag -> (movement, last read)."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT tag, movement, last_t FROM door_holds WHERE door = ?", (door,)
+            ).fetchall()
+        return {tag: (movement, float(t)) for tag, movement, t in rows}
 
     def context(self, key: str) -> str | None:
         """A workflow's saved state (see ``add(context=...)``)."""

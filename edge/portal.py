@@ -271,7 +271,8 @@ class Door:
         self._reports: list[CycleReport] = []
         self._held: dict[str, tuple[str, float]] = {}  # tag -> (movement, last read)
         self._held_pruned = -_INF
-        self._held_dirty = False  # changed since held_state() last gave it
+        self._held_set: dict[str, tuple[str, float]] = {}  # changed since take_held_changes()
+        self._held_forget: set[str] = set()  # pruned since take_held_changes()
         self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
         self._claim_first: dict[str, float] = {}  # tag -> first read of its undecided passes
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
@@ -663,12 +664,11 @@ class Door:
                 self._emit(key, p.tag, self._event(p, "observe"))
             return
         held = self._held.get(p.tag)
-        self._held_dirty = True
+        self._held[p.tag] = self._held_set[p.tag] = (p.movement, p.last_t)
+        self._held_forget.discard(p.tag)
         if held is not None and held[0] == p.movement and p.first_t - held[1] < cfg.hold_s:
             cyc.held += 1
-            self._held[p.tag] = (p.movement, p.last_t)
             return
-        self._held[p.tag] = (p.movement, p.last_t)
         cyc.events += 1
         self._emit(key, p.tag, self._event(p, p.movement))
 
@@ -756,31 +756,29 @@ class Door:
                 live[tag] = st.first_t
         return horizon, live
 
-    def held_state(self, force: bool = False) -> dict[str, list[str | float]] | None:
-        """The hold list (JSON-ready) when it changed since last asked (or ``force``)."""
-        if not (force or self._held_dirty):
-            return None
-        self._held_dirty = False
-        return {tag: [m, t] for tag, (m, t) in self._held.items()}
+    def take_held_changes(self) -> tuple[dict[str, tuple[str, float]], set[str]]:
+        """The hold list's changes since last asked: (tag -> (movement, last read), tags
+        forgotten). ``edge.doorstate`` saves them with the movements they go with."""
+        changes, forgotten = self._held_set, self._held_forget
+        self._held_set, self._held_forget = {}, set()
+        return changes, forgotten
 
     @property
     def held_dirty(self) -> bool:
-        """The hold list changed since ``held_state()`` last gave it."""
-        return self._held_dirty
-
-    def held_changed(self) -> None:
-        """Give the hold list again at the next ``held_state()`` (its save failed)."""
-        self._held_dirty = True
+        """The hold list changed since ``take_held_changes()`` last gave its changes."""
+        return bool(self._held_set or self._held_forget)
 
     def restore_held(self, data: object) -> int:
-        """A hold list a previous run saved (``held_state``); ValueError if it is not one."""
+        """A hold list a previous run saved: tag -> (movement, last read) as a pair or a JSON
+        list; ValueError if it is not one."""
         if data is None:
             return 0
         if not isinstance(data, dict):
             raise ValueError("held: not an object")
         restored: dict[str, tuple[str, float]] = {}
         for tag, value in data.items():
-            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            if not (isinstance(value, list | tuple) and len(value) == 2
+                    and isinstance(value[0], str)
                     and isinstance(value[1], int | float) and not isinstance(value[1], bool)
                     and math.isfinite(value[1])):
                 raise ValueError(f"held: bad entry for {str(tag)[:40]!r}")
@@ -797,7 +795,10 @@ class Door:
         kept = {k: v for k, v in self._held.items()
                 if v[1] >= limit or k in active or k in claims}
         if len(kept) != len(self._held):
-            self._held, self._held_dirty = kept, True
+            for tag in self._held.keys() - kept.keys():
+                self._held_forget.add(tag)
+                self._held_set.pop(tag, None)
+            self._held = kept
 
     def _classify(self, epc: str, cyc: _Cycle) -> _Verdict:
         identity = interpret_epc(epc)

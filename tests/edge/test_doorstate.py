@@ -101,9 +101,35 @@ def test_the_hold_list_is_saved_only_when_it_changed(tmp_path: Path) -> None:
         floor.sweep("door-a", case(1), 1, 1.0, 2.0)
         keeper.keep(run([d], floor, until=10).events)
         saved = json.loads(outbox.context("door:door-a") or "null")
-        assert saved["v"] == 1 and saved["backlog"] == []
-        assert [(tag, m) for tag, (m, _) in saved["held"].items()] == [(case(1), "receive")]
-        assert d.held_state() is None  # given once, not again until it changes
+        assert saved == {"v": 2, "backlog": []}
+        holds = outbox.door_holds("door-a")
+        assert [(tag, m) for tag, (m, _) in holds.items()] == [(case(1), "receive")]
+        assert not d.held_dirty and d.take_held_changes() == ({}, set())  # given once
+
+
+def test_a_version_1_hold_list_moves_to_its_table(tmp_path: Path) -> None:
+    """An outbox written before the hold list had its table: restored, then saved there."""
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        old = {"v": 1, "held": {case(7): ["receive", 1000.0]}, "backlog": []}
+        outbox.add([], context=("door:door-a", json.dumps(old)))
+        d = Door(CONFIG)
+        keeper = DoorKeeper(outbox, d)
+        assert keeper.keep([], last=True) == (0, True)
+        assert outbox.door_holds("door-a") == {case(7): ("receive", 1000.0)}
+        assert json.loads(outbox.context("door:door-a") or "null") == {"v": 2, "backlog": []}
+
+
+def test_the_hold_list_is_saved_as_changes_and_forgets_what_expired(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        d = Door(CONFIG)
+        keeper = DoorKeeper(outbox, d)
+        floor = Floor()
+        floor.sweep("door-a", case(1), 1, 1.0, 2.0)
+        floor.sweep("door-a", case(2), 1, 3.0, 4.0)
+        keeper.keep(run([d], floor, until=10).events)
+        assert set(outbox.door_holds("door-a")) == {case(1), case(2)}
+        keeper.keep(run([d], Floor(), until=CONFIG.hold_s + 30).events, last=True)
+        assert outbox.door_holds("door-a") == {}  # held past hold_s: forgotten on disk too
 
 
 def test_a_backlog_bigger_than_the_whole_cap_gets_in_as_room_is_made(tmp_path: Path) -> None:
@@ -174,3 +200,17 @@ def test_absurd_saved_numbers_or_nesting_are_not_fatal(tmp_path: Path, held: str
                                  + held + "]}}"))
         keeper = DoorKeeper(outbox, Door(CONFIG))
         assert keeper.backlog == []
+
+
+def test_movements_the_outbox_holds_are_not_added_again(tmp_path: Path) -> None:
+    """A pass rebuilt from the journal after a restart has the id it had: kept once."""
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        floor = Floor()
+        floor.sweep("door-a", case(1), 1, 1.0, 2.0)
+        first = run([Door(CONFIG)], floor, until=10).events
+        again = run([Door(CONFIG)], floor, until=10).events  # the same reads, a new door
+        assert [e.id for e in again] == [e.id for e in first]
+        keeper = DoorKeeper(outbox, Door(CONFIG))
+        assert keeper.keep(first) == (1, True)
+        assert keeper.keep(again) == (0, True)
+        assert len(pending_ids(outbox)) == 1

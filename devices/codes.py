@@ -217,12 +217,48 @@ def interpret_epc(hex_epc: str) -> Identity:
         return _unknown(f"unknown EPC: {type(exc).__name__}: {exc}")
 
 
+# SGTIN-96 partition table (TDS 14.5.1): company prefix bits and digits, item reference bits.
+_SGTIN_PARTITIONS = ((40, 12, 4), (37, 11, 7), (34, 10, 10), (30, 9, 14), (27, 8, 17),
+                     (24, 7, 20), (20, 6, 24))
+
+
+def _gs1_check_digit(digits: str) -> str:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    return str((10 - total % 10) % 10)
+
+
+def sgtin96_fast(clean: str) -> Identity | None:
+    """SGTIN-96 (header 30), the tag of nearly every case at a dock, decoded by hand: the same
+    Identity as epcpy (tests compare them on generated tags) at a tenth of the cost. None for
+    anything else, or anything odd (epcpy then decides)."""
+    if len(clean) != 24 or not clean.startswith("30"):
+        return None
+    value = int(clean, 16)
+    partition = value >> 82 & 0x7
+    if partition > 6:
+        return None
+    cp_bits, cp_digits, ir_bits = _SGTIN_PARTITIONS[partition]
+    ir_digits = 13 - cp_digits
+    company = value >> (38 + ir_bits) & ((1 << cp_bits) - 1)
+    item = value >> 38 & ((1 << ir_bits) - 1)
+    serial = value & ((1 << 38) - 1)
+    if company >= 10**cp_digits or item >= 10**ir_digits:
+        return None
+    cp, ir = f"{company:0{cp_digits}d}", f"{item:0{ir_digits}d}"
+    body = ir[0] + cp + ir[1:]
+    return Identity("item", epc=f"urn:epc:id:sgtin:{cp}.{ir}.{serial}",
+                    gtin=body + _gs1_check_digit(body), serial=str(serial))
+
+
 def _interpret_epc(hex_epc: str) -> Identity:
     if not isinstance(hex_epc, str):
         return _unknown("EPC is not text")
     clean = "".join(hex_epc.split()).upper()
     if not clean or not _HEX.fullmatch(clean):
         return _unknown("EPC is not hex")
+    fast = sgtin96_fast(clean)
+    if fast is not None:
+        return fast
     tag = hex_to_tag_encodable(clean)
     uri: str = tag.epc_uri
     parts = uri.rsplit(":", 1)[-1].split(".")

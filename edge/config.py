@@ -90,6 +90,7 @@ class PortalConfig:
     broker: str | None = None
     topic: str | None = None
     client_id: str | None = None  # MQTT readers; default floorsync-{site}-{device}-{name}
+    protocol: str = "3.1.1"  # MQTT readers: "3.1.1" (as readers publish; lighter) or "5"
     host: str = "127.0.0.1"
     http_port: int = 8080
     path: str | None = None
@@ -132,6 +133,8 @@ class PortalConfig:
         where = f"portal {self.name}"
         if self.reader not in READERS:
             raise ConfigError(f"{where}: reader must be one of {READERS}")
+        if self.protocol not in ("3.1.1", "5"):
+            raise ConfigError(f"{where}: protocol must be '3.1.1' or '5'")
         if self.mode not in ("door", "count"):
             raise ConfigError(f"{where}: mode must be 'door' or 'count'")
         if self.direction not in ("auto", "in", "out"):

@@ -93,7 +93,8 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
             if not (config.broker and config.topic):
                 raise ConfigError(f"portal {config.name}: {kind} needs 'broker' and 'topic'")
             return MqttTagReader(config.broker, config.topic, parser, name=config.name,
-                                 client_id=client_id or config.client_id, on_error=on_error)
+                                 client_id=client_id or config.client_id, on_error=on_error,
+                                 protocol=5 if config.protocol == "5" else 4)
         from devices.rfid.http_receiver import HttpTagReceiver
 
         return HttpTagReceiver(config.host, config.http_port, parser, name=config.name,

@@ -14,7 +14,8 @@ Choices (FIELD-NOTES, paho-mqtt 2.x):
 - ``manual_ack``: a message is PUBACKed only once its reads are durable. With a ``commit``
   callable (the agent's door journal), messages are acknowledged in receive order after
   ``commit()`` returned, called once per batch (``batch`` messages or ``linger_s`` after the first
-  one, whichever comes first): one fsync covers many messages. If ``commit`` raises, nothing of
+  one, whichever comes first; at once when the socket holds nothing more): one fsync covers
+  a burst of messages. If ``commit`` raises, nothing of
   the batch is acknowledged and the session is dropped, so the broker delivers it again after the
   reconnect. Without ``commit``, a message is acknowledged once `on_read` returned for all its
   reads. A crash before the PUBACK gets the message redelivered (at least once; duplicates are
@@ -217,15 +218,16 @@ class MqttTagReader:
             since = 0.0  # when the oldest unacknowledged message came
             try:
                 while not stop.is_set():
-                    timeout = 0.1
+                    waiting = len(unacked) if unacked is not None else 0
+                    rc = client.loop(timeout=0.0 if waiting else 0.1)
                     if unacked:
-                        timeout = max(0.0, since + self.linger_s - time.monotonic())
-                    rc = client.loop(timeout=timeout)
-                    if unacked:
+                        # Group commit: settle once the socket has nothing more for us right
+                        # now (a burst is one commit), at `batch`, or `linger_s` at the latest.
                         now = time.monotonic()
                         if not since:
                             since = now
-                        if len(unacked) >= self.batch or now - since >= self.linger_s:
+                        if (len(unacked) == waiting or len(unacked) >= self.batch
+                                or now - since >= self.linger_s):
                             settle()
                             since = 0.0
                     if state.get("refused"):

@@ -151,10 +151,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for key, value in result.items():
                 print(f"{key:28} {value:>12,.2f}" if value is not None else f"{key:28} n/a")
         return 0
+    from edge import readerbench
+
+    reader = {"reads": args.reads, "per_tag": args.per_tag, "rate": args.rate,
+              "seconds": args.paced_seconds}
+    if args.suite == "reader":
+        return readerbench.main(as_json=args.json, **reader)
     from edge.bench import run_bench
 
-    return run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
-                     paced_seconds=args.paced_seconds)
+    status = run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
+                       paced_seconds=args.paced_seconds)
+    return readerbench.main(as_json=args.json, **reader) or status
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -282,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
     p.add_argument("suite", nargs="?",
-                   choices=("e2e", "devices", "floor", "ledger", "direction"), default="e2e",
-                   help="e2e (default): the durable path; devices: framing, decoding; "
+                   choices=("e2e", "reader", "devices", "floor", "ledger", "direction"),
+                   default="e2e",
+                   help="e2e (default): the durable path, then the reader path; reader: a "
+                   "network reader's messages through journal, door and outbox beside raw "
+                   "paho; devices: framing, decoding; "
                    "floor: door logic and handheld scan durability; ledger: apply rate and "
                    "stock lookups with many on-hand rows; direction: tag crossings a door "
                    "gets right on generated dock traffic, per scenario kind")
@@ -295,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
     p.add_argument("--rate", type=float, default=2000.0, help="paced rate for latency (events/s)")
     p.add_argument("--paced-seconds", type=float, default=10.0)
+    p.add_argument("--reads", type=int, default=100_000, help="reader: reads in the flood")
+    p.add_argument("--per-tag", type=int, default=4, help="reader: reads of each tag")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("chaos", help=COMMANDS["chaos"])

@@ -85,14 +85,23 @@ def read_status(path: Path) -> dict[str, Any] | None:
 
 
 def journal_depth(outbox: Path | str, config: Any = None) -> dict[str, Any] | None:
-    """The door journal's depth (open passes, entries not yet turned into events).
+    """Each journaled door's read journal (``edge.journal``): reads kept (not yet turned into
+    movements in the outbox, or of passes still going), their bytes, the oldest read's time.
+    None without a config naming doors that read through a journal."""
+    del outbox
+    portals = [p.name for p in getattr(config, "portals", ()) if p.reader != "sim"]
+    if not portals:
+        return None
+    from edge.journal import read_stats as journal_stats
 
-    Left for the door journal (``edge/journal.py``, being added beside this; ``config`` is the
-    edge's ``EdgeConfig``, with its ``[journal]`` settings): return its figures here as a dict
-    (printed as one "journal" line, and under ``"journal"`` in ``--json``). None: nothing to show.
-    """
-    del outbox, config
-    return None
+    cap = int(config.journal_cap_mb * 1024 * 1024)
+    out: dict[str, Any] = {}
+    for door, found in journal_stats(config.journal_directory, portals).items():
+        out[door] = None if found is None else {
+            "reads": found.rows, "bytes": found.bytes, "cap_bytes": cap,
+            "oldest": found.oldest.isoformat(timespec="milliseconds") if found.oldest else None,
+        }
+    return out
 
 
 def report(outbox: Path | str, cap_bytes: int, now: float | None = None, config: Any = None
@@ -161,8 +170,10 @@ def format_report(data: dict[str, Any]) -> str:
     lines.append("oldest      none: every event is acked" if oldest is None else
                  f"oldest      seq {oldest['seq']}, captured {_age(oldest['age_s'])} ago"
                  f" ({oldest['captured_at']})")
-    if data.get("journal") is not None:  # the door journal's figures (edge/journal.py)
-        lines.append("journal     " + ", ".join(f"{k} {v}" for k, v in data["journal"].items()))
+    for door, j in (data.get("journal") or {}).items():  # the doors' read journals
+        lines.append(f"journal     {door}: " + ("none yet" if j is None else
+                     f"{j['reads']} read(s) kept, {j['bytes']} of {j['cap_bytes']} bytes"
+                     + (f", oldest read {j['oldest']}" if j["oldest"] else "")))
     if agent["running"]:
         lines.append(f"agent       running (pid {agent['pid']}, since {agent['started_at']})")
     elif agent["status_written_at"]:

@@ -119,3 +119,36 @@ def test_no_outbox_is_a_one_line_error(tmp_path: Path) -> None:
          str(tmp_path / "none.db")], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "no outbox at" in done.stderr
     assert not (tmp_path / "none.db").exists()  # read-only: nothing made
+
+
+def test_status_shows_each_doors_journal(tmp_path: Path) -> None:
+    """With a config naming journaled doors: the reads each keeps, read while nothing runs."""
+    from datetime import UTC, datetime
+
+    from devices.base import TagRead
+    from edge.journal import DoorJournal, journal_path
+
+    outbox = tmp_path / "dock-outbox.db"
+    Outbox(outbox).close()
+    config = tmp_path / "dock.toml"
+    config.write_text(
+        f'site = "s"\ndevice = "dock-9"\n[outbox]\npath = "{outbox}"\n'
+        '[[portals]]\nname = "door-1"\nlocation = "DOCK-1"\nreader = "impinj-http"\n'
+        '[[portals]]\nname = "door-2"\nlocation = "DOCK-2"\nreader = "impinj-http"\n'
+    )
+    at = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+    with DoorJournal(journal_path(tmp_path / "dock-outbox-journal", "door-1"), "door-1") as j:
+        for n in range(3):
+            j.put(TagRead("door-1", f"3074257BF7194E400000000{n}", 1, -50.0, at))
+        j.commit()
+    done = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "edge", "status", "--config", str(config), "--json"],
+        capture_output=True, text=True, timeout=30)
+    journal = json.loads(done.stdout)["journal"]
+    assert journal["door-2"] is None
+    assert journal["door-1"]["reads"] == 3
+    assert journal["door-1"]["oldest"].startswith("2026-11-22T09:30:00")
+    text = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "edge", "status", "--config", str(config)],
+        capture_output=True, text=True, timeout=30).stdout
+    assert "journal     door-1: 3 read(s) kept" in text and "door-2: none yet" in text

@@ -219,7 +219,7 @@ class EdgeConfig:
     outbox_cap_mb: float = 256
     outbox_retention_h: float = 24
     journal_dir: Path | None = None  # doors' read journals; None: beside the outbox
-    journal_cap_mb: float = 64  # per door
+    journal_cap_mb: float = 256  # per door
     sync: SyncSettings = field(default_factory=SyncSettings)
     location_prefixes: tuple[str, ...] = ("LOC:",)
     location_patterns: tuple[str, ...] = ()  # regexes for bin labels, e.g. "[A-Z]-\\d{2}-\\d{2}"

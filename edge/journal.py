@@ -108,7 +108,7 @@ def from_us(value: int) -> datetime:
 class DoorJournal:
     """One door's journal. Thread-safe; use as a context manager."""
 
-    def __init__(self, path: Path | str, door: str, *, cap_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, path: Path | str, door: str, *, cap_bytes: int = 256 * 1024 * 1024) -> None:
         self.path = Path(path)
         self.door = door
         self.cap_bytes = cap_bytes

@@ -76,7 +76,8 @@ class PortalConfig:
     ``direction``: ``auto`` (from which side saw the tag first and last; needs an outside and an
     inside antenna, and means ``in`` for a door without an antenna map), ``in`` (receive here),
     ``out`` (ship from here); with ``auto``, a pass seen on one side only waits
-    ``transition_s`` of silence (not ``quiet_s``) for the other side. ``mode = "count"``
+    ``transition_s`` of silence (not ``quiet_s``) for the other side, and one seen on both
+    sides ``reversal_s`` (a forklift backing out of the far side). ``mode = "count"``
     makes one count event per cycle instead of movements. A cycle is time-boxed (``cycle_s``)
     unless ``gpi`` names the photo-eye input.
     """
@@ -103,6 +104,7 @@ class PortalConfig:
     company_prefixes: tuple[str, ...] = ()  # shorthand: GS1 company prefixes added to include
     quiet_s: float = 1.0  # an observed tag silent this long is lost: its pass ends
     transition_s: float = 8.0  # a pass seen on one side only (auto) waits this long (dead zone)
+    reversal_s: float = 3.0  # a pass seen on both sides (auto) waits this long (a back-out)
     min_reads: int = 2  # reads before a tag is observed (fewer: a glimpse, expires quietly)
     min_ms: float = 0.0  # or read over at least this many ms (0: reads only)
     rssi_min: float | None = None  # reads weaker than this (dBm) are ignored
@@ -149,7 +151,7 @@ class PortalConfig:
                 f"{where}: direction 'auto' needs an 'outside' and an 'inside' antenna; "
                 "a door with one side needs direction = 'in' or 'out'"
             )
-        for key in ("quiet_s", "transition_s", "cycle_s", "stable_s"):
+        for key in ("quiet_s", "transition_s", "reversal_s", "cycle_s", "stable_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{where}: {key} must be positive")
         for key in ("min_ms", "arbitration_s", "hold_s", "latency_s"):

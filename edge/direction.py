@@ -11,8 +11,12 @@ functions of a pass's reads (their times, sides and RSSI), so a replay gives the
   side is known whatever the peak turns out to be, in constant memory per pass.
 - **The transition window**: a pass seen strongly on one side only may be a tag in the dead
   zone between the antennas, or stopped there: it ends after ``transition_s`` of silence
-  rather than ``quiet_s``, so outside-then-gap-then-inside is one pass. A pass seen on both
-  sides ends after ``quiet_s`` as before (the movement's latency does not grow).
+  rather than ``quiet_s``, so outside-then-gap-then-inside is one pass.
+- **The reversal window**: a pass seen on both sides ends after ``reversal_s`` of silence
+  (rather than ``quiet_s``): a forklift that reached the far antenna's field and backs out
+  through the dead zone is read on its own side again within it, and its pass is one
+  back-out rather than a movement. Its reads on the far side look like a crossing's (it passed
+  under the far antenna and left its field), so only waiting tells them apart.
 - **The order**: outside first and last inside is ``receive``; inside first and outside last
   ``ship``; first and last on the same side (a forklift that backed out) or one side only: no
   movement.
@@ -24,6 +28,12 @@ functions of a pass's reads (their times, sides and RSSI), so a replay gives the
   ``COHORT_MIN`` of them, agreeing at least ``COHORT_AGREE`` of the time, give it their
   movement. A tag parked at the door is read on its side for far longer than any passing
   pallet, so it never borrows one.
+- **Sparse passes** (``sparse``): a tag read fewer than ``SPARSE_READS`` times in a pass, or
+  less than once per ``SPARSE_S`` of it, was never well inside a field: a buried case, or a
+  case parked at the edge of a field (or beside the lane) whose few reads are as weak as the
+  reflections around it. The order of its reads says little (a single reflected read makes it
+  two-sided, and such a pass breaks into pieces), so it takes the pallet's evidence on every
+  side it was seen (all agreeing), or makes no movement; nor does it vote for others.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ _NO_RSSI = 1 << 20  # reads without RSSI count as strong
 COHORT_MIN = 3
 COHORT_AGREE = 0.9
 COHORT_SLACK_S = 0.5
+SPARSE_READS = 6  # a pass read fewer times than this is sparse
+SPARSE_S = 1.0  # and one read less than once per this many seconds
 
 Span = tuple[float, float]  # first and last strong read on a side
 
@@ -74,6 +86,11 @@ class Sides:
 
     def spans(self, peak: float | None) -> tuple[Span | None, Span | None]:
         return self.span(0, peak), self.span(1, peak)
+
+
+def sparse(reads: int, first_t: float, last_t: float) -> bool:
+    """A pass read too rarely for the order of its own reads to mean a direction."""
+    return reads < SPARSE_READS or reads * SPARSE_S < last_t - first_t
 
 
 def order(outside: Span | None, inside: Span | None) -> tuple[str | None, str]:
@@ -130,6 +147,14 @@ class Cohort:
             if n >= COHORT_MIN and n >= COHORT_AGREE * total:
                 return movement
         return None
+
+    def infer_all(self, outside: Span | None, inside: Span | None,
+                  going: list[tuple[str, Span, Span]]) -> str | None:
+        """The movement of a sparse pass: the pallet's evidence on every side it was seen on,
+        all agreeing (None: no evidence, or sides that disagree)."""
+        found = {self.infer(side, span, going)
+                 for side, span in ((0, outside), (1, inside)) if span is not None}
+        return found.pop() if len(found) == 1 else None
 
 
 def _candidates(recent: list[tuple[float, str | None, Span | None, Span | None]],

@@ -22,12 +22,16 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   ``min_reads`` times (or over ``min_ms``), then *observed*. A glimpsed tag silent for
   ``quiet_s`` expires quietly; an observed one is *lost* then and its pass ends. At a door
   telling direction, a pass seen on one side only waits ``transition_s`` instead (the dead
-  zone between the antennas; ``edge.direction``). Passes end in the order of their ends,
-  before any later read is processed, so a batch of any size gives what the live stream did.
+  zone between the antennas), one seen on both sides ``reversal_s`` (a forklift that reached
+  the far side may back out through the dead zone; ``edge.direction``). Passes end in the
+  order of their ends, before any later read is processed, so a batch of any size gives what
+  the live stream did.
 - **Direction** (``direction = "auto"``, ``edge.direction``): the side (outside/inside
   antennas) that saw the tag first and the side that saw it last, counting only reads within
   10 dB of the pass's peak (reflections do not make a side); a pass seen on one side only
-  takes the direction of the passes that travelled with it, if they agree (a buried case).
+  takes the direction of the passes that travelled with it, if they agree (a buried case), and
+  so does a pass read too rarely for its own order to mean anything (``sparse``: a buried
+  case, a parked case at the edge of a field), or it makes no movement.
   Outside then inside: ``receive`` to the door's location;
   inside then outside: ``ship`` from it. First and last on the same side (a forklift that enters
   and backs out, a pallet staged inside that is pulled back) or one side only: no movement
@@ -77,7 +81,7 @@ from devices.codes import interpret_epc
 from edge import wire
 from edge.arbiter import DoorArbiter, Pass
 from edge.config import PortalConfig
-from edge.direction import Cohort, Sides, order
+from edge.direction import Cohort, Sides, Span, order, sparse
 from edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
@@ -252,6 +256,8 @@ class Door:
         self._quiet = config.quiet_s
         # a pass seen on one side only may be crossing the dead zone: it waits this long
         self._transition = max(config.quiet_s, config.transition_s)
+        # a pass seen on both sides may yet back out through the dead zone: it waits this long
+        self._reversal = max(config.quiet_s, config.reversal_s)
         self._cohort = Cohort(2 * self._transition) if self._fixed is None else None
         self._arbiter = None
         if arbiter is not None and not self.counting and config.arbitration_s > 0:
@@ -590,14 +596,15 @@ class Door:
             self._decided.append((p, True))
 
     def _deadline(self, st: _Tag) -> float:
-        """When the pass ends if it is not read again: ``quiet_s`` after its last read, or
-        ``transition_s`` while it has been seen on one side only (``edge.direction``)."""
+        """When the pass ends if it is not read again: ``quiet_s`` after its last read at a
+        door that does not tell direction; else ``reversal_s`` once it has been seen on both
+        sides, ``transition_s`` while on one side only (``edge.direction``)."""
         sides = st.sides
         if sides is None:
             return st.last_t + self._quiet
         outside, inside = sides.spans(st.rssi)
         if outside is not None and inside is not None:
-            return st.last_t + self._quiet
+            return st.last_t + self._reversal
         return st.last_t + self._transition
 
     def _direction(self, st: _Tag, end_t: float) -> tuple[str | None, str]:
@@ -606,21 +613,24 @@ class Door:
             return self._fixed, "fixed"
         outside, inside = st.sides.spans(st.rssi)
         movement, why = order(outside, inside)
+        rare = sparse(st.reads, st.first_t, st.last_t)
         cohort.prune(end_t)
-        cohort.record(end_t, movement, outside, inside)
-        if why == "one side" and (outside or inside) is not None:
-            going = []
-            for other in self._active.values():
-                if other.sides is not None:
-                    o, i = other.sides.spans(other.rssi)
-                    m, _ = order(o, i)
-                    if m is not None:
-                        going.append((m, o, i))
-            side, span = (0, outside) if outside is not None else (1, inside)
-            movement = cohort.infer(side, span, going)  # type: ignore[arg-type]
-            if movement is not None:
-                why = "pallet"
+        cohort.record(end_t, None if rare else movement, outside, inside)  # sparse: no vote
+        if (rare or why == "one side") and (outside or inside) is not None:
+            movement = cohort.infer_all(outside, inside, self._going())
+            why = "pallet" if movement is not None else "sparse" if rare else why
         return movement, why
+
+    def _going(self) -> list[tuple[str, Span, Span]]:
+        """The passes still going whose reads so far show a clear direction (the pallet)."""
+        going = []
+        for other in self._active.values():
+            if other.sides is not None:
+                o, i = other.sides.spans(other.rssi)
+                m, _ = order(o, i)
+                if m is not None and o is not None and i is not None:
+                    going.append((m, o, i))
+        return going
 
     # --- decisions, events, reports ---------------------------------------------------------
 

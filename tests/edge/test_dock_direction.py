@@ -1,7 +1,8 @@
 """Direction through dead zones: generated dock traffic with ground truth through real doors.
 
 Doors are configured as a user would (name, location, antennas); every other key keeps its
-documented default (``quiet_s`` 1, ``transition_s`` 8, ``min_reads`` 2, ``arbitration_s`` 2).
+documented default (``quiet_s`` 1, ``transition_s`` 8, ``reversal_s`` 3, ``min_reads`` 2,
+``arbitration_s`` 2).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from devices.sim import sgtin96_hex
 from edge import wire
 from edge.arbiter import DoorArbiter
 from edge.config import PortalConfig
-from edge.dockbench import door_config, play, score
+from edge.dockbench import Score, door_config, play, score
 from edge.portal import Door
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
@@ -67,28 +68,37 @@ def moves(events: list[tuple[float, wire.Event]]) -> list[tuple[str, str | None,
 # --- generated traffic ---------------------------------------------------------------------
 
 
+SEEDS = (1, 2, 3)
+
+
 @pytest.fixture(scope="module")
-def traffic_score():  # type: ignore[no-untyped-def]
-    sim = DockSim(seed=20261122, staged_s=(20.0, 60.0))
-    return score(sim.traffic(len(KINDS) * 11))
+def traffic_scores():  # type: ignore[no-untyped-def]
+    return {seed: score(DockSim(seed=seed, staged_s=(20.0, 60.0)).traffic(len(KINDS) * 7))
+            for seed in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def traffic_score(traffic_scores):  # type: ignore[no-untyped-def]
+    total = Score()
+    for result in traffic_scores.values():
+        total.add(result)
+    return total
 
 
 def test_generated_dock_traffic_is_right_for_at_least_995_per_mille_of_crossings(
-        traffic_score) -> None:  # type: ignore[no-untyped-def]
+        traffic_scores, traffic_score) -> None:  # type: ignore[no-untyped-def]
     result = traffic_score
-    crossings = sum(n for kind, n in result.tags.items() if kind != "back-out")
-    right = sum(n for kind, n in result.right.items() if kind != "back-out")
-    assert sum(result.tags.values()) >= 3000
-    # everything but a forklift that backs out of the far zone is decided right 99.5 % of the
-    # time: dead zones with gaps of 0-3 s and stops, trains, staged pallets, neighbour bleed
-    assert right / crossings >= 0.995, result.wrong[:20]
+    assert sum(result.tags.values()) >= 6000
+    # every tag crossing of every kind, back-outs included: 99.5 % over the seeds together
+    assert result.total >= 0.995, result.wrong[:20]
+    for seed, one in traffic_scores.items():
+        assert one.total >= 0.99, (seed, one.total, one.wrong[:20])
     for kind in KINDS:
-        if kind != "back-out":
-            assert result.accuracy(kind) >= 0.98, (kind, result.accuracy(kind))
-    # a forklift backing out of the far zone slower than quiet_s is a receive (or ship) by the
-    # time it comes back: the price of keeping a both-sided movement's latency at quiet_s
-    assert result.accuracy("back-out") >= 0.75
-    assert result.total >= 0.975
+        assert result.accuracy(kind) >= 0.98, (kind, result.accuracy(kind))
+    # a movement is given out reversal_s after its tag's last read (a pass seen on one side,
+    # or waiting for its rival at the next door: up to transition_s)
+    assert 3.0 <= result.delay(0.5) <= 3.5
+    assert result.delay(0.99) <= 8.5
 
 
 def test_staged_pallets_and_neighbour_bleed_make_almost_no_movement(
@@ -124,8 +134,8 @@ def test_outside_then_a_15_s_gap_then_inside_is_one_receive() -> None:
     stream = reads("door-a", x, OUT, 1.0, 2.0) + reads("door-a", x, IN, 3.5, 4.5)
     events = drive([d], stream, until=20)
     assert moves(events) == [("receive", "DOCK-A", x)]
-    # seen on both sides: decided quiet_s after its last read, not transition_s
-    assert events[0][0] == pytest.approx(4.5 + 1.0, abs=0.11)
+    # seen on both sides: decided reversal_s after its last read, not transition_s
+    assert events[0][0] == pytest.approx(4.5 + 3.0, abs=0.11)
 
 
 def test_a_stop_in_the_dead_zone_within_the_transition_window_still_joins() -> None:
@@ -150,6 +160,25 @@ def test_a_forklift_that_reaches_the_far_side_and_backs_out_quickly_moves_nothin
     stream = (reads("door-a", x, OUT, 1.0, 2.0) + reads("door-a", x, IN, 2.6, 3.0)
               + reads("door-a", x, OUT, 3.7, 4.5))
     assert drive([d], stream, until=30) == []
+
+
+def test_a_forklift_that_backs_out_of_the_far_side_slowly_moves_nothing() -> None:
+    d = Door(door_config("door-a"))
+    x = tag(8)
+    # through the far field, then 2.5 s back through the dead zone: longer than quiet_s
+    stream = (reads("door-a", x, OUT, 1.0, 2.0) + reads("door-a", x, IN, 2.5, 5.0)
+              + reads("door-a", x, OUT, 7.5, 8.5))
+    assert drive([d], stream, until=30) == []
+
+
+def test_a_case_parked_at_the_edge_of_the_field_makes_no_movement() -> None:
+    d = Door(door_config("door-a"))
+    x = tag(9)
+    # read every 2-3 s as weakly as the reflections around it, one of them from the far side
+    stream = [TagRead("door-a", x, OUT, -74.0, at(t)) for t in (1.0, 3.5, 6.0, 8.0, 10.5)]
+    stream += [TagRead("door-a", x, IN, -78.0, at(11.0)),
+               TagRead("door-a", x, OUT, -75.0, at(30.0))]
+    assert drive([d], stream, until=60) == []
 
 
 def test_a_staged_pallets_weak_far_side_reads_do_not_make_a_direction() -> None:

@@ -74,6 +74,7 @@ import uuid
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from heapq import heappop, heappush
 from operator import attrgetter
 
 from devices.base import TagRead
@@ -283,6 +284,9 @@ class Door:
         self._claim_first: dict[str, float] = {}  # tag -> first read of its undecided passes
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
         self._next_sweep = -_INF  # no pass goes quiet before this
+        # When to look at a pass again: (time, tag, its last read then). One entry per read,
+        # taken lazily; an entry of an older read of the tag is dropped when it comes up.
+        self._wake: list[tuple[float, str, float]] = []
         self.outside_reads = 0  # reads while no GPI cycle was open
         self.late_reads = 0
 
@@ -361,6 +365,7 @@ class Door:
         for st in sorted(self._active.values(), key=lambda s: (s.last_t, s.tag)):
             self._end(st, min(self._deadline(st), max(end, st.last_t)))
         self._active.clear()
+        self._wake.clear()
         if self._arbiter is not None:
             self._arbiter.finish(self.name)
         return self._finish_round(final=True)
@@ -476,8 +481,10 @@ class Door:
                 st.rssi, st.antenna = rssi, r.antenna
             if auto and role:
                 st.sides.add(role - 1, t, rssi)  # type: ignore[union-attr]
-            if t + quiet < self._next_sweep:  # this pass now goes quiet no earlier than this
-                self._next_sweep = t + quiet
+            wake_t = st.last_t + quiet  # this pass goes quiet no earlier than this
+            heappush(self._wake, (wake_t, epc, st.last_t))
+            if wake_t < self._next_sweep:
+                self._next_sweep = wake_t
             cyc.seen.add(epc)
             if st.observed:
                 cyc.tags[epc] = st.item
@@ -523,9 +530,7 @@ class Door:
         for end_t, tag, st in self._due(now_t):
             del active[tag]
             self._end(st, end_t)
-        quiet = self._quiet
-        self._next_sweep = min((st.last_t + quiet if st.last_t + quiet > now_t
-                                else self._deadline(st) for st in active.values()), default=_INF)
+        self._next_sweep = self._wake[0][0] if self._wake else _INF
 
     def _open(self, opened_t: float, due: float) -> _Cycle:
         cyc = _Cycle(self._next_cycle, opened_t, due)
@@ -562,15 +567,23 @@ class Door:
             self._end(st, end_t)
 
     def _due(self, now_t: float) -> list[tuple[float, str, _Tag]]:
-        """The passes that have ended by ``now_t``: (when, tag, pass), in time order."""
-        quiet = self._quiet
-        due = []
-        for st in self._active.values():
-            if st.last_t + quiet > now_t:
-                continue
+        """The passes that have ended by ``now_t`` (silent for ``quiet_s`` and past their
+        deadline): (when, tag, pass), in time order. Only passes whose wake-up time has come
+        are looked at (a heap), not every pass going."""
+        wake, active = self._wake, self._active
+        due: list[tuple[float, str, _Tag]] = []
+        taken: set[str] = set()
+        while wake and wake[0][0] <= now_t:
+            _, tag, last_t = heappop(wake)
+            st = active.get(tag)
+            if st is None or st.last_t != last_t or tag in taken:
+                continue  # ended already, or read since: a later entry stands for it
             deadline = self._deadline(st)
             if deadline <= now_t:
-                due.append((deadline, st.tag, st))
+                due.append((deadline, tag, st))
+                taken.add(tag)
+            else:
+                heappush(wake, (deadline, tag, last_t))
         due.sort()
         return due
 

@@ -520,8 +520,9 @@ class DockReader:
             tag = sgtin96_hex(COMPANY, ITEM_REF, self.serial).upper()
             t0 = start + rng.uniform(0.0, 0.5)
             half = rng.uniform(0.3, 0.8)
+            strength = rng.uniform(-68.0, -52.0)  # the tag passes close to both antennas
             for antenna, base in ((1, t0), (2, t0 + half)):
-                rssi = rng.uniform(-70.0, -50.0)
+                rssi = strength + rng.uniform(-3.0, 3.0)
                 for _ in range(rng.randint(3, 8)):
                     at = base + rng.uniform(0.0, half)
                     heapq.heappush(self._schedule, (at, antenna, tag, round(rssi, 1)))

@@ -285,7 +285,8 @@ class EdgeAgent:
             if not online.is_set():
                 continue  # hold the watermark: the reader may flush a backlog when it is back
             with lock:
-                mark = clock.watermark(now(), time.monotonic())
+                mark = clock.watermark(now(), time.monotonic(),
+                                       getattr(reader, "caught_up_at", None))
                 events = door.advance(mark) if mark is not None else []
                 reports = door.take_reports()
                 horizon, live = door.journal_marks()

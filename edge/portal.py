@@ -857,7 +857,10 @@ class ReaderClock:
     ``None`` until the first read (a door that never read holds up no other: the arbiter
     stops waiting for it after ``max_wait_s``). While the reader is offline the agent does not
     call it: the watermark holds, and a backlog flushed later, over any number of ticks, lands
-    ahead of it as the live stream did.
+    ahead of it as the live stream did. ``caught_up`` (the reader thread's ``caught_up_at``):
+    silence counts only up to the moment the reader's thread had handed over everything it had,
+    so a reader thread held up (a slow fsync, a busy process) does not let the door run ahead
+    of reads that are already on their way.
     """
 
     def __init__(self, lag_s: float) -> None:
@@ -874,9 +877,12 @@ class ReaderClock:
     def online(self, host: float) -> None:
         self._heard = host
 
-    def watermark(self, now: datetime, host: float) -> datetime | None:
+    def watermark(self, now: datetime, host: float, caught_up: float | None = None
+                  ) -> datetime | None:
         lag = self.lag_s
-        silent = host - self._heard
+        # Silence counts only up to when the reader's thread had handed over all it had: a
+        # reader thread that is behind (a slow disk, a busy process) is not a quiet door.
+        silent = (host if caught_up is None else min(host, caught_up)) - self._heard
         cap = now.timestamp() - lag
         if self._latest == -_INF:  # nothing read yet, nothing to process: no promise either
             return None

@@ -22,6 +22,7 @@ dedicated reader network, or put a proxy in front.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +56,13 @@ class HttpTagReceiver:
         self.max_backoff = max_backoff
         self.listening = threading.Event()
         self._lock = threading.Lock()
+        self._inflight: dict[int, float] = {}  # handler thread -> when its request came
+
+    @property
+    def caught_up_at(self) -> float:
+        """Monotonic time by which every request received was handed over (see MqttTagReader)."""
+        times = list(self._inflight.values())
+        return min(times) if times else time.monotonic()
 
     acknowledges = True  # run() takes a commit: answers 2xx only for what is durable
 
@@ -82,6 +90,14 @@ class HttpTagReceiver:
                     self.wfile.write(body)
 
             def do_POST(self) -> None:
+                me = threading.get_ident()
+                receiver._inflight[me] = time.monotonic()
+                try:
+                    self._post()
+                finally:
+                    receiver._inflight.pop(me, None)
+
+            def _post(self) -> None:
                 length_header = self.headers.get("Content-Length")
                 if length_header is None:
                     self.close_connection = True

@@ -94,6 +94,9 @@ class MqttTagReader:
         self.max_payload = max_payload
         self.batch = batch
         self.linger_s = linger_s
+        # Monotonic time by which everything the broker had sent was handed over: a consumer
+        # may take silence up to here as the reader's (not as this thread being behind).
+        self.caught_up_at: float | None = None
         self.receive_max = receive_max
         self.topic = topic
         self.parser = parser
@@ -158,6 +161,7 @@ class MqttTagReader:
             state["lost"] = str(reason)
 
         def on_message(client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+            state["received"] = state.get("received", 0) + 1
             parsed = self._parse(message.payload)
             report_errors(self.on_error, parsed.errors)
             for read in parsed.reads:
@@ -219,7 +223,8 @@ class MqttTagReader:
             try:
                 while not stop.is_set():
                     waiting = len(unacked) if unacked is not None else 0
-                    rc = client.loop(timeout=0.0 if waiting else 0.1)
+                    started, before = time.monotonic(), state.get("received", 0)
+                    rc = client.loop(timeout=0.0 if waiting else 0.05)
                     if unacked:
                         # Group commit: settle once the socket has nothing more for us right
                         # now (a burst is one commit), at `batch`, or `linger_s` at the latest.
@@ -230,6 +235,8 @@ class MqttTagReader:
                                 or now - since >= self.linger_s):
                             settle()
                             since = 0.0
+                    if not unacked and state.get("received", 0) == before:
+                        self.caught_up_at = started  # all it had by then is handed over
                     if state.get("refused"):
                         raise DeviceGone(f"{self.name}: broker refused: {state['refused']}")
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or state.get("lost"):

@@ -426,3 +426,18 @@ def test_arbitration_does_not_depend_on_how_far_the_watermark_moves() -> None:
         result = run([Door(a, arbiter=arbiter), Door(b, arbiter=arbiter)], floor, until=30,
                      tick=tick)
         assert [(e.type, e.to) for e in result.events] == [("receive", "DOCK-B")], tick
+
+
+def test_a_reader_thread_behind_is_not_a_quiet_door() -> None:
+    """Silence moves the watermark on with host time only up to when the reader's thread had
+    handed over everything it had: reads held up on their way do not arrive late."""
+    clock = ReaderClock(0.5)
+    read_at = T0 + timedelta(seconds=10)
+    clock.seen(read_at, host=100.0)
+    now = T0 + timedelta(seconds=20)
+    quiet = clock.watermark(now, host=103.0)  # 3 s of real silence: moved on 2.5 s - 0.5 s
+    assert quiet == read_at + timedelta(seconds=2.0)
+    behind = clock.watermark(now, host=103.0, caught_up=99.0)  # the thread is behind
+    assert behind == read_at - timedelta(seconds=0.5)  # holds at the newest read - lag
+    partly = clock.watermark(now, host=103.0, caught_up=101.5)  # caught up 1.5 s in
+    assert partly == read_at + timedelta(seconds=0.5)

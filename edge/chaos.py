@@ -176,8 +176,12 @@ class Broker:
     def _config(self) -> Path:
         limits = ("max_queued_messages 8\nmax_inflight_messages 4\n" if self.small_queues
                   else "max_queued_messages 1000000\nmax_inflight_messages 0\n")
+        # Saved after every change: a SIGKILLed mosquitto loses what it acknowledged since its
+        # last save (time-based saving lost up to a second of a reader's reads, the broker's
+        # loss, not the edge's); per change, that window is the few microseconds of one loop.
         store = (f"persistence true\npersistence_location {self.directory}/\n"
-                 "autosave_interval 1\n" if self.persistent else "persistence false\n")
+                 "autosave_interval 1\nautosave_on_changes true\n" if self.persistent
+                 else "persistence false\n")
         path = self.directory / "mosquitto.conf"
         path.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"

@@ -17,6 +17,7 @@ byte by byte and shared by every transport (MQTT, HTTP, files).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -28,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from devices.base import DeviceGone, TagRead, now
+
+log = logging.getLogger(__name__)
 
 OnRead = Callable[[TagRead], None]
 OnState = Callable[[bool], None]
@@ -308,6 +311,7 @@ def supervise(
     """
     online: bool | None = None
     delay = 0.0
+    last_reason = [""]
 
     def report(state: bool) -> None:
         nonlocal online
@@ -331,7 +335,10 @@ def supervise(
 
         try:
             session(mark_online)
-        except DeviceGone:
+        except DeviceGone as exc:
+            if str(exc) != last_reason[0]:  # why, once per reason (not per retry)
+                last_reason[0] = str(exc)
+                log.warning("%s; retrying", exc)
             report(False)
         else:
             if stop.is_set():

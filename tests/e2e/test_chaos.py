@@ -37,14 +37,6 @@ def test_handheld_short_campaign_loses_nothing_and_doubles_nothing(tmp_path: Pat
     assert status == 0, f"logs in {tmp_path}\n{report}"
 
 
-# The dock runs and reports in every `make test`; it fails today (README, 'Fault campaign'):
-# crossings are lost when the reader's backlog reaches the door late. The check is the same.
-DOCK_XFAIL = pytest.mark.xfail(
-    reason="dock crossings lost under faults (README, 'Fault campaign'); exact check kept",
-    strict=False)
-
-
-@DOCK_XFAIL
 @pytest.mark.parametrize(("scenario", "faults"), [("dock-edge", 8), ("dock-brokers", 4)])
 def test_dock_short_campaign_loses_nothing_and_doubles_nothing(
     tmp_path: Path, scenario: str, faults: int

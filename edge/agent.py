@@ -52,7 +52,8 @@ class EdgeAgent:
         self.refused_reads = 0  # reads a full journal lost (readers that cannot be told)
         self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
-        self._door_arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
+        arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
+        self._door_arbiter = arbiter if len(arbiter.doors()) > 1 else None  # one: no rival
 
     # --- life cycle -----------------------------------------------------------------------
 

@@ -145,7 +145,9 @@ class DoorJournal:
 
     def put(self, read: TagRead) -> None:
         """Buffer a read; it is kept by the next ``commit``."""
-        row = (to_us(read.at), read.epc, read.antenna, read.rssi, read.seen, None, None)
+        # exact: a float timestamp is within 0.24 us of the datetime's microsecond until 2106
+        row = (round(read.at.timestamp() * 1e6), read.epc, read.antenna, read.rssi, read.seen,
+               None, None)
         with self._lock:
             self._buffer.append((read, row))
 

@@ -281,6 +281,15 @@ def iter_json(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
 
 def json_events(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
     """Like `iter_json`, with top-level arrays (webhook batches) flattened into their items."""
+    if data[:1] == b"{":  # one event per message, as network readers send: the short way
+        try:
+            value = json.loads(data)
+        except Exception:  # anything odd: the careful way below says what
+            pass
+        else:
+            if isinstance(value, dict):
+                yield value, data
+                return
     for item in iter_json(data):
         if isinstance(item, ParseError):
             yield item

@@ -50,6 +50,7 @@ class EdgeAgent:
         self.captured = 0
         self.refused = 0
         self.refused_reads = 0  # reads a full journal lost (readers that cannot be told)
+        self.door_restarts = 0  # doors started again after an error
         self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
         arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
@@ -180,20 +181,29 @@ class EdgeAgent:
         return on_state
 
     def _run_portal(self, config: PortalConfig) -> None:
-        door = Door(config, arbiter=self._door_arbiter)
+        """One door, supervised: if its logic fails, it is started again (after a pause that
+        grows to 30 s) and rebuilt from its journal, where every read it was given is kept."""
         if config.reader == "sim":
-            self._run_simulated_door(config, door)
+            self._run_simulated_door(config, Door(config, arbiter=self._door_arbiter))
             return
-        try:
-            journal = DoorJournal(journal_path(self.config.journal_directory, config.name),
-                                  config.name,
-                                  cap_bytes=int(self.config.journal_cap_mb * 1024 * 1024))
-        except JournalError as exc:
-            log.error("door %s cannot start: %s", config.name, exc)
-            self.device_online[config.name] = False
-            return
-        with journal:
-            self._run_journaled_door(config, door, journal)
+        pause = 1.0
+        while not self._stop.is_set():
+            try:
+                journal = DoorJournal(journal_path(self.config.journal_directory, config.name),
+                                      config.name,
+                                      cap_bytes=int(self.config.journal_cap_mb * 1024 * 1024))
+                with journal:
+                    self._run_journaled_door(config, Door(config, arbiter=self._door_arbiter),
+                                             journal)
+                return
+            except Exception as exc:
+                self.device_online[config.name] = False
+                self.door_restarts += 1
+                log.exception("door %s stopped by an error (%s); its reads are kept in its "
+                              "journal: starting it again in %.0f s", config.name, exc, pause)
+            if self._stop.wait(pause):
+                return
+            pause = min(pause * 2, 30.0)
 
     def _run_journaled_door(self, config: PortalConfig, door: Door,
                             journal: DoorJournal) -> None:
@@ -274,14 +284,37 @@ class EdgeAgent:
         if callable(hook):
             hook(on_gpi)
         kwargs: dict[str, Any] = {"commit": commit} if acknowledges else {}
+        reading = threading.Event()  # set: the reader stops (the agent stops, or this door)
         thread = threading.Thread(
             target=reader.run, name=f"reader-{config.name}",
-            args=(on_read, self._stop, on_state), kwargs=kwargs, daemon=True,
+            args=(on_read, reading, on_state), kwargs=kwargs, daemon=True,
         )
         thread.start()
+        try:
+            self._door_loop(config, door, journal, keeper, clock, online, lock, handed,
+                            reader, commit_unacknowledged if not acknowledges else None)
+        finally:
+            reading.set()
+            thread.join(5)
+        if not acknowledges:
+            commit_unacknowledged()
+        with lock:
+            events = door.finish()
+            reports = door.take_reports()
+            horizon, live = door.journal_marks()
+            upto = handed[0]
+        if self.keep_door(keeper, events, last=True) or keeper.backlog_saved:
+            journal.trim(upto, horizon, live)
+        self._door_reports(door, reports)
+
+    def _door_loop(self, config: PortalConfig, door: Door, journal: DoorJournal,
+                   keeper: DoorKeeper, clock: ReaderClock, online: threading.Event,
+                   lock: threading.Lock, handed: list[int], reader: Any,
+                   commit_unacknowledged: Callable[[], None] | None) -> None:
+        """Until the agent stops: passes that ended become movements; the journal is trimmed."""
         trim_due = 0.0
         while not self._stop.wait(DOOR_TICK_S):
-            if not acknowledges:
+            if commit_unacknowledged is not None:
                 commit_unacknowledged()
             if not online.is_set():
                 continue  # hold the watermark: the reader may flush a backlog when it is back
@@ -298,17 +331,6 @@ class EdgeAgent:
             if on_disk and (events or host >= trim_due):
                 journal.trim(upto, horizon, live)  # what the door no longer needs
                 trim_due = host + TRIM_EVERY_S
-        thread.join(5)
-        if not acknowledges:
-            commit_unacknowledged()
-        with lock:
-            events = door.finish()
-            reports = door.take_reports()
-            horizon, live = door.journal_marks()
-            upto = handed[0]
-        if self.keep_door(keeper, events, last=True) or keeper.backlog_saved:
-            journal.trim(upto, horizon, live)
-        self._door_reports(door, reports)
 
     def _reader_error(self, door: str) -> Callable[[str, bytes], None]:
         def on_error(reason: str, raw: bytes) -> None:

@@ -149,3 +149,38 @@ def test_door_movements_refused_by_a_full_outbox_wait_and_are_kept_later(tmp_pat
         assert agent.keep_door(keeper, [])
         assert keeper.backlog == []
         assert agent.outbox.stats().pending == 3 and agent.captured == 3
+
+
+def test_a_door_that_fails_is_started_again_from_its_journal(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """A bug in the door logic (injected: its first advance after reads raises) does not end
+    the door: it is started again, rebuilt from its journal, and the crossing is kept once."""
+    import pytest
+
+    from devices.base import TagRead, now
+    from devices.rfid.simreader import post_impinj
+    from edge.portal import Door
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    port = free_port()
+    door = PortalConfig(name="door-1", location="DOCK-1", reader="impinj-http", http_port=port,
+                        direction="in", min_reads=1, quiet_s=0.1, latency_s=0.05)
+    real_advance = Door.advance
+    failed: list[bool] = []
+
+    def advance_once_broken(self: Door, moment: object) -> object:
+        if self._pending and not failed:
+            failed.append(True)
+            raise RuntimeError("a bug in the door logic")
+        return real_advance(self, moment)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Door, "advance", advance_once_broken)
+    with EdgeAgent(_config(tmp_path, portals=(door,))) as agent:
+        wait_until(lambda: agent.device_online.get("door-1") is True, 10, "the receiver")
+        tag = sgtin96_hex("0614141", "812345", 4242)
+        post_impinj(f"http://127.0.0.1:{port}/", [TagRead("door-1", tag, 1, -50.0, now())])
+        wait_until(lambda: len(_events(agent)) == 1, 20, "the movement after the restart")
+        assert failed and agent.door_restarts == 1
+        time.sleep(0.5)
+        assert [e["read"]["tag"] for e in _events(agent)] == [tag]  # type: ignore[index]

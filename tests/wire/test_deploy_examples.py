@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import time
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -296,3 +297,60 @@ def test_shared_subscription_is_allowed_for_central(production_broker: Mosquitto
         central.close()
         hh07.close()
 
+
+
+def test_reader_broker_config_keeps_acknowledged_reads_through_a_crash(tmp_path: Path) -> None:
+    """deploy/mosquitto/reader-broker.conf on a real mosquitto: reads it PUBACKed to a reader
+    while the edge was away are delivered to the edge's session after a SIGKILL and restart."""
+    import signal
+
+    broker = Mosquitto(tmp_path / "broker")
+    passwd = tmp_path / "readers.passwd"
+    for i, user in enumerate(("zebra-1", "edge-1")):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
+                        "pw"], check=True, capture_output=True)
+    moved = {"listener": f"{broker.port} 127.0.0.1", "password_file": str(passwd),
+             "persistence_location": f"{broker.directory}/"}
+    lines = []
+    for line in (DEPLOY / "mosquitto" / "reader-broker.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            lines.append(f"{key} {moved.get(key, value.strip())}")
+    if os.geteuid() == 0:
+        lines.append("user root")
+    broker.config.write_text("\n".join(lines) + "\n")
+
+    def client(name: str) -> Client:
+        c = Client(CallbackAPIVersion.VERSION2, client_id=name,
+                   protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
+        c.username_pw_set(name, "pw")
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        return c
+
+    with broker:
+        edge = client("edge-1")
+        edge.subscribe("readers/door-1", qos=1)[0]
+        time.sleep(0.3)
+        edge.disconnect()
+        edge.loop_stop()
+        reader = client("zebra-1")
+        for n in range(50):
+            reader.publish("readers/door-1", f"read {n}", qos=1).wait_for_publish(10)
+        reader.disconnect()
+        reader.loop_stop()
+        broker.stop(signal.SIGKILL)  # PUBACKed, queued for the edge, never delivered
+        broker.start()
+        got: queue.Queue[bytes] = queue.Queue()
+        edge = Client(CallbackAPIVersion.VERSION2, client_id="edge-1",
+                      protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
+        edge.username_pw_set("edge-1", "pw")
+        edge.on_message = lambda c, u, m: got.put(bytes(m.payload))
+        edge.connect("127.0.0.1", broker.port)
+        edge.loop_start()
+        try:
+            received = {got.get(timeout=10) for _ in range(50)}
+        finally:
+            edge.disconnect()
+            edge.loop_stop()
+    assert received == {f"read {n}".encode() for n in range(50)}

@@ -154,7 +154,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge import readerbench
 
     reader = {"reads": args.reads, "per_tag": args.per_tag, "rate": args.rate,
-              "seconds": args.paced_seconds}
+              "seconds": args.paced_seconds, "per_message": args.per_message}
     if args.suite == "reader":
         return readerbench.main(as_json=args.json, **reader)
     from edge.bench import run_bench
@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.add_argument("--reads", type=int, default=100_000, help="reader: reads in the flood")
     p.add_argument("--per-tag", type=int, default=4, help="reader: reads of each tag")
+    p.add_argument("--per-message", type=int, default=1,
+                   help="reader: reads per MQTT message (a JSON array above 1, as the Zebra "
+                   "IoT Connector's batching sends)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("chaos", help=COMMANDS["chaos"])

@@ -61,22 +61,24 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _preload(broker: Mosquitto, reads: list[TagRead], client_id: str) -> None:
+def _preload(broker: Mosquitto, reads: list[TagRead], client_id: str, per_message: int = 1
+             ) -> None:
     with ZebraMqttReaderSim(broker.url, TOPIC, client_id=client_id) as reader:
-        reader.publish(reads)
+        reader.publish(reads, per_message=per_message)
         if not reader.wait_acked(300):
             raise EdgeError(f"reader-side broker took only {reader.acked} of {len(reads)}")
 
 
-def bench_raw(broker: Mosquitto, reads: list[TagRead]) -> float:
+def bench_raw(broker: Mosquitto, reads: list[TagRead], per_message: int = 1) -> float:
     """Reads/s a raw paho subscriber drains from its queued persistent session."""
+    messages = -(-len(reads) // per_message)
     count = [0]
     done = threading.Event()
     online = [0.0]
 
     def on_message(_c: Any, _u: Any, _m: mqtt.MQTTMessage) -> None:
         count[0] += 1
-        if count[0] >= len(reads):
+        if count[0] >= messages:
             done.set()
 
     def on_subscribe(*_: Any) -> None:
@@ -95,7 +97,7 @@ def bench_raw(broker: Mosquitto, reads: list[TagRead]) -> float:
     first.loop(1.0)
     first.loop(0.2)
     first.disconnect()
-    _preload(broker, reads, "bench-raw-reader")
+    _preload(broker, reads, "bench-raw-reader", per_message)
     online[0] = 0.0
     count[0] = 0
     start = time.perf_counter()
@@ -104,7 +106,7 @@ def bench_raw(broker: Mosquitto, reads: list[TagRead]) -> float:
     thread = threading.Thread(target=sub.loop_forever, daemon=True)
     thread.start()
     if not done.wait(300):
-        raise EdgeError(f"raw paho: only {count[0]} of {len(reads)} reads arrived")
+        raise EdgeError(f"raw paho: only {count[0]} of {messages} messages arrived")
     elapsed = time.perf_counter() - start  # from connect, as the edge's clock
     sub.disconnect()
     thread.join(5)
@@ -173,8 +175,8 @@ class _Edge:
             return 0
 
 
-def bench_edge(directory: Path, broker: Mosquitto, reads: list[TagRead], tags: int
-               ) -> tuple[float, float]:
+def bench_edge(directory: Path, broker: Mosquitto, reads: list[TagRead], tags: int,
+               per_message: int = 1) -> tuple[float, float]:
     """(reads/s from reader online to the last movement in the outbox, edge CPU µs per read)."""
     edge = _Edge(directory, broker)
     # The first start makes the persistent session and says what starting costs: the time and
@@ -183,7 +185,7 @@ def bench_edge(directory: Path, broker: Mosquitto, reads: list[TagRead], tags: i
     assert edge.process is not None
     cpu0 = _cpu_s(edge.process.pid)
     edge.stop()
-    _preload(broker, reads, "bench-edge-reader")
+    _preload(broker, reads, "bench-edge-reader", per_message)
     # A broker sends a session's queue right after CONNACK, before the SUBACK that says
     # "online": the clock starts at launch plus the startup time measured above.
     edge.start()
@@ -236,22 +238,25 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(*, reads: int = 50_000, per_tag: int = 4, rate: float = 2000.0, seconds: float = 10.0
-        ) -> dict[str, Any]:
+def run(*, reads: int = 50_000, per_tag: int = 4, rate: float = 2000.0, seconds: float = 10.0,
+        per_message: int = 1) -> dict[str, Any]:
     reads = max(per_tag, reads // per_tag * per_tag)
     tags = reads // per_tag
     start = datetime.now(UTC) - timedelta(seconds=120)
     with tempfile.TemporaryDirectory(prefix="floorsync-readerbench-") as tmp:
         directory = Path(tmp)
         with Mosquitto(directory / "raw-broker") as raw_broker:
-            raw = bench_raw(raw_broker, _reads(reads, per_tag, start, 50, 100_000_000))
+            raw = bench_raw(raw_broker, _reads(reads, per_tag, start, 50, 100_000_000),
+                            per_message)
         with Mosquitto(directory / "reader-broker") as broker:
             ours, cpu_us = bench_edge(directory / "flood", broker,
-                                      _reads(reads, per_tag, start, 50, 200_000_000), tags)
+                                      _reads(reads, per_tag, start, 50, 200_000_000), tags,
+                                      per_message)
         with Mosquitto(directory / "live-broker") as broker:
             latencies = bench_latency(directory / "live", broker, rate, seconds, per_tag)
     return {
         "reads": reads,
+        "reads_per_message": per_message,
         "movements": tags,
         "edge_reads_per_s": round(ours),
         "raw_paho_reads_per_s": round(raw),
@@ -270,8 +275,8 @@ def main(as_json: bool = False, **kwargs: Any) -> int:
     if as_json:
         print(json.dumps(result))
         return 0
-    raw = result["raw_paho_reads_per_s"]
-    print(f"raw paho subscriber, QoS 1, 1 read/message: {raw:>9,} reads/s")
+    raw, per = result["raw_paho_reads_per_s"], result["reads_per_message"]
+    print(f"raw paho subscriber, QoS 1, {per} read(s)/message: {raw:>9,} reads/s")
     print(f"edge: reader broker -> decode -> journal -> door -> outbox: "
           f"{result['edge_reads_per_s']:>9,} reads/s (x{result['ratio']} of raw paho; "
           f"{result['edge_cpu_us_per_read']} us of edge CPU per read; "

@@ -97,14 +97,23 @@ class ZebraMqttReaderSim:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def publish(self, reads: Iterable[TagRead], window: int = 1000) -> None:
-        """Publish; while connected, at most ``window`` messages wait for their PUBACK (paho
+    def publish(self, reads: Iterable[TagRead], window: int = 1000, per_message: int = 1
+                ) -> None:
+        """Publish, one read per message or ``per_message`` as a JSON array (the connector's
+        batching); while connected, at most ``window`` messages wait for their PUBACK (paho
         scans every waiting message on each PUBACK: a deep queue costs quadratic time)."""
-        for read in reads:
+        batch: list[dict[str, Any]] = []
+        pending = list(reads)
+        for i, read in enumerate(pending):
+            batch.append(zebra_event(read))
+            if len(batch) < per_message and i + 1 < len(pending):
+                continue
             while (self.published - self.acked >= window and self._client.is_connected()):
                 time.sleep(0.001)
+            payload = json.dumps(batch[0] if per_message == 1 else batch)
+            batch = []
             with self._lock:
-                self._client.publish(self.topic, json.dumps(zebra_event(read)), qos=1)
+                self._client.publish(self.topic, payload, qos=1)
                 self.published += 1
 
     def paced(self, reads: Sequence[TagRead], rate: float) -> None:

@@ -223,7 +223,7 @@ _SGTIN_PARTITIONS = ((40, 12, 4), (37, 11, 7), (34, 10, 10), (30, 9, 14), (27, 8
 
 
 def _gs1_check_digit(digits: str) -> str:
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    total = 3 * sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2]))
     return str((10 - total % 10) % 10)
 
 

@@ -66,6 +66,39 @@ def parse_broker_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 1883
 
 
+class _BufferedClient(mqtt.Client):
+    """paho's client, reading its socket 64 KiB at a time.
+
+    paho asks the socket for each packet's first byte, then each byte of its length, then the
+    rest: three or more ``recv`` calls a message, each releasing and taking back the GIL, which
+    the door's thread competes for. Served from a buffer, a burst of small messages costs one
+    ``recv``. While the buffer holds data the reader calls ``loop_read`` (``select`` would not
+    see it); ``reset_buffer`` at every new connection. Relies on paho 2.x's ``_sock_recv``
+    (the dependency is pinned below 3).
+    """
+
+    _rbuf = b""
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(65536)  # BlockingIOError and the rest, as paho expects
+            if not data:
+                return data
+            self._rbuf, self._rpos = data, 0
+        end = self._rpos + bufsize
+        out = self._rbuf[self._rpos:end]
+        self._rpos = min(end, len(self._rbuf))
+        return out
+
+    @property
+    def buffered(self) -> bool:
+        return self._rpos < len(self._rbuf)
+
+    def reset_buffer(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+
+
 class MqttTagReader:
     """Subscribes to `topic` on `broker_url` and parses every message with `parser`."""
 
@@ -125,9 +158,9 @@ class MqttTagReader:
             return Parsed(errors=[ParseError(reason, clip(bytes(payload)))])
 
     def _client(self, on_read: OnRead, state: dict[str, Any],
-                unacked: list[tuple[int, int]] | None) -> mqtt.Client:
+                unacked: list[tuple[int, int]] | None) -> _BufferedClient:
         v5 = self.protocol == 5
-        client = mqtt.Client(
+        client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
@@ -204,6 +237,7 @@ class MqttTagReader:
 
         def session(mark_online: Callable[[], None]) -> None:
             state.clear()
+            client.reset_buffer()  # bytes of a connection that is gone
             if unacked:
                 unacked.clear()  # ids of a connection that is gone
             properties = None
@@ -224,7 +258,10 @@ class MqttTagReader:
                 while not stop.is_set():
                     waiting = len(unacked) if unacked is not None else 0
                     started, before = time.monotonic(), state.get("received", 0)
-                    rc = client.loop(timeout=0.0 if waiting else 0.05)
+                    if client.buffered:  # data already read from the socket
+                        rc = client.loop_read()
+                    else:
+                        rc = client.loop(timeout=0.0 if waiting else 0.05)
                     if unacked:
                         # Group commit: settle once the socket has nothing more for us right
                         # now (a burst is one commit), at `batch`, or `linger_s` at the latest.

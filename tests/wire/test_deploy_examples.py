@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
-import time
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -330,8 +329,10 @@ def test_reader_broker_config_keeps_acknowledged_reads_through_a_crash(tmp_path:
 
     with broker:
         edge = client("edge-1")
-        edge.subscribe("readers/door-1", qos=1)[0]
-        time.sleep(0.3)
+        subscribed: queue.Queue[bool] = queue.Queue()
+        edge.on_subscribe = lambda *_: subscribed.put(True)
+        edge.subscribe("readers/door-1", qos=1)
+        assert subscribed.get(timeout=10)  # the session has its subscription
         edge.disconnect()
         edge.loop_stop()
         reader = client("zebra-1")

@@ -756,11 +756,14 @@ class Door:
     def journal_marks(self) -> tuple[float, dict[str, float]]:
         """What the door journal must keep (``edge.journal``): (horizon, live passes).
 
-        No unprocessed input (nor, counting or with a GPI, open or unreported cycle) is older
-        than the horizon (epoch seconds); live passes (going, or ended and undecided) map their
-        tag to their first read, and their reads are kept from there. Fed again from what is
-        kept, in time order, a new door comes back to this one's state for every pass not yet
-        decided (a time-boxed cycle's report may then count less: reports are diagnostics).
+        No unprocessed input (nor, counting or with a GPI, open or unreported cycle; nor, at
+        a door telling direction, pass ended within the pallet evidence's window, rebuilt so a
+        buried case still finds its pallet) is older than the horizon (epoch seconds); live
+        passes (going, or ended and undecided) map their tag to their first read, and their
+        reads are kept from there. Fed again from what is kept, in time order, a new door comes
+        back to this one's state for every pass not yet decided (a time-boxed cycle's report may
+        then count less: reports are diagnostics); passes decided again are held or kept once
+        by their id.
         """
         horizon = self._wm
         for item in self._pending:
@@ -771,6 +774,8 @@ class Door:
             for cyc in self._cycles.values():
                 if cyc.opened_t < horizon:
                     horizon = cyc.opened_t
+        if self._cohort is not None:  # the pallet's evidence: passes ended within its window
+            horizon = min(horizon, self._wm - self._cohort.keep_s)
         live = dict(self._claim_first)
         for tag, st in self._active.items():
             first = live.get(tag)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,25 +134,25 @@ def stream_over_mqtt(reader: ZebraMqttReaderSim, site: str, fault: threading.Eve
             fault.set()
 
 
-def test_edge_killed_mid_stream_loses_no_network_reader_read(
-    tmp_path: Path, mosquitto: Mosquitto, central: CentralProcess, site: str
-) -> None:
+def run_over_mqtt(tmp_path: Path, mosquitto: Mosquitto, central: CentralProcess, site: str,
+                  fault: Callable[[EdgeProcess, Mosquitto], None]) -> None:
+    """A Zebra-style reader streams every crossing through its own broker to the edge; once
+    KILL_AFTER of the stream is out, ``fault(edge, reader_broker)``; then every crossing must
+    be in the ledger once."""
     with Mosquitto(tmp_path / "reader-broker") as reader_broker:
         topic = f"zebra/{site}/door-1"
         edge = EdgeProcess(edge_config(tmp_path, site, mosquitto.url, (
             f'reader = "zebra-mqtt"\nbroker = "{reader_broker.url}"\ntopic = "{topic}"\n'))).start()
         with ZebraMqttReaderSim(reader_broker.url, topic, client_id=f"zebra-{site}") as reader:
             tags: list[str] = []
-            fault = threading.Event()
+            midway = threading.Event()
             stream = threading.Thread(target=stream_over_mqtt,
-                                      args=(reader, site, fault, tags))
+                                      args=(reader, site, midway, tags))
             stream.start()
-            assert fault.wait(60)
-            edge.kill()  # mid-stream: reads in the door, in the journal, on the wire
-            time.sleep(DOWN_S)  # the reader goes on; its broker queues for the edge's session
-            edge.start()
+            assert midway.wait(60)
+            fault(edge, reader_broker)
             stream.join()
-            assert reader.wait_acked(30)
+            assert reader.wait_acked(60)
             try:
                 assert_each_crossed_once(central.database, tags)
             finally:
@@ -160,27 +160,24 @@ def test_edge_killed_mid_stream_loses_no_network_reader_read(
         assert reader.published == READS
 
 
+def test_edge_killed_mid_stream_loses_no_network_reader_read(
+    tmp_path: Path, mosquitto: Mosquitto, central: CentralProcess, site: str
+) -> None:
+    def kill_and_restart(edge: EdgeProcess, _broker: Mosquitto) -> None:
+        edge.kill()  # mid-stream: reads in the door, in the journal, on the wire
+        time.sleep(DOWN_S)  # the reader goes on; its broker queues for the edge's session
+        edge.start()
+
+    run_over_mqtt(tmp_path, mosquitto, central, site, kill_and_restart)
+
+
 def test_reader_broker_restarted_mid_stream_loses_no_read(
     tmp_path: Path, mosquitto: Mosquitto, central: CentralProcess, site: str
 ) -> None:
-    with Mosquitto(tmp_path / "reader-broker") as reader_broker:
-        topic = f"zebra/{site}/door-1"
-        edge = EdgeProcess(edge_config(tmp_path, site, mosquitto.url, (
-            f'reader = "zebra-mqtt"\nbroker = "{reader_broker.url}"\ntopic = "{topic}"\n'))).start()
-        with ZebraMqttReaderSim(reader_broker.url, topic, client_id=f"zebra-{site}") as reader:
-            tags: list[str] = []
-            fault = threading.Event()
-            stream = threading.Thread(target=stream_over_mqtt,
-                                      args=(reader, site, fault, tags))
-            stream.start()
-            assert fault.wait(60)
-            reader_broker.restart()  # persistence on: sessions and queued reads survive
-            stream.join()
-            assert reader.wait_acked(60)
-            try:
-                assert_each_crossed_once(central.database, tags)
-            finally:
-                edge.stop()
+    def restart_broker(_edge: EdgeProcess, broker: Mosquitto) -> None:
+        broker.restart()  # persistence on: sessions and queued reads survive
+
+    run_over_mqtt(tmp_path, mosquitto, central, site, restart_broker)
 
 
 def test_edge_killed_mid_stream_loses_no_http_reader_read(

@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge server devices tests
+	$(VENV)/bin/ruff check edge server devices floorsync tests
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -4,6 +4,6 @@ This package imports nothing of ours (only the standard library, pyserial, biip,
 so an edge host can use it alone and the rest of the project can treat it as a black box.
 """
 
-from devices.base import DeviceError, DeviceGone, ScanRead, TagRead
+from floorsync.devices.base import DeviceError, DeviceGone, ScanRead, TagRead
 
 __all__ = ["DeviceError", "DeviceGone", "ScanRead", "TagRead"]

@@ -1,9 +1,9 @@
 """Diagnostics: watch a serial scanner live, or decode a code or an EPC, as JSON lines.
 
-python -m devices serial /dev/serial/by-id/... [--suffix cr|lf|crlf|tab|none] [--baud N]
-python -m devices wedge /dev/input/by-id/...-event-kbd [--layout us|gb|de|fr] [--no-grab]
-python -m devices decode ']C10109501101530003' [--gs '|']
-python -m devices decode --epc 3074257BF7194E4000001A85
+python -m floorsync.devices serial /dev/serial/by-id/... [--suffix cr|lf|crlf|tab|none] [--baud N]
+python -m floorsync.devices wedge /dev/input/by-id/...-event-kbd [--layout us|gb|de|fr] [--no-grab]
+python -m floorsync.devices decode ']C10109501101530003' [--gs '|']
+python -m floorsync.devices decode --epc 3074257BF7194E4000001A85
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
-from devices.base import ScanRead
-from devices.codes import interpret, interpret_epc
-from devices.framing import FrameDecoder, split_aim
-from devices.keymap import LAYOUTS
-from devices.serial_scanner import SerialScanner
+from floorsync.devices.base import ScanRead
+from floorsync.devices.codes import interpret, interpret_epc
+from floorsync.devices.framing import FrameDecoder, split_aim
+from floorsync.devices.keymap import LAYOUTS
+from floorsync.devices.serial_scanner import SerialScanner
 
 WEDGE_LAYOUTS = sorted(LAYOUTS)
 SUFFIXES = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t", "none": b""}
@@ -65,7 +65,9 @@ def _serial(args: argparse.Namespace) -> int:
 
 
 def _wedge(args: argparse.Namespace) -> int:
-    from devices.wedge import WedgeScanner  # evdev is Linux-only: import it only when asked
+    from floorsync.devices.wedge import (
+        WedgeScanner,  # evdev is Linux-only: import it only when asked
+    )
 
     scanner = WedgeScanner(
         args.path,
@@ -106,7 +108,7 @@ def _decode(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devices", description="floorsync device diagnostics"
+        prog="python -m floorsync.devices", description="floorsync device diagnostics"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_serial = sub.add_parser("serial", help="print live reads from a serial scanner")

@@ -1,6 +1,6 @@
 """Throughput of the device-side hot paths on this host: framing, interpretation, wedge decoding.
 
-    python -m devices.bench [SECONDS]
+    python -m floorsync.devices.bench [SECONDS]
 
 `run` splits `seconds` between the measurements and returns rates per second:
 - `framing_frames_per_s`: CR-terminated GS1-128 scans (AIM id, GS inside) through
@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from devices.codes import interpret, interpret_epc
-from devices.framing import FrameDecoder
-from devices.sim import gs1_label, sgtin96_hex, sscc96_hex
+from floorsync.devices.codes import interpret, interpret_epc
+from floorsync.devices.framing import FrameDecoder
+from floorsync.devices.sim import gs1_label, sgtin96_hex, sscc96_hex
 
 GS = "\x1d"
 CHUNK = 4096
@@ -159,7 +159,7 @@ def _wedge_events(keymap: Any, scans: Sequence[str]) -> list[tuple[int, int, int
 def bench_wedge(seconds: float) -> float | None:
     """EV_KEY events/s through devices.keymap.KeyDecoder, or None when it is not there (yet)."""
     try:
-        keymap = importlib.import_module("devices.keymap")
+        keymap = importlib.import_module("floorsync.devices.keymap")
         events = _wedge_events(keymap, gs1_scans(200, seed=4))
         keys = sum(1 for e in events if e[0] == keymap.EV_KEY)
         decoder_class = keymap.KeyDecoder

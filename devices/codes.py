@@ -280,4 +280,4 @@ def _interpret_epc(hex_epc: str) -> Identity:
 
 
 # Last, because devices.gs1fast builds on Identity and identity_from_ais above.
-import devices.gs1fast as _gs1fast  # noqa: E402
+import floorsync.devices.gs1fast as _gs1fast  # noqa: E402

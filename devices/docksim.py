@@ -76,8 +76,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from devices.base import TagRead
-from devices.sim import sgtin96_hex
+from floorsync.devices.base import TagRead
+from floorsync.devices.sim import sgtin96_hex
 
 OUTSIDE, INSIDE = 1, 2  # antenna numbers
 KINDS = ("inbound", "outbound", "dead-zone stop", "back-out", "back-out then through", "staged",

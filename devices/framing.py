@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from devices.base import ScanRead, now
+from floorsync.devices.base import ScanRead, now
 
 STX = 0x02
 ETX = 0x03

@@ -18,8 +18,8 @@ from typing import Any
 
 import serial
 
-from devices.base import DeviceError, DeviceGone, ScanRead
-from devices.framing import FrameDecoder, to_scan_read
+from floorsync.devices.base import DeviceError, DeviceGone, ScanRead
+from floorsync.devices.framing import FrameDecoder, to_scan_read
 
 HONEYWELL_GOOD_READ = b"\x1b7"
 HONEYWELL_BAD_READ = b"\x1b8"

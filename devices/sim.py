@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from epcpy.epc_schemes.sgtin import SGTIN, SGTINFilterValue
 from epcpy.epc_schemes.sscc import SSCC, SSCCFilterValue
 
-from devices.base import TagRead
+from floorsync.devices.base import TagRead
 
 GS = "\x1d"
 

@@ -38,9 +38,9 @@ from typing import Any, Protocol
 import evdev
 from evdev.eventio import EventIO
 
-from devices.base import DeviceGone, ScanRead, now
-from devices.framing import split_aim
-from devices.keymap import DEFAULT_TERMINATORS, DecodedCode, KeyDecoder
+from floorsync.devices.base import DeviceGone, ScanRead, now
+from floorsync.devices.framing import split_aim
+from floorsync.devices.keymap import DEFAULT_TERMINATORS, DecodedCode, KeyDecoder
 
 EVENT_FORMAT = "llHHi"  # struct input_event on 64-bit Linux: sec, usec, type, code, value
 EVENT_SIZE = struct.calcsize(EVENT_FORMAT)

@@ -13,19 +13,19 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from devices.base import ScanRead, TagRead, now
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import EdgeConfig, PortalConfig, ScannerConfig
-from edge.doorstate import DoorKeeper
-from edge.errors import OutboxError
-from edge.journal import DoorJournal, Entry, GpiChange, JournalError, journal_path
-from edge.outbox import Outbox
-from edge.portal import CycleReport, Door, ReaderClock, read_sample
-from edge.readcheck import ReadBounds, check_read
-from edge.readers import make_scanner, make_tag_reader, simulated_pallets
-from edge.sync import Syncer
-from edge.workflow import HandheldWorkflow
+from floorsync.devices.base import ScanRead, TagRead, now
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
+from floorsync.edge.doorstate import DoorKeeper
+from floorsync.edge.errors import OutboxError
+from floorsync.edge.journal import DoorJournal, Entry, GpiChange, JournalError, journal_path
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.portal import CycleReport, Door, ReaderClock, read_sample
+from floorsync.edge.readcheck import ReadBounds, check_read
+from floorsync.edge.readers import make_scanner, make_tag_reader, simulated_pallets
+from floorsync.edge.sync import Syncer
+from floorsync.edge.workflow import HandheldWorkflow
 
 log = logging.getLogger(__name__)
 

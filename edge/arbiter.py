@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from edge import wire
+from floorsync.edge import wire
 
 if TYPE_CHECKING:
-    from edge.config import PortalConfig
+    from floorsync.edge.config import PortalConfig
 
 _NEG = float("-inf")
 

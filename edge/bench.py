@@ -32,11 +32,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import wire
-from edge.errors import EdgeError
-from edge.localbroker import Mosquitto, free_port
-from edge.outbox import Outbox
-from edge.sync import Syncer, SyncSettings, no_delay
+from floorsync.edge import wire
+from floorsync.edge.errors import EdgeError
+from floorsync.edge.localbroker import Mosquitto, free_port
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.sync import Syncer, SyncSettings, no_delay
 
 SITE = "bench"
 BATCH = 500
@@ -120,7 +120,7 @@ class _Central:
         self.token = secrets.token_urlsafe(24)  # read: the bench only polls
         self.log = open(directory / "central.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "--log-level", "WARNING", "server",
+            [sys.executable, "-m", "floorsync", "--log-level", "WARNING", "server",
              "--db", str(directory / "central.db"), "--broker", broker.url,
              "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT,

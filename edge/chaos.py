@@ -61,8 +61,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.errors import EdgeError
-from edge.localbroker import free_port, mosquitto_binary, wait_for_port
+from floorsync.edge.errors import EdgeError
+from floorsync.edge.localbroker import free_port, mosquitto_binary, wait_for_port
 
 SITE = "chaos"
 GTIN = "09501101530003"  # the handheld's item; each label its own serial
@@ -251,7 +251,7 @@ class Central:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "--log-level", "WARNING", "server",
+                [sys.executable, "-m", "floorsync", "--log-level", "WARNING", "server",
                  "--db", str(self.database), "--broker", self.broker.url, "--port",
                  str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -327,7 +327,7 @@ class Edge:
             env.update(LD_PRELOAD=library, FAKETIME_TIMESTAMP_FILE=str(offset_file),
                        FAKETIME_CACHE_DURATION="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
         else:
-            argv = [sys.executable, "-m", "edge.cli", *args]
+            argv = [sys.executable, "-m", "floorsync", *args]
         with open(self.log, "ab") as log:
             offset = log.tell()
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -519,7 +519,7 @@ class DockReader:
         self.log(f"pallet: serials {first}..{first + count - 1} from {start:.3f}")
         for _ in range(count):
             self.serial += 1
-            from devices.sim import sgtin96_hex
+            from floorsync.devices.sim import sgtin96_hex
 
             tag = sgtin96_hex(COMPANY, ITEM_REF, self.serial).upper()
             t0 = start + rng.uniform(0.0, 0.5)
@@ -700,7 +700,7 @@ class World:
         self.edge = Edge(config, self.dir / "edge.log", faketime)
         self.edge.start()
         if self.spec.path == "handheld":
-            from devices.sim import open_pty
+            from floorsync.devices.sim import open_pty
 
             self.master, slave = open_pty()
             config.write_text(config.read_text().replace("@PORT@", slave))
@@ -863,7 +863,7 @@ class World:
             return []
 
     def _flood(self) -> bool:
-        from edge import wire
+        from floorsync.edge import wire
 
         way = self.rng.choice(("http", "mqtt", "reader") if self.reader else ("http", "mqtt"))
         if way == "reader":

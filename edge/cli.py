@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge.errors import EdgeError
+from floorsync.edge.errors import EdgeError
 
 COMMANDS: dict[str, str] = {
     "edge": "run the edge agent on a scanner or reader host",
@@ -37,12 +37,12 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    from edge import config as edge_config
+    from floorsync.edge import config as edge_config
 
     if args.edge_command == "replay":
         from datetime import datetime
 
-        from edge.replay import replay
+        from floorsync.edge.replay import replay
 
         start = datetime.fromisoformat(args.start) if args.start else None
         if start is not None and start.tzinfo is None:
@@ -54,7 +54,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         return _edge_status(args.json, config.outbox_path,
                             int(config.outbox_cap_mb * 1024 * 1024), config)
 
-    from edge.agent import EdgeAgent
+    from floorsync.edge.agent import EdgeAgent
 
     config = edge_config.load(
         args.config,
@@ -83,7 +83,7 @@ def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) ->
     stopped. Exit status 0, or 1 when the agent is not running."""
     import json
 
-    from edge import status
+    from floorsync.edge import status
 
     found = status.report(outbox, cap_bytes, config=config)
     print(json.dumps(found) if as_json else status.format_report(found))
@@ -91,8 +91,8 @@ def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) ->
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from server.run import serve
-    from server.settings import Settings
+    from floorsync.server.run import serve
+    from floorsync.server.settings import Settings
 
     overrides = {
         "database": args.db,
@@ -110,7 +110,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from server.broker import EmbeddedBroker
+    from floorsync.server.broker import EmbeddedBroker
 
     stop = _stop_on_signals()
     with EmbeddedBroker(host=args.host, port=args.port) as broker:
@@ -120,7 +120,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+    from floorsync.edge.demo import run_demo
 
     return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data)
 
@@ -130,19 +130,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import json
 
         if args.suite == "devices":
-            from devices.bench import run
+            from floorsync.devices.bench import run
 
             result = run(seconds=args.seconds)
         elif args.suite == "floor":
-            from edge.floorbench import run as run_floor
+            from floorsync.edge.floorbench import run as run_floor
 
             result = run_floor()
         elif args.suite == "direction":
-            from edge.dockbench import run as run_direction
+            from floorsync.edge.dockbench import run as run_direction
 
             result = run_direction(scenarios=args.scenarios, seed=args.seed)
         else:
-            from edge.ledgerbench import run as run_ledger
+            from floorsync.edge.ledgerbench import run as run_ledger
 
             result = run_ledger(on_hand=args.on_hand)
         if args.json:
@@ -151,13 +151,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for key, value in result.items():
                 print(f"{key:28} {value:>12,.2f}" if value is not None else f"{key:28} n/a")
         return 0
-    from edge import readerbench
+    from floorsync.edge import readerbench
 
     reader = {"reads": args.reads, "per_tag": args.per_tag, "rate": args.rate,
               "seconds": args.paced_seconds, "per_message": args.per_message}
     if args.suite == "reader":
         return readerbench.main(as_json=args.json, **reader)
-    from edge.bench import run_bench
+    from floorsync.edge.bench import run_bench
 
     status = run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
                        paced_seconds=args.paced_seconds)
@@ -165,7 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from edge.chaos import run_campaign
+    from floorsync.edge.chaos import run_campaign
 
     scenarios = [n for part in args.scenarios or () for n in part.split(",") if n] or None
     status, _ = run_campaign(seed=args.seed, faults=args.faults, scenarios=scenarios,
@@ -189,8 +189,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from devices.codes import interpret, interpret_epc
-    from devices.framing import split_aim
+    from floorsync.devices.codes import interpret, interpret_epc
+    from floorsync.devices.framing import split_aim
 
     if args.epc is not None:
         found, symbology, raw = asdict(interpret_epc(args.epc)), None, args.epc
@@ -219,7 +219,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     import json
 
-    from devices.listing import list_devices
+    from floorsync.devices.listing import list_devices
 
     found = list_devices()
     if args.json:
@@ -343,13 +343,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """Error roots of our packages, those importable here (an edge host has no server)."""
     roots: list[type[BaseException]] = [EdgeError]
     try:
-        from devices.base import DeviceError
+        from floorsync.devices.base import DeviceError
 
         roots.append(DeviceError)
     except ImportError:
         pass
-    if "server.errors" in sys.modules:
-        roots.append(sys.modules["server.errors"].ServerError)
+    if "floorsync.server.errors" in sys.modules:
+        roots.append(sys.modules["floorsync.server.errors"].ServerError)
     return tuple(roots)
 
 
@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
+        top = (exc.name or "").removeprefix("floorsync.").split(".")[0]
         extra = EXTRA_OF.get(top)
         hint = f"pip install 'floorsync[{extra}]'" if extra else "reinstall floorsync"
         print(f"floorsync {args.command}: missing module {exc.name!r} ({hint})", file=sys.stderr)

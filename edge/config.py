@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge import wire
-from edge.epcmatch import parse_patterns
-from edge.errors import ConfigError
-from edge.sync import SyncSettings, hostname_device
+from floorsync.edge import wire
+from floorsync.edge.epcmatch import parse_patterns
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.sync import SyncSettings, hostname_device
 
 SUFFIXES = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t"}
 READERS = ("sim", "serial", "impinj-mqtt", "zebra-mqtt", "impinj-http", "zebra-http", "llrp",

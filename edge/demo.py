@@ -24,9 +24,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devices.sim import ScriptedScanner, gs1_label, open_pty
-from edge.errors import EdgeError
-from edge.localbroker import free_port, wait_for_port
+from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
+from floorsync.edge.errors import EdgeError
+from floorsync.edge.localbroker import free_port, wait_for_port
 
 SITE = "demo"
 PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]
@@ -71,7 +71,7 @@ class _Processes:
               ) -> subprocess.Popen[bytes]:
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "--log-level", "INFO", *args],
+            [sys.executable, "-m", "floorsync", "--log-level", "INFO", *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=None if env is None else {**os.environ, **env},
         )

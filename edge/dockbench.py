@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from devices.base import TagRead
-from devices.docksim import KINDS, DockSim, Scenario
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import PortalConfig
-from edge.portal import Door
+from floorsync.devices.base import TagRead
+from floorsync.devices.docksim import KINDS, DockSim, Scenario
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.portal import Door
 
 ANTENNAS = {"1": "outside", "2": "inside"}
 

@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from edge import wire
-from edge.errors import OutboxError, OutboxFull
-from edge.outbox import HoldChanges, Outbox
-from edge.portal import Door
+from floorsync.edge import wire
+from floorsync.edge.errors import OutboxError, OutboxFull
+from floorsync.edge.outbox import HoldChanges, Outbox
+from floorsync.edge.portal import Door
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from devices.base import TagRead
-from devices.framing import Frame, to_scan_read
-from devices.sim import gs1_label, sgtin96_hex
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import PortalConfig
-from edge.outbox import Outbox
-from edge.portal import Door
-from edge.workflow import HandheldWorkflow
+from floorsync.devices.base import TagRead
+from floorsync.devices.framing import Frame, to_scan_read
+from floorsync.devices.sim import gs1_label, sgtin96_hex
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.portal import Door
+from floorsync.edge.workflow import HandheldWorkflow
 
 T0 = datetime(2026, 11, 22, 9, tzinfo=UTC)
 

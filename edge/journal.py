@@ -38,8 +38,8 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from devices.base import TagRead
-from edge.errors import EdgeError
+from floorsync.devices.base import TagRead
+from floorsync.edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 

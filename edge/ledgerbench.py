@@ -29,18 +29,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from edge import wire
+from floorsync.edge import wire
 
 if TYPE_CHECKING:
-    from server.ledger import Store
+    from floorsync.server.ledger import Store
 
 BENCH_TOKEN = "bench-read-token"
 HTTP_WARMUP = 50
 
 
 def run(on_hand: int = 1_000_000, batches: int = 40, lookups: int = 500) -> dict[str, Any]:
-    from server.ledger import Store
-    from server.masterdata import MasterData, gs1_check_digit
+    from floorsync.server.ledger import Store
+    from floorsync.server.masterdata import MasterData, gs1_check_digit
 
     rng = random.Random(7)
     bodies = (f"{i:013d}" for i in range(1, on_hand // 50 + 1))
@@ -118,8 +118,8 @@ def _serving(store: Store, path: Path) -> Iterator[int]:
     """
     import uvicorn
 
-    from server.app import create_app
-    from server.settings import Settings
+    from floorsync.server.app import create_app
+    from floorsync.server.settings import Settings
 
     settings = Settings(database=path, broker=None, http_port=0,
                         tokens={BENCH_TOKEN: frozenset({"read"})})
@@ -206,7 +206,7 @@ def _http_latencies(
 def _raw_upserts(path: Path, items: list[str], on_hand: int, count: int) -> float:
     """Stock upserts alone into a table of the same shape and size (the ledger's key, WITHOUT
     ROWID), 500 per commit, WAL, synchronous=FULL and checkpoint interval as the ledger runs."""
-    from server.db import WAL_CHECKPOINT_PAGES
+    from floorsync.server.db import WAL_CHECKPOINT_PAGES
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

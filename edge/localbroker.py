@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from edge.errors import EdgeError
+from floorsync.edge.errors import EdgeError
 
 
 def free_port() -> int:

@@ -25,8 +25,8 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from edge import wire
-from edge.errors import OutboxError, OutboxFull
+from floorsync.edge import wire
+from floorsync.edge.errors import OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
 

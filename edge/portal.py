@@ -76,13 +76,13 @@ from datetime import UTC, datetime, tzinfo
 from heapq import heappop, heappush
 from operator import attrgetter
 
-from devices.base import TagRead
-from devices.codes import interpret_epc
-from edge import wire
-from edge.arbiter import DoorArbiter, Pass
-from edge.config import PortalConfig
-from edge.direction import Cohort, Sides, Span, order, sparse
-from edge.epcmatch import EpcFilter, parse_patterns
+from floorsync.devices.base import TagRead
+from floorsync.devices.codes import interpret_epc
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter, Pass
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.direction import Cohort, Sides, Span, order, sparse
+from floorsync.edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
 _ROLE = {"door": 0, "outside": 1, "inside": 2}

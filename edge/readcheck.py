@@ -25,8 +25,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from devices.base import TagRead
-from devices.rfid.base import MAX_ANTENNA, MAX_SEEN, epc_problem
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import MAX_ANTENNA, MAX_SEEN, epc_problem
 
 KINDS = (
     "read time too far ahead",

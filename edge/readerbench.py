@@ -36,11 +36,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.base import TagRead
-from devices.rfid.simreader import ZebraMqttReaderSim
-from devices.sim import sgtin96_hex
-from edge.errors import EdgeError
-from edge.localbroker import Mosquitto
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.simreader import ZebraMqttReaderSim
+from floorsync.devices.sim import sgtin96_hex
+from floorsync.edge.errors import EdgeError
+from floorsync.edge.localbroker import Mosquitto
 
 QUIET_S = 0.05
 TOPIC = "zebra/bench/door-1"
@@ -138,7 +138,7 @@ class _Edge:
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.started = time.time()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "edge", "--config", str(self.config)],
+            [sys.executable, "-m", "floorsync", "edge", "--config", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),  # noqa: SIM115
         )
         deadline = time.monotonic() + 30

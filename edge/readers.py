@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, Protocol
 
-from devices.base import ScanRead, TagRead, now
-from devices.framing import FrameDecoder
-from edge.config import READERS, SUFFIXES, PortalConfig, ScannerConfig
-from edge.errors import ConfigError
+from floorsync.devices.base import ScanRead, TagRead, now
+from floorsync.devices.framing import FrameDecoder
+from floorsync.edge.config import READERS, SUFFIXES, PortalConfig, ScannerConfig
+from floorsync.edge.errors import ConfigError
 
 
 class Scanner(Protocol):
@@ -50,11 +50,11 @@ class _Quiet:
 
 def make_scanner(config: ScannerConfig) -> Scanner:
     if config.kind == "wedge":
-        from devices.wedge import WedgeScanner
+        from floorsync.devices.wedge import WedgeScanner
 
         return _Quiet(WedgeScanner(config.port, name=config.name, layout=config.layout,
                                    grab=config.grab))
-    from devices.serial_scanner import SerialScanner
+    from floorsync.devices.serial_scanner import SerialScanner
 
     return SerialScanner(
         config.port,
@@ -74,8 +74,8 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
     ``client_id``: an MQTT reader's stable client id (``EdgeConfig.reader_client_id``)."""
     kind = config.reader
     if kind == "serial":
-        from devices.rfid.lineformat import LineFormat
-        from devices.rfid.serial_reader import SerialTagReader
+        from floorsync.devices.rfid.lineformat import LineFormat
+        from floorsync.devices.rfid.serial_reader import SerialTagReader
 
         if not config.port:
             raise ConfigError(f"portal {config.name}: a serial reader needs 'port'")
@@ -84,27 +84,27 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
                                on_error=on_error)
     if kind in ("impinj-mqtt", "zebra-mqtt", "impinj-http", "zebra-http"):
         if kind.startswith("impinj"):
-            from devices.rfid.impinj import parse_impinj as parser
+            from floorsync.devices.rfid.impinj import parse_impinj as parser
         else:
-            from devices.rfid.zebra import parse_zebra as parser
+            from floorsync.devices.rfid.zebra import parse_zebra as parser
         if kind.endswith("mqtt"):
-            from devices.rfid.mqtt_reader import MqttTagReader
+            from floorsync.devices.rfid.mqtt_reader import MqttTagReader
 
             if not (config.broker and config.topic):
                 raise ConfigError(f"portal {config.name}: {kind} needs 'broker' and 'topic'")
             return MqttTagReader(config.broker, config.topic, parser, name=config.name,
                                  client_id=client_id or config.client_id, on_error=on_error,
                                  protocol=5 if config.protocol == "5" else 4)
-        from devices.rfid.http_receiver import HttpTagReceiver
+        from floorsync.devices.rfid.http_receiver import HttpTagReceiver
 
         return HttpTagReceiver(config.host, config.http_port, parser, name=config.name,
                                on_error=on_error)
     if kind == "llrp":
-        from devices.rfid.llrp import LlrpTagReader
+        from floorsync.devices.rfid.llrp import LlrpTagReader
 
         return LlrpTagReader(config.host, name=config.name, on_error=on_error)
     if kind == "replay":
-        from devices.rfid.replay import ReplayReader
+        from floorsync.devices.rfid.replay import ReplayReader
 
         if not config.path:
             raise ConfigError(f"portal {config.name}: a replay reader needs 'path'")
@@ -115,7 +115,7 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
 
 def simulated_pallets(config: PortalConfig) -> Iterator[list[TagRead]]:
     """Pallets of 6-12 tagged cases passing a simulated door, each starting when asked for."""
-    from devices.sim import ScriptedPortal, sgtin96_hex
+    from floorsync.devices.sim import ScriptedPortal, sgtin96_hex
 
     rng = random.Random()
     portal = ScriptedPortal(config.name, rng_seed=rng.randrange(2**31))

@@ -24,15 +24,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from devices.base import ScanRead, TagRead
-from devices.framing import split_aim
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import EdgeConfig, ScannerConfig
-from edge.errors import ConfigError
-from edge.outbox import Outbox
-from edge.portal import Door
-from edge.workflow import HandheldWorkflow
+from floorsync.devices.base import ScanRead, TagRead
+from floorsync.devices.framing import split_aim
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import EdgeConfig, ScannerConfig
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.portal import Door
+from floorsync.edge.workflow import HandheldWorkflow
 
 MAX_T = 366 * 24 * 3600.0  # a recording longer than a year is a mistake (NaN fails too)
 

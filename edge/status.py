@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from edge.outbox import OutboxStats, read_stats
+from floorsync.edge.outbox import OutboxStats, read_stats
 
 
 def status_path(outbox: Path | str) -> Path:
@@ -92,7 +92,7 @@ def journal_depth(outbox: Path | str, config: Any = None) -> dict[str, Any] | No
     portals = [p.name for p in getattr(config, "portals", ()) if p.reader != "sim"]
     if not portals:
         return None
-    from edge.journal import read_stats as journal_stats
+    from floorsync.edge.journal import read_stats as journal_stats
 
     cap = int(config.journal_cap_mb * 1024 * 1024)
     out: dict[str, Any] = {}

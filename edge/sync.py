@@ -36,10 +36,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge import status as local_status
-from edge import wire
-from edge.errors import ConfigError
-from edge.outbox import Outbox
+from floorsync.edge import status as local_status
+from floorsync.edge import wire
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

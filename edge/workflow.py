@@ -50,10 +50,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
-from devices.base import ScanRead
-from devices.codes import Identity, interpret
-from edge import wire
-from edge.outbox import Outbox
+from floorsync.devices.base import ScanRead
+from floorsync.devices.codes import Identity, interpret
+from floorsync.edge import wire
+from floorsync.edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server.api import (
+from floorsync.server.api import (
     counts,
     devices,
     events,
@@ -23,11 +23,11 @@ from server.api import (
     movements,
     stock,
 )
-from server.auth import AuthError, document_denials
-from server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
-from server.ingest import MqttIngest
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.server.auth import AuthError, document_denials
+from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 
 API_PREFIX = "/api/v1"
 PROBLEM_JSON = "application/problem+json"

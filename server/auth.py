@@ -16,8 +16,8 @@ from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
-from server.schemas import Problem, inline_schema
-from server.settings import SCOPES, Settings
+from floorsync.server.schemas import Problem, inline_schema
+from floorsync.server.settings import SCOPES, Settings
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
-from server.errors import ServerError
+from floorsync.server.errors import ServerError
 
 START_TIMEOUT_S = 10.0
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge import wire
+from floorsync.edge import wire
 
 KINDS = (
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
@@ -85,7 +85,7 @@ class Caches:
             return code, True
         glns = self.glns.get(site)
         if glns:  # only labels no code or barcode matched get here: rare, worth the parse
-            from server.masterdata import parse_gln_label  # masterdata imports the store
+            from floorsync.server.masterdata import parse_gln_label  # masterdata imports the store
 
             found = parse_gln_label(text)
             if found is not None and (code := glns.get(found)) is not None:

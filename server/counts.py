@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server import checks
-from server.errors import BadRequest, Refused
-from server.ledger import Store, insert_count, on_hand_at, record_count_time, utc_now
+from floorsync.server import checks
+from floorsync.server.errors import BadRequest, Refused
+from floorsync.server.ledger import Store, insert_count, on_hand_at, record_count_time, utc_now
 
 STATUSES = ("open", "needs_decision", "posted", "cancelled", "late")
 KEEP = ("counted", "difference")

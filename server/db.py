@@ -10,8 +10,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.errors import StoreError
-from server.migrations import MIGRATIONS
+from floorsync.server.errors import StoreError
+from floorsync.server.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
 WAL_CHECKPOINT_PAGES = 10_000

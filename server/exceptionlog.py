@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server import checks
-from server.errors import BadRequest, Refused
-from server.ledger import Store
+from floorsync.server import checks
+from floorsync.server.errors import BadRequest, Refused
+from floorsync.server.ledger import Store
 
 STATUSES = ("open", "adjusted", "dismissed", "cleared")
 ACTIONS = ("adjust", "dismiss")

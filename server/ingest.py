@@ -38,10 +38,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge import wire
-from server.errors import StoreError
-from server.ledger import Incoming, Store
-from server.settings import Settings, broker_address
+from floorsync.edge import wire
+from floorsync.server.errors import StoreError
+from floorsync.server.ledger import Incoming, Store
+from floorsync.server.settings import Settings, broker_address
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edge import wire
-from server import checks, db
-from server.errors import StoreError
+from floorsync.edge import wire
+from floorsync.server import checks, db
+from floorsync.server.errors import StoreError
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 SOURCES = ("mqtt", "http")

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from edge import wire
-from server.errors import BadRequest
-from server.ledger import Store, item_location_filter
+from floorsync.edge import wire
+from floorsync.server.errors import BadRequest
+from floorsync.server.ledger import Store, item_location_filter
 
 TOLERANCE = 1e-6  # float sums in a different order differ in the last bits, not by this much
 

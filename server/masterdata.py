@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
-from server.errors import ServerError
-from server.ledger import Store, utc_now
+from floorsync.server.errors import ServerError
+from floorsync.server.ledger import Store, utc_now
 
 TRACKING = ("none", "lot", "serial")
 KINDS = ("site", "zone", "aisle", "bin", "virtual")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from server.app import create_app
-from server.settings import Settings
+from floorsync.server.app import create_app
+from floorsync.server.settings import Settings
 
 
 def serve(settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge import wire  # limits shared with the decoder
+from floorsync.edge import wire  # limits shared with the decoder
 
 MovementType = Literal[
     "receive", "putaway", "move", "pick", "pack", "ship", "return", "adjust", "count", "observe"

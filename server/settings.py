@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.errors import ConfigError
+from floorsync.server.errors import ConfigError
 
 ENV_PREFIX = "FLOORSYNC_"
 PROTOCOLS = ("5", "3.1.1")

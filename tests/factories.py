@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge import wire
+from floorsync.edge import wire
 
 
 def event(n: int = 0, *, type: str = "receive", qty: float = 1, gtin: str = "09501101530003",

@@ -12,7 +12,7 @@ KEYS = {"kind", "gtin", "lot", "serial", "expiry", "quantity", "sscc", "gln", "e
 
 
 def floorsync(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "floorsync", *args], capture_output=True,
                           text=True, timeout=60)
 
 

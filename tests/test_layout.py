@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.cli import COMMANDS, build_parser
-from edge.localbroker import Mosquitto
-from edge.outbox import Outbox
+from floorsync.edge.cli import COMMANDS, build_parser
+from floorsync.edge.localbroker import Mosquitto
+from floorsync.edge.outbox import Outbox
 from tests.e2e.conftest import central, wait_until
 from tests.factories import events
 
@@ -34,7 +34,10 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n.split(".")[0] in OURS}
+    bare = {n for n in names if n.split(".")[0] in OURS}
+    assert not bare, f"{path}: import {sorted(bare)} as floorsync.…"
+    return {n.removeprefix("floorsync.") for n in names
+            if n.startswith("floorsync.") and n.split(".")[1] in OURS}
 
 
 def test_packages_import_only_what_the_design_allows() -> None:
@@ -66,7 +69,7 @@ def test_wire_contract_uses_the_standard_library_only() -> None:
 
 BLOCK_SERVER = (
     "import sys\n"
-    "for m in ('fastapi', 'starlette', 'uvicorn', 'pydantic', 'amqtt', 'server'):\n"
+    "for m in ('fastapi', 'starlette', 'uvicorn', 'pydantic', 'amqtt', 'floorsync.server'):\n"
     "    sys.modules[m] = None  # importing any of these now raises ImportError\n"
     "from edge.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
@@ -100,7 +103,8 @@ def test_edge_runs_without_the_server_dependencies(
 
 def test_server_command_without_server_extra_says_what_to_install() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_SERVER.replace("'server'", "'server.run'"), "server"],
+        [sys.executable, "-c",
+         BLOCK_SERVER.replace("'floorsync.server'", "'floorsync.server.run'"), "server"],
         capture_output=True, timeout=30,
     )
     assert result.returncode == 2

@@ -7,14 +7,14 @@
 - `devices.rfid.llrp`: LLRP through sllurp, an optional GPL-3.0 extra, never imported from here.
 """
 
-from devices.rfid.base import Parsed, ParseError, Parser, TagReader, supervise
-from devices.rfid.http_receiver import HttpTagReceiver
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.lineformat import LineFormat
-from devices.rfid.mqtt_reader import MqttTagReader
-from devices.rfid.replay import PortalSimulator, ReplayReader
-from devices.rfid.serial_reader import SerialTagReader
-from devices.rfid.zebra import parse_zebra
+from floorsync.devices.rfid.base import Parsed, ParseError, Parser, TagReader, supervise
+from floorsync.devices.rfid.http_receiver import HttpTagReceiver
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.lineformat import LineFormat
+from floorsync.devices.rfid.mqtt_reader import MqttTagReader
+from floorsync.devices.rfid.replay import PortalSimulator, ReplayReader
+from floorsync.devices.rfid.serial_reader import SerialTagReader
+from floorsync.devices.rfid.zebra import parse_zebra
 
 __all__ = [
     "HttpTagReceiver",

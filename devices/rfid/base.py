@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from devices.base import DeviceGone, TagRead, now
+from floorsync.devices.base import DeviceGone, TagRead, now
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devices.base import DeviceGone
-from devices.rfid.base import OnError, OnRead, OnState, Parser, report_errors, supervise
+from floorsync.devices.base import DeviceGone
+from floorsync.devices.rfid.base import OnError, OnRead, OnState, Parser, report_errors, supervise
 
 
 class HttpTagReceiver:

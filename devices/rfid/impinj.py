@@ -30,8 +30,8 @@ import base64
 import binascii
 from typing import Any
 
-from devices.base import TagRead
-from devices.rfid.base import (
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import (
     Parsed,
     ParseError,
     clip,

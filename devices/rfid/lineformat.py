@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from devices.base import TagRead
-from devices.rfid.base import (
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import (
     host_time,
     normalize_epc,
     parse_antenna,

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from devices.base import DeviceError, DeviceGone, TagRead
-from devices.rfid.base import (
+from floorsync.devices.base import DeviceError, DeviceGone, TagRead
+from floorsync.devices.rfid.base import (
     OnError,
     OnRead,
     OnState,

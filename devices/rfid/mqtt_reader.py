@@ -44,8 +44,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devices.base import DeviceError, DeviceGone
-from devices.rfid.base import (
+from floorsync.devices.base import DeviceError, DeviceGone
+from floorsync.devices.rfid.base import (
     OnError,
     OnRead,
     OnState,

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from devices.base import DeviceGone, TagRead
-from devices.rfid.base import (
+from floorsync.devices.base import DeviceGone, TagRead
+from floorsync.devices.rfid.base import (
     OnError,
     OnRead,
     OnState,
@@ -36,7 +36,7 @@ from devices.rfid.base import (
     parse_seen,
     supervise,
 )
-from devices.sim import ScriptedPortal
+from floorsync.devices.sim import ScriptedPortal
 
 
 def parse_replay_line(line: bytes, default_reader: str, start: datetime) -> TagRead:

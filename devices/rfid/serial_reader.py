@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 
-from devices.base import ScanRead
-from devices.framing import FrameDecoder
-from devices.rfid.base import OnError, OnRead, OnState, clip
-from devices.rfid.lineformat import LineFormat
-from devices.serial_scanner import SerialScanner
+from floorsync.devices.base import ScanRead
+from floorsync.devices.framing import FrameDecoder
+from floorsync.devices.rfid.base import OnError, OnRead, OnState, clip
+from floorsync.devices.rfid.lineformat import LineFormat
+from floorsync.devices.serial_scanner import SerialScanner
 
 
 class SerialTagReader:

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devices.base import TagRead
+from floorsync.devices.base import TagRead
 
 
 def _stamp(read: TagRead) -> str:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from devices.base import TagRead
-from devices.rfid.base import (
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import (
     Parsed,
     ParseError,
     clip,

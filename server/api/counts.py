@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from edge import wire
-from server import counts as cs
-from server.api.deps import StoreDep, parse_cursor
-from server.auth import READ, WRITE
-from server.schemas import Problem
+from floorsync.edge import wire
+from floorsync.server import counts as cs
+from floorsync.server.api.deps import StoreDep, parse_cursor
+from floorsync.server.auth import READ, WRITE
+from floorsync.server.schemas import Problem
 
 router = APIRouter(tags=["counts"])
 

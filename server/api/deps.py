@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from server.errors import BadRequest
-from server.ingest import MqttIngest
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.server.errors import BadRequest
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 
 
 def get_store(request: Request) -> Store:

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from server.api.deps import SettingsDep, StoreDep
-from server.auth import READ
-from server.ledger import DeviceRow
-from server.schemas import Device
+from floorsync.server.api.deps import SettingsDep, StoreDep
+from floorsync.server.auth import READ
+from floorsync.server.ledger import DeviceRow
+from floorsync.server.schemas import Device
 
 router = APIRouter(tags=["devices"])
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from edge import wire
-from server.api.deps import StoreDep
-from server.auth import WRITE
-from server.errors import BadRequest
-from server.schemas import AckOut, BatchIn, Problem, inline_schema
+from floorsync.edge import wire
+from floorsync.server.api.deps import StoreDep
+from floorsync.server.auth import WRITE
+from floorsync.server.errors import BadRequest
+from floorsync.server.schemas import AckOut, BatchIn, Problem, inline_schema
 
 router = APIRouter(tags=["events"])
 

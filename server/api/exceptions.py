@@ -10,13 +10,13 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from edge import wire
-from server import checks
-from server import exceptionlog as xl
-from server.api.deps import CallerDep, StoreDep, parse_cursor
-from server.auth import READ, WRITE
-from server.ledgerviews import parse_at
-from server.schemas import Problem
+from floorsync.edge import wire
+from floorsync.server import checks
+from floorsync.server import exceptionlog as xl
+from floorsync.server.api.deps import CallerDep, StoreDep, parse_cursor
+from floorsync.server.auth import READ, WRITE
+from floorsync.server.ledgerviews import parse_at
+from floorsync.server.schemas import Problem
 
 router = APIRouter(tags=["exceptions"])
 

@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from server.api.deps import IngestDep, StoreDep
-from server.auth import READ
-from server.errors import StoreError
-from server.schemas import Health, Summary
+from floorsync.server.api.deps import IngestDep, StoreDep
+from floorsync.server.auth import READ
+from floorsync.server.errors import StoreError
+from floorsync.server.schemas import Health, Summary
 
 router = APIRouter(tags=["health"])
 

@@ -17,11 +17,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from server.api.deps import StoreDep
-from server.auth import READ, WRITE
-from server.errors import BadRequest
-from server.masterdata import ImportRejected, Item, ItemSpec, MasterData, MasterDataError
-from server.schemas import (
+from floorsync.server.api.deps import StoreDep
+from floorsync.server.auth import READ, WRITE
+from floorsync.server.errors import BadRequest
+from floorsync.server.masterdata import ImportRejected, Item, ItemSpec, MasterData, MasterDataError
+from floorsync.server.schemas import (
     ImportProblem,
     ImportResult,
     ItemCreate,

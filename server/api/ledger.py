@@ -14,10 +14,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from server import ledgerviews as lv
-from server.api.deps import StoreDep, parse_cursor
-from server.auth import ADMIN, READ
-from server.schemas import Problem
+from floorsync.server import ledgerviews as lv
+from floorsync.server.api.deps import StoreDep, parse_cursor
+from floorsync.server.auth import ADMIN, READ
+from floorsync.server.schemas import Problem
 
 router = APIRouter(tags=["ledger"])
 

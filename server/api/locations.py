@@ -7,7 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from server.api.items import (
+from floorsync.server.api.items import (
     Limit,
     MasterDataDep,
     MasterDataRoute,
@@ -18,9 +18,9 @@ from server.api.items import (
     problems,
     read_csv_body,
 )
-from server.auth import READ, WRITE
-from server.masterdata import Location, LocationSpec, resolve_gln
-from server.schemas import (
+from floorsync.server.auth import READ, WRITE
+from floorsync.server.masterdata import Location, LocationSpec, resolve_gln
+from floorsync.server.schemas import (
     ImportResult,
     LocationCreate,
     LocationFields,

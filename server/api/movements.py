@@ -7,9 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server.api.deps import StoreDep, parse_cursor
-from server.auth import READ
-from server.schemas import Movement, MovementPage, Problem, Rejection, RejectionPage, inline_schema
+from floorsync.server.api.deps import StoreDep, parse_cursor
+from floorsync.server.auth import READ
+from floorsync.server.schemas import (
+    Movement,
+    MovementPage,
+    Problem,
+    Rejection,
+    RejectionPage,
+    inline_schema,
+)
 
 router = APIRouter(tags=["ledger"])
 

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server.api.deps import StoreDep
-from server.api.items import decode_cursor, encode_cursor
-from server.auth import READ
-from server.schemas import Problem, StockLine, StockPage, inline_schema
+from floorsync.server.api.deps import StoreDep
+from floorsync.server.api.items import decode_cursor, encode_cursor
+from floorsync.server.auth import READ
+from floorsync.server.schemas import Problem, StockLine, StockPage, inline_schema
 
 router = APIRouter(tags=["stock"])
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from devices import bench
-from devices.codes import interpret, interpret_epc
+from floorsync.devices import bench
+from floorsync.devices.codes import interpret, interpret_epc
 
 
 def test_run_returns_positive_rates() -> None:
@@ -17,7 +17,7 @@ def test_run_returns_positive_rates() -> None:
         value = result[key]
         assert isinstance(value, float) and value > 0, key
     wedge = result["wedge_key_events_per_s"]
-    if importlib.util.find_spec("devices.keymap") is None:
+    if importlib.util.find_spec("floorsync.devices.keymap") is None:
         assert wedge is None
     else:
         assert wedge is None or wedge > 0
@@ -41,7 +41,7 @@ def test_wedge_is_null_without_keymap(monkeypatch: pytest.MonkeyPatch) -> None:
     real = bench.importlib.import_module
 
     def without_keymap(name: str, package: str | None = None) -> object:
-        if name == "devices.keymap":
+        if name == "floorsync.devices.keymap":
             raise ModuleNotFoundError(name)
         return real(name, package)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from devices.codes import KINDS, Identity, interpret, interpret_epc
+from floorsync.devices.codes import KINDS, Identity, interpret, interpret_epc
 
 GS = "\x1d"
 
@@ -223,7 +223,7 @@ def test_sgtin96_fast_path_matches_epcpy_on_generated_tags() -> None:
 
     from epcpy import hex_to_tag_encodable
 
-    from devices.codes import sgtin96_fast
+    from floorsync.devices.codes import sgtin96_fast
 
     rng = random.Random(96)
     compared = declined = 0

@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from devices.base import TagRead
-from devices.codes import interpret_epc
-from devices.docksim import KINDS, DockSim, Scenario
+from floorsync.devices.base import TagRead
+from floorsync.devices.codes import interpret_epc
+from floorsync.devices.docksim import KINDS, DockSim, Scenario
 
 
 def by_tag(reads: list[TagRead]) -> dict[str, list[TagRead]]:

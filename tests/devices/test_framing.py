@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devices.framing import Frame, FrameDecoder, split_aim, to_scan_read
+from floorsync.devices.framing import Frame, FrameDecoder, split_aim, to_scan_read
 
 
 def feed_all(decoder: FrameDecoder, *chunks: bytes) -> list[Frame]:

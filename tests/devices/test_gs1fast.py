@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from devices import gs1fast
-from devices.codes import KINDS, Identity, interpret
+from floorsync.devices import gs1fast
+from floorsync.devices.codes import KINDS, Identity, interpret
 
 GS = "\x1d"
 CSET82 = "!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import pytest
 from evdev import InputEvent, ecodes
 
-from devices import keymap
-from devices.keymap import (
+from floorsync.devices import keymap
+from floorsync.devices.keymap import (
     EV_KEY,
     EV_SYN,
     GS,
@@ -25,7 +25,7 @@ from devices.keymap import (
     KeyDecoder,
     text_to_keys,
 )
-from devices.wedge import EVENT_SIZE, PipeEvents, pack_events
+from floorsync.devices.wedge import EVENT_SIZE, PipeEvents, pack_events
 
 K = keymap
 T0 = 1_700_000_000_000_000  # µs

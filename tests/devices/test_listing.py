@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from devices import listing
-from devices.sim import open_pty
+from floorsync.devices import listing
+from floorsync.devices.sim import open_pty
 
 # As the kernel writes capabilities/key on a 64-bit host: a keyboard, a power button.
 KEYBOARD_BITMAP = "120013 0 0 0 1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe"

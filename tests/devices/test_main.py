@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from devices.__main__ import main
-from devices.sim import ScriptedScanner, open_pty
+from floorsync.devices.__main__ import main
+from floorsync.devices.sim import ScriptedScanner, open_pty
 
 
 def test_decode_text_with_aim_and_gs_stand_in(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,7 +35,7 @@ def test_serial_prints_live_reads_as_json_lines() -> None:
     master, path = open_pty()
     device = ScriptedScanner(master)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devices", "serial", path, "--suffix", "crlf"],
+        [sys.executable, "-m", "floorsync.devices", "serial", path, "--suffix", "crlf"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import DeviceError, DeviceGone, ScanRead
-from devices.framing import FrameDecoder
-from devices.serial_scanner import HONEYWELL_GOOD_READ, SerialScanner
-from devices.sim import ScriptedScanner, gs1_label, open_pty
+from floorsync.devices.base import DeviceError, DeviceGone, ScanRead
+from floorsync.devices.framing import FrameDecoder
+from floorsync.devices.serial_scanner import HONEYWELL_GOOD_READ, SerialScanner
+from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
 
 
 @pytest.fixture

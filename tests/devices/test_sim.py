@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
-from devices.codes import interpret, interpret_epc
-from devices.framing import split_aim
-from devices.sim import ScriptedPortal, gs1_label, sgtin96_hex, sscc96_hex
+from floorsync.devices.codes import interpret, interpret_epc
+from floorsync.devices.framing import split_aim
+from floorsync.devices.sim import ScriptedPortal, gs1_label, sgtin96_hex, sscc96_hex
 
 
 def test_gs1_label_round_trips_through_interpret() -> None:

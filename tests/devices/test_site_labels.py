@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devices.codes import interpret
+from floorsync.devices.codes import interpret
 
 BINS = (r"[A-Z]-\d{2}-\d{2}", r"BIN (?P<location>[A-Z]{2}\d{3})")
 

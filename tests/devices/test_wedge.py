@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import DeviceError, DeviceGone, ScanRead
-from devices.keymap import GS, KEY_A, KEY_B, KEY_ENTER, text_to_keys
-from devices.wedge import EVENT_SIZE, PipeEvents, WedgeHub, WedgeScanner, pack_events
+from floorsync.devices.base import DeviceError, DeviceGone, ScanRead
+from floorsync.devices.keymap import GS, KEY_A, KEY_B, KEY_ENTER, text_to_keys
+from floorsync.devices.wedge import EVENT_SIZE, PipeEvents, WedgeHub, WedgeScanner, pack_events
 
 PATH_A = "/dev/input/by-id/usb-Honeywell_1900-event-kbd"
 PATH_B = "/dev/input/by-id/usb-Zebra_DS2208-event-kbd"
@@ -301,7 +301,8 @@ def test_hub_refuses_duplicate_names() -> None:
 
 def test_cli_reports_an_absent_device_offline_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devices", "wedge", str(tmp_path / "gone"), "--layout", "de"],
+        [sys.executable, "-m", "floorsync.devices", "wedge", str(tmp_path / "gone"),
+         "--layout", "de"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -320,7 +321,7 @@ def test_cli_reports_an_absent_device_offline_and_stops_on_ctrl_c(tmp_path: Path
 
 def test_cli_refuses_unknown_layout() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "devices", "wedge", "/dev/null", "--layout", "dvorak"],
+        [sys.executable, "-m", "floorsync.devices", "wedge", "/dev/null", "--layout", "dvorak"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edge.localbroker import free_port
-from edge.outbox import Outbox
-from edge.sync import Syncer, SyncSettings
-from server.ingest import MqttIngest
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.edge.localbroker import free_port
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.sync import Syncer, SyncSettings
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 
 
 @contextmanager
@@ -63,7 +63,7 @@ class CentralProcess:
     def start(self) -> CentralProcess:
         log = open(self.database.with_suffix(".log"), "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "server", "--db", str(self.database),
+            [sys.executable, "-m", "floorsync", "server", "--db", str(self.database),
              "--broker", self.broker, "--protocol", self.protocol, "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "FLOORSYNC_TOKENS": f"{self.token}=admin"},

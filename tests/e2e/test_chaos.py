@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.chaos import HEADER, SCENARIOS, Result, _line, run_campaign
+from floorsync.edge.chaos import HEADER, SCENARIOS, Result, _line, run_campaign
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.localbroker import free_port
+from floorsync.edge.localbroker import free_port
 
 
 def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--duration", "12", "--port", str(free_port()),
+        [sys.executable, "-m", "floorsync", "demo", "--duration", "12", "--port", str(free_port()),
          "--data", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from devices.rfid.simreader import ZebraMqttReaderSim, post_impinj
-from devices.sim import sgtin96_hex
-from edge.localbroker import Mosquitto, free_port
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.simreader import ZebraMqttReaderSim, post_impinj
+from floorsync.devices.sim import sgtin96_hex
+from floorsync.edge.localbroker import Mosquitto, free_port
 from tests.e2e.conftest import CentralProcess, wait_until
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ class EdgeProcess:
     def start(self) -> EdgeProcess:
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "edge", "--config", str(self.config)],
+            [sys.executable, "-m", "floorsync", "edge", "--config", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),  # noqa: SIM115
         )
         wait_until(lambda: "door-1 online" in self.log.read_text()[offset:], 20,

@@ -12,15 +12,15 @@ import threading
 import time
 from pathlib import Path
 
-from edge.localbroker import Mosquitto
-from edge.outbox import Outbox
+from floorsync.edge.localbroker import Mosquitto
+from floorsync.edge.outbox import Outbox
 from tests.e2e.conftest import CentralProcess, central, edge, ledger_counts, wait_until
 from tests.factories import event
 
 
 def _edge_process(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "edge", "--config", str(config)],
+        [sys.executable, "-m", "floorsync", "edge", "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=open(config.with_suffix(".log"), "ab"),
     )
 
@@ -173,7 +173,7 @@ def test_sync_survives_outbox_errors_and_catches_up(
     """The outbox locked by another writer (as on a full or failing disk): sync waits it out."""
     import sqlite3
 
-    from edge.sync import Syncer, SyncSettings
+    from floorsync.edge.sync import Syncer, SyncSettings
 
     database = tmp_path / "central.db"
     with central(database, mosquitto.url) as store, \

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge import wire
-from edge.localbroker import Mosquitto
-from edge.outbox import Outbox
-from server.broker import EmbeddedBroker
+from floorsync.edge import wire
+from floorsync.edge.localbroker import Mosquitto
+from floorsync.edge.outbox import Outbox
+from floorsync.server.broker import EmbeddedBroker
 from tests.e2e.conftest import central, edge, ledger_counts, wait_until
 from tests.factories import event
 
@@ -107,9 +107,9 @@ def test_an_agent_stopping_while_connected_waits_for_its_last_acks(
 ) -> None:
     """A door's last passes are captured at stop: with drain_s they reach the ledger before the
     agent exits; without it they wait in the outbox for the next start (nothing lost)."""
-    from edge.agent import EdgeAgent
-    from edge.config import EdgeConfig
-    from edge.sync import SyncSettings
+    from floorsync.edge.agent import EdgeAgent
+    from floorsync.edge.config import EdgeConfig
+    from floorsync.edge.sync import SyncSettings
 
     config = EdgeConfig(site=site, device="door-9", outbox_path=tmp_path / "outbox.db",
                         sync=SyncSettings(broker=mosquitto.url, drain_s=drain_s,

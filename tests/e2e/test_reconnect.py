@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge import wire
-from edge.localbroker import Mosquitto
-from edge.outbox import Outbox, read_stats
+from floorsync.edge import wire
+from floorsync.edge.localbroker import Mosquitto
+from floorsync.edge.outbox import Outbox, read_stats
 from tests.e2e.conftest import CentralProcess, central, edge, ledger_counts, wait_until
 from tests.factories import event
 
@@ -102,7 +102,7 @@ def test_presence_keeps_the_last_backlog_while_the_edge_is_gone(
         "status_interval_s = 0.2\n"
     )
     server = CentralProcess(tmp_path / "central.db", mosquitto.url).start()
-    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "edge", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "floorsync", "edge", "--config", str(config)],
                                stdout=subprocess.DEVNULL,
                                stderr=open(tmp_path / "edge.log", "ab"))  # noqa: SIM115
     try:

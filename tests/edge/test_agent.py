@@ -10,11 +10,11 @@ import os
 import time
 from pathlib import Path
 
-from devices.sim import ScriptedScanner, gs1_label, open_pty, sgtin96_hex
-from edge.agent import EdgeAgent
-from edge.config import EdgeConfig, PortalConfig, ScannerConfig
-from edge.localbroker import free_port
-from edge.sync import SyncSettings
+from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty, sgtin96_hex
+from floorsync.edge.agent import EdgeAgent
+from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
+from floorsync.edge.localbroker import free_port
+from floorsync.edge.sync import SyncSettings
 from tests.e2e.conftest import wait_until
 
 DEAD_BROKER = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
@@ -117,8 +117,8 @@ def test_good_read_feedback_follows_the_commit_and_bad_reads_get_theirs(tmp_path
 def test_config_refuses_a_broken_location_pattern(tmp_path: Path) -> None:
     import pytest
 
-    from edge.config import load
-    from edge.errors import ConfigError
+    from floorsync.edge.config import load
+    from floorsync.edge.errors import ConfigError
 
     path = tmp_path / "edge.toml"
     path.write_text('site = "wh1"\ndevice = "hh"\n[workflow]\nlocation_patterns = ["["]\n')
@@ -128,8 +128,8 @@ def test_config_refuses_a_broken_location_pattern(tmp_path: Path) -> None:
 
 def test_door_movements_refused_by_a_full_outbox_wait_and_are_kept_later(tmp_path: Path) -> None:
     """A tag that passed cannot be read again: a door's refused events are retried, not lost."""
-    from edge.doorstate import DoorKeeper
-    from edge.portal import Door
+    from floorsync.edge.doorstate import DoorKeeper
+    from floorsync.edge.portal import Door
     from tests.edge.test_doorstate import CONFIG
     from tests.factories import events
 
@@ -158,9 +158,9 @@ def test_a_door_that_fails_is_started_again_from_its_journal(
     the door: it is started again, rebuilt from its journal, and the crossing is kept once."""
     import pytest
 
-    from devices.base import TagRead, now
-    from devices.rfid.simreader import post_impinj
-    from edge.portal import Door
+    from floorsync.devices.base import TagRead, now
+    from floorsync.devices.rfid.simreader import post_impinj
+    from floorsync.edge.portal import Door
 
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
     port = free_port()

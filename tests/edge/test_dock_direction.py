@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devices.base import TagRead
-from devices.docksim import KINDS, DockSim
-from devices.sim import sgtin96_hex
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import PortalConfig
-from edge.dockbench import Score, door_config, play, score
-from edge.portal import Door
+from floorsync.devices.base import TagRead
+from floorsync.devices.docksim import KINDS, DockSim
+from floorsync.devices.sim import sgtin96_hex
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.dockbench import Score, door_config, play, score
+from floorsync.edge.portal import Door
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
 OUT, IN = 1, 2

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from devices.sim import sgtin96_hex
-from edge import wire
-from edge.config import PortalConfig, load
-from edge.epcmatch import EpcFilter, parse_pattern, parse_patterns
-from edge.errors import ConfigError
-from edge.portal import Door
+from floorsync.devices.base import TagRead
+from floorsync.devices.sim import sgtin96_hex
+from floorsync.edge import wire
+from floorsync.edge.config import PortalConfig, load
+from floorsync.edge.epcmatch import EpcFilter, parse_pattern, parse_patterns
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.portal import Door
 from tests.edge.test_door_scenarios import IN, OUT, Floor, at, case, door, pallet, run
 
 SGLN_TAG = "3214257BF400020000000000"  # urn:epc:id:sgln:0614141.00001.0

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from devices.base import TagRead
-from devices.sim import ScriptedPortal, sgtin96_hex, sscc96_hex
-from edge import wire
-from edge.arbiter import DoorArbiter
-from edge.config import PortalConfig
-from edge.portal import CycleReport, Door, ReaderClock
+from floorsync.devices.base import TagRead
+from floorsync.devices.sim import ScriptedPortal, sgtin96_hex, sscc96_hex
+from floorsync.edge import wire
+from floorsync.edge.arbiter import DoorArbiter
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.portal import CycleReport, Door, ReaderClock
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
 SIDES = {"1": "outside", "2": "inside"}

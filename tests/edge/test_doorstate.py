@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge import wire
-from edge.doorstate import DoorKeeper
-from edge.outbox import Outbox
-from edge.portal import Door
+from floorsync.edge import wire
+from floorsync.edge.doorstate import DoorKeeper
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.portal import Door
 from tests.edge.test_door_scenarios import Floor, case, door, run
 from tests.factories import events
 

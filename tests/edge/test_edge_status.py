@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from edge.localbroker import Mosquitto, free_port
-from edge.outbox import Outbox
-from edge.sync import Syncer, SyncSettings
+from floorsync.edge.localbroker import Mosquitto, free_port
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.sync import Syncer, SyncSettings
 from tests.e2e.conftest import central, wait_until
 from tests.factories import events
 
 
 def edge_status(outbox: Path, *extra: str) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "status", "--outbox", str(outbox), *extra],
+        [sys.executable, "-m", "floorsync", "edge", "status", "--outbox", str(outbox), *extra],
         capture_output=True, text=True, timeout=30,
     )
     assert done.stderr == "", done.stderr
@@ -38,7 +38,7 @@ def status_json(outbox: Path) -> tuple[int, dict[str, Any]]:
 def test_broker_unreachable_status_and_logs_say_what_is_true(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="edge.sync")
+    caplog.set_level(logging.DEBUG, logger="floorsync.edge.sync")
     path = tmp_path / "outbox.db"
     dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
     with Outbox(path, cap_bytes=10 * 1024 * 1024) as outbox:
@@ -65,7 +65,7 @@ def test_broker_unreachable_status_and_logs_say_what_is_true(
             assert code == 0 and "broker      retrying since" in text
             assert "5 pending" in text and "oldest      seq 1, captured" in text
         lines = [(r.levelname, r.getMessage()) for r in caplog.records
-                 if r.name == "edge.sync" and r.levelno >= logging.INFO]
+                 if r.name == "floorsync.edge.sync" and r.levelno >= logging.INFO]
     # one line per state change, however many attempts; nothing "sent" while offline
     assert [m.split(" ")[0] for _, m in lines].count("connecting") == 1
     retrying = [m for lvl, m in lines if "retrying in" in m]
@@ -89,7 +89,7 @@ def test_broker_unreachable_status_and_logs_say_what_is_true(
 
 def test_connected_then_broker_gone(tmp_path: Path, mosquitto: Mosquitto, site: str,
                                     caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edge.sync")
+    caplog.set_level(logging.INFO, logger="floorsync.edge.sync")
     path = tmp_path / "outbox.db"
     with central(tmp_path / "central.db", mosquitto.url), Outbox(path) as outbox, \
             Syncer(outbox, site, "hh-02", SyncSettings(broker=mosquitto.url,
@@ -108,14 +108,14 @@ def test_connected_then_broker_gone(tmp_path: Path, mosquitto: Mosquitto, site: 
         code, found = status_json(path)
         assert found["broker"]["state"] == "retrying" and found["agent"]["running"]
         assert found["last_ack_at"] is not None  # the last one, kept
-    messages = [r.getMessage() for r in caplog.records if r.name == "edge.sync"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "floorsync.edge.sync"]
     assert sum(m.startswith("connected to ") for m in messages) == 1, messages
     assert sum(m.startswith("disconnected from ") for m in messages) == 1, messages
 
 
 def test_no_outbox_is_a_one_line_error(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "status", "--outbox",
+        [sys.executable, "-m", "floorsync", "edge", "status", "--outbox",
          str(tmp_path / "none.db")], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "no outbox at" in done.stderr
     assert not (tmp_path / "none.db").exists()  # read-only: nothing made
@@ -125,8 +125,8 @@ def test_status_shows_each_doors_journal(tmp_path: Path) -> None:
     """With a config naming journaled doors: the reads each keeps, read while nothing runs."""
     from datetime import UTC, datetime
 
-    from devices.base import TagRead
-    from edge.journal import DoorJournal, journal_path
+    from floorsync.devices.base import TagRead
+    from floorsync.edge.journal import DoorJournal, journal_path
 
     outbox = tmp_path / "dock-outbox.db"
     Outbox(outbox).close()
@@ -142,13 +142,13 @@ def test_status_shows_each_doors_journal(tmp_path: Path) -> None:
             j.put(TagRead("door-1", f"3074257BF7194E400000000{n}", 1, -50.0, at))
         j.commit()
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "status", "--config", str(config), "--json"],
+        [sys.executable, "-m", "floorsync", "edge", "status", "--config", str(config), "--json"],
         capture_output=True, text=True, timeout=30)
     journal = json.loads(done.stdout)["journal"]
     assert journal["door-2"] is None
     assert journal["door-1"]["reads"] == 3
     assert journal["door-1"]["oldest"].startswith("2026-11-22T09:30:00")
     text = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "status", "--config", str(config)],
+        [sys.executable, "-m", "floorsync", "edge", "status", "--config", str(config)],
         capture_output=True, text=True, timeout=30).stdout
     assert "journal     door-1: 3 read(s) kept" in text and "door-2: none yet" in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.floorbench import bench_doors, bench_handheld
+from floorsync.edge.floorbench import bench_doors, bench_handheld
 
 
 def test_door_benchmark_moves_every_tag_once() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from edge.journal import ROW_BYTES, DoorJournal, GpiChange, JournalFull, read_stats
+from floorsync.devices.base import TagRead
+from floorsync.edge.journal import ROW_BYTES, DoorJournal, GpiChange, JournalFull, read_stats
 
 T0 = datetime(2026, 11, 22, 9, 30, 0, 123456, tzinfo=UTC)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devices.base import TagRead
-from edge.doorstate import DoorKeeper
-from edge.journal import DoorJournal
-from edge.outbox import Outbox
-from edge.portal import Door
+from floorsync.devices.base import TagRead
+from floorsync.edge.doorstate import DoorKeeper
+from floorsync.edge.journal import DoorJournal
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.portal import Door
 from tests.edge.test_dock_direction import IN, OUT, at, door_config, reads, tag
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import wire
-from edge.errors import OutboxError, OutboxFull
-from edge.outbox import ROW_OVERHEAD, Outbox
+from floorsync.edge import wire
+from floorsync.edge.errors import OutboxError, OutboxFull
+from floorsync.edge.outbox import ROW_OVERHEAD, Outbox
 from tests.factories import events
 
 
@@ -233,7 +233,7 @@ def test_a_refused_capture_leaves_the_context_as_it_was(tmp_path: Path) -> None:
 def test_floor_exceptions_and_samples_are_kept_and_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edge.outbox as module
+    import floorsync.edge.outbox as module
 
     monkeypatch.setattr(module, "KEEP_EXCEPTIONS", 5)
     monkeypatch.setattr(module, "KEEP_SAMPLES", 3)

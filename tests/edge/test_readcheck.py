@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from devices.base import TagRead
-from edge.config import PortalConfig
-from edge.errors import ConfigError
-from edge.readcheck import DEFAULT_BOUNDS, KINDS, ReadBounds, check_read
+from floorsync.devices.base import TagRead
+from floorsync.edge.config import PortalConfig
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.readcheck import DEFAULT_BOUNDS, KINDS, ReadBounds, check_read
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GOOD = TagRead("dock-1", "3074257BF7194E4000001A85", 1, -52.5, NOW, 1)

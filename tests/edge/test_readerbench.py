@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.readerbench import run
+from floorsync.edge.readerbench import run
 
 pytestmark = pytest.mark.slow
 

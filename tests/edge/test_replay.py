@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge import wire
+from floorsync.edge import wire
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples"
@@ -16,7 +16,7 @@ START = "2026-11-22T08:00:00+01:00"
 
 def replay(file: Path, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "replay", str(file), "--config", str(config),
+        [sys.executable, "-m", "floorsync", "edge", "replay", str(file), "--config", str(config),
          "--start", START], capture_output=True, text=True, timeout=60,
     )
 
@@ -77,14 +77,14 @@ def test_unreadable_lines_are_reported_and_the_replay_goes_on(tmp_path: Path) ->
 
 def test_replay_needs_its_config(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "edge", "replay", str(tmp_path / "none.jsonl"),
+        [sys.executable, "-m", "floorsync", "edge", "replay", str(tmp_path / "none.jsonl"),
          "--config", str(tmp_path / "missing.toml")], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "cannot read config" in result.stderr
 
 
 def test_gpi_lines_open_and_close_door_cycles(tmp_path: Path) -> None:
-    from devices.sim import sgtin96_hex
+    from floorsync.devices.sim import sgtin96_hex
 
     config = tmp_path / "door.toml"
     config.write_text(

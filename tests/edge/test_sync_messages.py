@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from paho.mqtt.client import MQTTMessage
 
-from edge import wire
-from edge.config import SyncSettings
-from edge.outbox import Outbox
-from edge.sync import Syncer
+from floorsync.edge import wire
+from floorsync.edge.config import SyncSettings
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.sync import Syncer
 from tests.factories import events
 
 

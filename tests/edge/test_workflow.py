@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from devices.base import ScanRead
-from devices.framing import Frame, to_scan_read
-from devices.sim import gs1_label
-from edge import wire
-from edge.errors import OutboxFull
-from edge.outbox import Outbox
-from edge.workflow import HandheldWorkflow, Outcome, Session
+from floorsync.devices.base import ScanRead
+from floorsync.devices.framing import Frame, to_scan_read
+from floorsync.devices.sim import gs1_label
+from floorsync.edge import wire
+from floorsync.edge.errors import OutboxFull
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.workflow import HandheldWorkflow, Outcome, Session
 
 GTIN_A, GTIN_B = "09501101530003", "04012345000009"
 ITEM_A = gs1_label(GTIN_A, lot="L7")

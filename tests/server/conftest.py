@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.ledger import Store
+from floorsync.server.app import create_app
+from floorsync.server.ledger import Store
 from tests.server.helpers import WRITE_TOKEN, api_settings, bearer
 
 

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
-from edge import wire
-from server.settings import Settings
+from floorsync.edge import wire
+from floorsync.server.settings import Settings
 
 # Bearer tokens of the test servers, one per scope.
 READ_TOKEN = "test-read-token"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from edge import wire
-from server.app import create_app
-from server.ledger import Store
+from floorsync.edge import wire
+from floorsync.server.app import create_app
+from floorsync.server.ledger import Store
 from tests.brokers import Mosquitto
 from tests.server.helpers import api_client, api_settings, event, payload
 

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from edge.cli import main
-from server import auth
-from server.app import API_PREFIX, create_app
-from server.errors import ConfigError
-from server.settings import Settings, parse_tokens, read_tokens_file
+from floorsync.edge.cli import main
+from floorsync.server import auth
+from floorsync.server.app import API_PREFIX, create_app
+from floorsync.server.errors import ConfigError
+from floorsync.server.settings import Settings, parse_tokens, read_tokens_file
 from tests.server.helpers import (
     ADMIN_TOKEN,
     READ_TOKEN,

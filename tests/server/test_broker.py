@@ -6,10 +6,10 @@ from pathlib import Path
 
 from paho.mqtt.client import MQTTProtocolVersion
 
-from server.broker import EmbeddedBroker
-from server.ingest import MqttIngest
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.server.broker import EmbeddedBroker
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 from tests.server.helpers import Edge, event
 
 

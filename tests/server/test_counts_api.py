@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from edge import wire
-from server.ledger import Store
-from server.masterdata import LocationSpec, MasterData
+from floorsync.edge import wire
+from floorsync.server.ledger import Store
+from floorsync.server.masterdata import LocationSpec, MasterData
 
 SITE, DEV = "wh1", "hh-01"
 G, H = "09501101530003", "09501101530010"

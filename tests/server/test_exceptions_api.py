@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from edge import wire
-from server.ledger import Store
-from server.masterdata import ItemSpec, LocationSpec, MasterData
+from floorsync.edge import wire
+from floorsync.server.ledger import Store
+from floorsync.server.masterdata import ItemSpec, LocationSpec, MasterData
 from tests.server.helpers import READ_TOKEN, WRITE_TOKEN
 
 SITE, DEV = "wh1", "hh-01"

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge import wire
-from server.ingest import MqttIngest
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.edge import wire
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 from tests.brokers import Mosquitto
 from tests.server.helpers import Edge, event, payload
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from edge import wire
-from server.api.ledger import router
-from server.app import API_PREFIX, create_app
-from server.ledger import Store
-from server.settings import Settings
+from floorsync.edge import wire
+from floorsync.server.api.ledger import router
+from floorsync.server.app import API_PREFIX, create_app
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from edge import wire
-from server import ledger
-from server import ledgerviews as lv
-from server.errors import StoreError
-from server.ledger import Incoming, Store
-from server.masterdata import ItemSpec, LocationSpec, MasterData
+from floorsync.edge import wire
+from floorsync.server import ledger
+from floorsync.server import ledgerviews as lv
+from floorsync.server.errors import StoreError
+from floorsync.server.ledger import Incoming, Store
+from floorsync.server.masterdata import ItemSpec, LocationSpec, MasterData
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"  # SKU-1's GTIN
@@ -760,8 +760,8 @@ def test_a_partly_held_move_tracks_the_serial_to_its_destination(store: Store) -
 
 
 def test_a_refused_write_keeps_the_caches(store: Store) -> None:
-    from server import exceptionlog
-    from server.errors import Refused
+    from floorsync.server import exceptionlog
+    from floorsync.server.errors import Refused
 
     apply(store, ev(dst="A"))
     caches = store._caches
@@ -772,8 +772,8 @@ def test_a_refused_write_keeps_the_caches(store: Store) -> None:
 
 
 def test_a_late_count_needs_its_adjustment_said(store: Store) -> None:
-    from server import exceptionlog
-    from server.errors import BadRequest
+    from floorsync.server import exceptionlog
+    from floorsync.server.errors import BadRequest
 
     apply(store, ev(dst="A", qty=10, time=t(-120)))
     apply(store, count("A", (G, None, 8), time=t(0)))
@@ -794,7 +794,7 @@ def test_a_line_whose_first_batch_nets_to_zero_is_still_looked_back_at(store: St
 
 
 def test_a_move_held_at_its_destination_still_moves_the_serial(store: Store) -> None:
-    from server import exceptionlog
+    from floorsync.server import exceptionlog
 
     apply(store, ev(dst="B", serial="S1", time=t(0)))
     apply(store, count("A", time=t(60)))
@@ -817,7 +817,7 @@ def test_float_noise_is_not_a_count_difference(store: Store) -> None:
 def test_a_correction_posted_before_an_earlier_dated_count_arrives_is_not_doubled(
     store: Store,
 ) -> None:
-    from server import exceptionlog
+    from floorsync.server import exceptionlog
 
     apply(store, ev("pick", src="A", qty=3, time=t(0)))  # the books go to -3
     (negative,) = exceptions(store, "negative_stock")
@@ -851,8 +851,8 @@ def test_a_serial_received_at_another_site_is_a_conflict(store: Store) -> None:
 
 
 def test_a_resolution_posts_at_the_exceptions_own_site(store: Store) -> None:
-    from server import exceptionlog
-    from server.errors import BadRequest
+    from floorsync.server import exceptionlog
+    from floorsync.server.errors import BadRequest
 
     apply(store, ev("pick", src="A", qty=2, time=t(0)), site="wh2")
     (negative,) = exceptions(store, "negative_stock")
@@ -868,7 +868,7 @@ def test_stock_of_one_location_is_read_through_an_index(store: Store) -> None:
 
 
 def test_the_serial_views_tell_sites_apart(store: Store) -> None:
-    from server import ledgerviews as lv
+    from floorsync.server import ledgerviews as lv
 
     apply(store, ev(dst="A", serial="S2", time=t(0)), site="wh1")
     apply(store, ev(dst="A", serial="S2", time=t(10)), site="wh2")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.ledgerbench import run
+from floorsync.edge.ledgerbench import run
 
 
 def test_ledger_benchmark_applies_every_event() -> None:

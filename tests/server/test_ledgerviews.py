@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge import wire
-from server import ledgerviews as lv
-from server.errors import BadRequest
-from server.ledger import Store
+from floorsync.edge import wire
+from floorsync.server import ledgerviews as lv
+from floorsync.server.errors import BadRequest
+from floorsync.server.ledger import Store
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server import db
-from server.ledger import Store
-from server.masterdata import (
+from floorsync.server import db
+from floorsync.server.ledger import Store
+from floorsync.server.masterdata import (
     VIRTUAL,
     Conflict,
     ImportRejected,
@@ -23,7 +23,7 @@ from server.masterdata import (
     parse_gln_label,
     read_csv,
 )
-from server.migrations import MIGRATIONS
+from floorsync.server.migrations import MIGRATIONS
 from tests.server.helpers import batch, event
 
 DATA = Path(__file__).parent / "data"

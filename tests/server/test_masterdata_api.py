@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from server.api import items as items_api
-from server.app import create_app
-from server.masterdata import VIRTUAL
+from floorsync.server.api import items as items_api
+from floorsync.server.app import create_app
+from floorsync.server.masterdata import VIRTUAL
 from tests.server.helpers import api_client, api_settings
 
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from server.app import create_app
+from floorsync.server.app import create_app
 from tests.server.helpers import ADMIN_TOKEN, api_settings, bearer
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ConfigError, ServerError
-from server.settings import Settings, broker_address
+from floorsync.server.errors import ConfigError, ServerError
+from floorsync.server.settings import Settings, broker_address
 
 
 def test_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

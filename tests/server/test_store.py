@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import wire
-from server.ledger import Store
+from floorsync.edge import wire
+from floorsync.server.ledger import Store
 from tests.server.helpers import decoded, event
 
 SITE, DEV = "wh1", "hh-01"

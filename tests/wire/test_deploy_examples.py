@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
-from edge import config as edge_config
-from edge import wire
-from edge.cli import build_parser
-from edge.errors import ConfigError
-from edge.localbroker import Mosquitto
-from server.settings import ENV_PREFIX, Settings
+from floorsync.edge import config as edge_config
+from floorsync.edge import wire
+from floorsync.edge.cli import build_parser
+from floorsync.edge.errors import ConfigError
+from floorsync.edge.localbroker import Mosquitto
+from floorsync.server.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = ("handheld.toml", "dock-door.toml")

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from devices.codes import interpret, interpret_epc
-from edge import wire
-from server.app import create_app
+from floorsync.devices.codes import interpret, interpret_epc
+from floorsync.edge import wire
+from floorsync.server.app import create_app
 from tests.server.helpers import api_client, api_settings
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -24,16 +24,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.base import TagRead
-from devices.rfid.http_receiver import HttpTagReceiver
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.lineformat import LineFormat
-from devices.rfid.mqtt_reader import MqttTagReader
-from devices.rfid.replay import ReplayReader
-from devices.rfid.serial_reader import SerialTagReader
-from devices.rfid.zebra import parse_zebra
-from devices.sim import ScriptedScanner, open_pty
-from edge.readcheck import check_read
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.http_receiver import HttpTagReceiver
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.lineformat import LineFormat
+from floorsync.devices.rfid.mqtt_reader import MqttTagReader
+from floorsync.devices.rfid.replay import ReplayReader
+from floorsync.devices.rfid.serial_reader import SerialTagReader
+from floorsync.devices.rfid.zebra import parse_zebra
+from floorsync.devices.sim import ScriptedScanner, open_pty
+from floorsync.edge.readcheck import check_read
 from tests.brokers import Mosquitto
 
 EPCS = [f"3074257BF7194E400000{n:04X}" for n in range(1, 10)]
@@ -361,7 +361,7 @@ def test_replay_bad_lines_between_good_ones(tmp_path: Path) -> None:
 
 def test_llrp_bad_reports_between_good_ones() -> None:
     pytest.importorskip("sllurp.llrp", reason="sllurp (optional GPL-3.0 extra) is not installed")
-    from devices.rfid.llrp import LlrpStreamDecoder
+    from floorsync.devices.rfid.llrp import LlrpStreamDecoder
     from tests.devices.rfid.llrp_bytes import RO_ACCESS_REPORT, message, tag_report
 
     now_us = int(datetime.now(UTC).timestamp() * 1e6)

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devices.base import DeviceGone
-from devices.rfid.base import (
+from floorsync.devices.base import DeviceGone
+from floorsync.devices.rfid.base import (
     MAX_BAD_PARTS,
     ParseError,
     epc_problem,

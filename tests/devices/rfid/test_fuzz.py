@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from devices.rfid.base import MAX_ANTENNA, MAX_RAW, MAX_SEEN, Parsed, epc_problem
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.lineformat import LineFormat
-from devices.rfid.replay import parse_replay_line
-from devices.rfid.zebra import parse_zebra
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import MAX_ANTENNA, MAX_RAW, MAX_SEEN, Parsed, epc_problem
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.lineformat import LineFormat
+from floorsync.devices.rfid.replay import parse_replay_line
+from floorsync.devices.rfid.zebra import parse_zebra
 
 DATA = Path(__file__).parent / "data"
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -169,7 +169,7 @@ def test_line_formats_raise_only_value_error() -> None:
 
 def test_llrp_decoder_never_raises() -> None:
     pytest.importorskip("sllurp.llrp", reason="sllurp (optional GPL-3.0 extra) is not installed")
-    from devices.rfid.llrp import LlrpStreamDecoder, reads_from_tag_reports
+    from floorsync.devices.rfid.llrp import LlrpStreamDecoder, reads_from_tag_reports
     from tests.devices.rfid.llrp_bytes import capture
 
     rng = random.Random("fuzz-llrp")

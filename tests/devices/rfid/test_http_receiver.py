@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from devices.rfid.http_receiver import HttpTagReceiver
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.zebra import parse_zebra
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.http_receiver import HttpTagReceiver
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.zebra import parse_zebra
 
 DATA = Path(__file__).parent / "data"
 EPC = "3074257BF7194E4000001A85"

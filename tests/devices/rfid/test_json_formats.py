@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.zebra import parse_zebra
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.zebra import parse_zebra
 
 DATA = Path(__file__).parent / "data"
 EPC = "3074257BF7194E4000001A85"

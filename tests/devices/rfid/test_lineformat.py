@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devices.rfid.lineformat import LineFormat
+from floorsync.devices.rfid.lineformat import LineFormat
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

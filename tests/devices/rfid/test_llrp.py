@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
+from floorsync.devices.base import TagRead
 from tests.devices.rfid.llrp_bytes import T0, capture
 
 DATA = Path(__file__).parent / "data"
@@ -21,7 +21,7 @@ sllurp_llrp = pytest.importorskip(
     "sllurp.llrp", reason="sllurp (optional GPL-3.0 extra floorsync[llrp]) is not installed"
 )
 
-from devices.rfid.llrp import LlrpStreamDecoder, LlrpTagReader  # noqa: E402
+from floorsync.devices.rfid.llrp import LlrpStreamDecoder, LlrpTagReader  # noqa: E402
 
 EXPECTED = [
     ("3074257BF7194E4000001A85", 1, -55.0, T0 + 250_000, 3),
@@ -79,7 +79,7 @@ def test_truncation_and_garbage() -> None:
 
 def test_sllurps_own_client_protocol_path() -> None:
     """The bytes through LLRPReaderClient.raw_data_received, as sllurp's own tests do."""
-    from devices.rfid.llrp import reads_from_tag_reports
+    from floorsync.devices.rfid.llrp import reads_from_tag_reports
 
     client = sllurp_llrp.LLRPReaderClient(
         "127.0.0.1", config=sllurp_llrp.LLRPReaderConfig({"start_inventory": False})
@@ -131,7 +131,7 @@ def test_sllurp_is_imported_only_inside_devices_rfid_llrp() -> None:
                 [a.name for a in node.names] if isinstance(node, ast.Import)
                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             )
-            if any(n.startswith(("sllurp", "devices.rfid.llrp")) for n in names):
+            if any(n.startswith(("sllurp", "floorsync.devices.rfid.llrp")) for n in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
     tree = ast.parse((ROOT / "devices" / "rfid" / "llrp.py").read_text())

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.base import TagRead
-from devices.rfid.impinj import parse_impinj
-from devices.rfid.mqtt_reader import MqttTagReader
-from devices.rfid.zebra import parse_zebra
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.impinj import parse_impinj
+from floorsync.devices.rfid.mqtt_reader import MqttTagReader
+from floorsync.devices.rfid.zebra import parse_zebra
 from tests.brokers import Mosquitto
 
 EPC = "3074257BF7194E4000001A85"

@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices.base import TagRead
-from devices.rfid.base import TagReader
-from devices.rfid.replay import PortalSimulator, ReplayReader
-from devices.sim import ScriptedPortal, sgtin96_hex
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import TagReader
+from floorsync.devices.rfid.replay import PortalSimulator, ReplayReader
+from floorsync.devices.sim import ScriptedPortal, sgtin96_hex
 
 DATA = Path(__file__).parent / "data"
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.base import TagRead
-from devices.rfid.base import TagReader
-from devices.rfid.lineformat import LineFormat
-from devices.rfid.serial_reader import SerialTagReader
-from devices.sim import ScriptedScanner, open_pty, sgtin96_hex
+from floorsync.devices.base import TagRead
+from floorsync.devices.rfid.base import TagReader
+from floorsync.devices.rfid.lineformat import LineFormat
+from floorsync.devices.rfid.serial_reader import SerialTagReader
+from floorsync.devices.sim import ScriptedScanner, open_pty, sgtin96_hex
 
 EPC = sgtin96_hex("0614141", "812345", 6789)
 FORMAT = LineFormat.template("{epc},{antenna},{rssi},{count}")

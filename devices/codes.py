@@ -18,7 +18,7 @@ Choices:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,37 +28,13 @@ from biip.symbology import GS1Symbology
 from epcpy import hex_to_tag_encodable
 from epcpy.epc_schemes import GIAI, GRAI, SGLN, SGTIN, SSCC
 
+from floorsync.devices import gs1fast as _gs1fast
+from floorsync.devices.identity import Identity, identity_from_ais
+from floorsync.devices.identity import unknown as _unknown
+
 _CONFIG = ParseConfig(separator_chars=("\x1d",))
 _GTIN_LENGTHS = (8, 12, 13, 14)
 _HEX = re.compile(r"[0-9A-F]+")
-KINDS = ("item", "location", "container", "asset", "returnable", "command", "unknown")
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The identity a code carries. `kind` is one of KINDS; `error` says why it is unknown.
-
-    `gtin` is GTIN-14, `expiry` ISO YYYY-MM-DD, `epc` the pure identity URI, `asset` the GIAI or
-    GRAI key (for kinds asset and returnable).
-    """
-
-    kind: str
-    gtin: str | None = None
-    lot: str | None = None
-    serial: str | None = None
-    expiry: str | None = None
-    quantity: int | None = None
-    sscc: str | None = None
-    gln: str | None = None
-    epc: str | None = None
-    location: str | None = None
-    command: str | None = None
-    asset: str | None = None
-    error: str | None = None
-
-
-def _unknown(error: str, **fields: Any) -> Identity:
-    return Identity(kind="unknown", error=error, **fields)
 
 
 def interpret(
@@ -189,26 +165,6 @@ def _from_element_strings(elements: Any) -> Identity:
     return identity_from_ais(values, fields)
 
 
-def identity_from_ais(values: dict[str, str], fields: dict[str, Any]) -> Identity:
-    """The Identity of a GS1 element string: `values` by AI, `fields` the Identity fields found.
-
-    Shared by the biip path and devices.gs1fast, so both decide the kind the same way.
-    """
-    if "00" in values:
-        return Identity("container", **fields)
-    if "01" in values or "02" in values:
-        return Identity("item", **fields)
-    if "414" in values:
-        gln = fields.get("gln") or values["414"]
-        ext = values.get("254")
-        return Identity("location", gln=gln, location=f"{gln}.{ext}" if ext else gln)
-    if "8004" in values:
-        return Identity("asset", asset=values["8004"])
-    if "8003" in values:
-        return Identity("returnable", asset=values["8003"])
-    return _unknown("GS1 element string without a key (00, 01, 02, 414, 8003, 8004)")
-
-
 def interpret_epc(hex_epc: str) -> Identity:
     """Interpret an EPC bank (hex) through epcpy; unknown headers are a normal outcome."""
     try:
@@ -277,7 +233,3 @@ def _interpret_epc(hex_epc: str) -> Identity:
     if isinstance(tag, GRAI):
         return replace(base, kind="returnable", asset=tag.gs1_key())
     return replace(base, error=f"unsupported EPC scheme {type(tag).__name__}")
-
-
-# Last, because devices.gs1fast builds on Identity and identity_from_ais above.
-import floorsync.devices.gs1fast as _gs1fast  # noqa: E402

@@ -27,7 +27,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from floorsync.devices.codes import Identity, identity_from_ais
+from floorsync.devices.identity import Identity, identity_from_ais
 
 GS = "\x1d"
 SYMBOLOGIES = frozenset({"]C1", "]d2", "]Q3", "]e0"})

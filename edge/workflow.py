@@ -51,7 +51,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from floorsync.devices.base import ScanRead
-from floorsync.devices.codes import Identity, interpret
+from floorsync.devices.codes import interpret
+from floorsync.devices.identity import Identity
 from floorsync.edge import wire
 from floorsync.edge.outbox import Outbox
 

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from floorsync.devices.codes import KINDS, Identity, interpret, interpret_epc
+from floorsync.devices.codes import interpret, interpret_epc
+from floorsync.devices.identity import KINDS, Identity
 
 GS = "\x1d"
 

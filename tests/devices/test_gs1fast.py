@@ -8,7 +8,8 @@ import random
 import pytest
 
 from floorsync.devices import gs1fast
-from floorsync.devices.codes import KINDS, Identity, interpret
+from floorsync.devices.codes import interpret
+from floorsync.devices.identity import KINDS, Identity
 
 GS = "\x1d"
 CSET82 = "!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"

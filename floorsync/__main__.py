@@ -2,6 +2,6 @@
 
 import sys
 
-from floorsync.edge.cli import main
+from floorsync.cli import main
 
 sys.exit(main())

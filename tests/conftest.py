@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from floorsync.edge.localbroker import Mosquitto
+from floorsync.localbroker import Mosquitto
 
 
 @pytest.fixture

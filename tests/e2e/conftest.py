@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from floorsync.edge.localbroker import free_port
 from floorsync.edge.outbox import Outbox
 from floorsync.edge.sync import Syncer, SyncSettings
+from floorsync.localbroker import free_port
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from floorsync.edge.chaos import HEADER, SCENARIOS, Result, _line, run_campaign
+from floorsync.chaos import HEADER, SCENARIOS, Result, _line, run_campaign
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from floorsync.edge.localbroker import free_port
+from floorsync.localbroker import free_port
 
 
 def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path) -> None:

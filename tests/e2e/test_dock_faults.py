@@ -23,7 +23,7 @@ import pytest
 from floorsync.devices.base import TagRead
 from floorsync.devices.rfid.simreader import ZebraMqttReaderSim, post_impinj
 from floorsync.devices.sim import sgtin96_hex
-from floorsync.edge.localbroker import Mosquitto, free_port
+from floorsync.localbroker import Mosquitto, free_port
 from tests.e2e.conftest import CentralProcess, wait_until
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from floorsync.edge.localbroker import Mosquitto
 from floorsync.edge.outbox import Outbox
+from floorsync.localbroker import Mosquitto
 from tests.e2e.conftest import CentralProcess, central, edge, ledger_counts, wait_until
 from tests.factories import event
 

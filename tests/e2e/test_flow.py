@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from floorsync.broker import EmbeddedBroker
 from floorsync.edge import wire
-from floorsync.edge.localbroker import Mosquitto
 from floorsync.edge.outbox import Outbox
-from floorsync.server.broker import EmbeddedBroker
+from floorsync.localbroker import Mosquitto
 from tests.e2e.conftest import central, edge, ledger_counts, wait_until
 from tests.factories import event
 

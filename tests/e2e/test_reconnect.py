@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from floorsync.edge import wire
-from floorsync.edge.localbroker import Mosquitto
 from floorsync.edge.outbox import Outbox, read_stats
+from floorsync.localbroker import Mosquitto
 from tests.e2e.conftest import CentralProcess, central, edge, ledger_counts, wait_until
 from tests.factories import event
 

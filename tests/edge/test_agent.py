@@ -13,8 +13,8 @@ from pathlib import Path
 from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty, sgtin96_hex
 from floorsync.edge.agent import EdgeAgent
 from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
-from floorsync.edge.localbroker import free_port
 from floorsync.edge.sync import SyncSettings
+from floorsync.localbroker import free_port
 from tests.e2e.conftest import wait_until
 
 DEAD_BROKER = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there

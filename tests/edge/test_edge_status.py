@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from floorsync.edge.localbroker import Mosquitto, free_port
 from floorsync.edge.outbox import Outbox
 from floorsync.edge.sync import Syncer, SyncSettings
+from floorsync.localbroker import Mosquitto, free_port
 from tests.e2e.conftest import central, wait_until
 from tests.factories import events
 

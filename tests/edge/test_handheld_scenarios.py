@@ -13,9 +13,9 @@ from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
 from floorsync.edge import wire
 from floorsync.edge.agent import EdgeAgent
 from floorsync.edge.config import EdgeConfig, ScannerConfig
-from floorsync.edge.localbroker import free_port
 from floorsync.edge.sync import SyncSettings
 from floorsync.edge.workflow import Session
+from floorsync.localbroker import free_port
 from tests.e2e.conftest import wait_until
 from tests.edge.test_workflow import A_L7, CASE_OF_12, GTIN_A, ITEM_A, ITEM_B, B, Hand, brief
 

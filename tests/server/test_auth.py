@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from floorsync.edge.cli import main
+from floorsync.cli import main
 from floorsync.server import auth
 from floorsync.server.app import API_PREFIX, create_app
 from floorsync.server.errors import ConfigError

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
+from floorsync.cli import build_parser
 from floorsync.edge import config as edge_config
 from floorsync.edge import wire
-from floorsync.edge.cli import build_parser
 from floorsync.edge.errors import ConfigError
-from floorsync.edge.localbroker import Mosquitto
+from floorsync.localbroker import Mosquitto
 from floorsync.server.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from floorsync.edge.readerbench import run
+from floorsync.bench.reader import run
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,7 @@ from floorsync.devices.base import TagRead
 from floorsync.devices.rfid.simreader import ZebraMqttReaderSim
 from floorsync.devices.sim import sgtin96_hex
 from floorsync.edge.errors import EdgeError
-from floorsync.edge.localbroker import Mosquitto
+from floorsync.localbroker import Mosquitto
 
 QUIET_S = 0.05
 TOPIC = "zebra/bench/door-1"

@@ -26,7 +26,7 @@ from typing import Any
 
 from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
 from floorsync.edge.errors import EdgeError
-from floorsync.edge.localbroker import free_port, wait_for_port
+from floorsync.localbroker import free_port, wait_for_port
 
 SITE = "demo"
 PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]

@@ -110,7 +110,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from floorsync.server.broker import EmbeddedBroker
+    from floorsync.broker import EmbeddedBroker
 
     stop = _stop_on_signals()
     with EmbeddedBroker(host=args.host, port=args.port) as broker:
@@ -120,7 +120,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from floorsync.edge.demo import run_demo
+    from floorsync.demo import run_demo
 
     return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data)
 
@@ -142,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             result = run_direction(scenarios=args.scenarios, seed=args.seed)
         else:
-            from floorsync.edge.ledgerbench import run as run_ledger
+            from floorsync.server.bench import run as run_ledger
 
             result = run_ledger(on_hand=args.on_hand)
         if args.json:
@@ -151,13 +151,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for key, value in result.items():
                 print(f"{key:28} {value:>12,.2f}" if value is not None else f"{key:28} n/a")
         return 0
-    from floorsync.edge import readerbench
+    from floorsync.bench import reader as readerbench
 
     reader = {"reads": args.reads, "per_tag": args.per_tag, "rate": args.rate,
               "seconds": args.paced_seconds, "per_message": args.per_message}
     if args.suite == "reader":
         return readerbench.main(as_json=args.json, **reader)
-    from floorsync.edge.bench import run_bench
+    from floorsync.bench.e2e import run_bench
 
     status = run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
                        paced_seconds=args.paced_seconds)
@@ -165,7 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from floorsync.edge.chaos import run_campaign
+    from floorsync.chaos import run_campaign
 
     scenarios = [n for part in args.scenarios or () for n in part.split(",") if n] or None
     status, _ = run_campaign(seed=args.seed, faults=args.faults, scenarios=scenarios,
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the random faults (default: random, printed)")
     p.add_argument("--faults", type=int, default=1000, help="faults to inject, over all scenarios")
     p.add_argument("--scenarios", action="append", metavar="A,B",
-                   help="scenarios to run (default: all; see edge/chaos.py SCENARIOS)")
+                   help="scenarios to run (default: all; see floorsync/chaos.py SCENARIOS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data", type=Path, help="keep logs and databases here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")

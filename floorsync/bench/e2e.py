@@ -34,9 +34,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from floorsync.edge import wire
 from floorsync.edge.errors import EdgeError
-from floorsync.edge.localbroker import Mosquitto, free_port
 from floorsync.edge.outbox import Outbox
 from floorsync.edge.sync import Syncer, SyncSettings, no_delay
+from floorsync.localbroker import Mosquitto, free_port
 
 SITE = "bench"
 BATCH = 500

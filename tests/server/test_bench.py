@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from floorsync.edge.ledgerbench import run
+from floorsync.server.bench import run
 
 
 def test_ledger_benchmark_applies_every_event() -> None:

@@ -32,7 +32,7 @@ the reader re-publishing reads it already sent); ``stall`` (the central service 
 then SIGCONTed, while a central broker with small ``max_queued_messages`` keeps taking the
 edge's messages).
 
-Part of the composition root (like ``edge.bench``): it starts ``floorsync server`` and
+Part of the composition root (like ``floorsync.bench``): it starts ``floorsync server`` and
 ``floorsync edge`` as subprocesses and reads the ledger file directly, read-only.
 """
 
@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from floorsync.edge.errors import EdgeError
-from floorsync.edge.localbroker import free_port, mosquitto_binary, wait_for_port
+from floorsync.localbroker import free_port, mosquitto_binary, wait_for_port
 
 SITE = "chaos"
 GTIN = "09501101530003"  # the handheld's item; each label its own serial
@@ -85,7 +85,7 @@ _SLEEP_SHIM = (
     "import sys, threading, time\n"
     "_wait = threading.Event().wait\n"
     "time.sleep = lambda seconds: None if _wait(max(0.0, seconds)) else None\n"
-    "from edge.cli import main\n"
+    "from floorsync.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 

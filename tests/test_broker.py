@@ -6,7 +6,7 @@ from pathlib import Path
 
 from paho.mqtt.client import MQTTProtocolVersion
 
-from floorsync.server.broker import EmbeddedBroker
+from floorsync.broker import EmbeddedBroker
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings

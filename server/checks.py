@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from floorsync.edge import wire
+from floorsync.server.gs1 import parse_gln_label
 
 KINDS = (
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
@@ -85,8 +86,6 @@ class Caches:
             return code, True
         glns = self.glns.get(site)
         if glns:  # only labels no code or barcode matched get here: rare, worth the parse
-            from floorsync.server.masterdata import parse_gln_label  # masterdata imports the store
-
             found = parse_gln_label(text)
             if found is not None and (code := glns.get(found)) is not None:
                 return code, True

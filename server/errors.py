@@ -33,3 +33,28 @@ class Refused(ServerError):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+class MasterDataError(ServerError):
+    """A request master data refuses; ``status`` is the HTTP status of its problem+json."""
+
+    status = 400
+
+    def __init__(self, title: str, detail: str) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+
+
+class Invalid(MasterDataError):
+    """The value itself is wrong (format, check digit), whatever the database holds."""
+
+
+class NotFound(MasterDataError):
+    status = 404
+
+
+class Conflict(MasterDataError):
+    """Refused because of what the database holds: a key or label taken, a cycle, a bad parent."""
+
+    status = 409

@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 
 from floorsync.server.api.deps import StoreDep
 from floorsync.server.auth import READ, WRITE
-from floorsync.server.errors import BadRequest
-from floorsync.server.masterdata import ImportRejected, Item, ItemSpec, MasterData, MasterDataError
+from floorsync.server.errors import BadRequest, MasterDataError
+from floorsync.server.masterdata import ImportRejected, Item, ItemSpec, MasterData
 from floorsync.server.schemas import (
     ImportProblem,
     ImportResult,

@@ -19,7 +19,8 @@ from floorsync.server.api.items import (
     read_csv_body,
 )
 from floorsync.server.auth import READ, WRITE
-from floorsync.server.masterdata import Location, LocationSpec, resolve_gln
+from floorsync.server.gs1 import resolve_gln
+from floorsync.server.masterdata import Location, LocationSpec
 from floorsync.server.schemas import (
     ImportResult,
     LocationCreate,

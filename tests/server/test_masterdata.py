@@ -8,19 +8,15 @@ from pathlib import Path
 import pytest
 
 from floorsync.server import db
+from floorsync.server.errors import Conflict, Invalid, NotFound
+from floorsync.server.gs1 import gs1_check_digit, normalize_gtin, parse_gln_label
 from floorsync.server.ledger import Store
 from floorsync.server.masterdata import (
     VIRTUAL,
-    Conflict,
     ImportRejected,
-    Invalid,
     ItemSpec,
     LocationSpec,
     MasterData,
-    NotFound,
-    gs1_check_digit,
-    normalize_gtin,
-    parse_gln_label,
     read_csv,
 )
 from floorsync.server.migrations import MIGRATIONS

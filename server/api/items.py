@@ -19,8 +19,10 @@ from fastapi.routing import APIRoute
 
 from floorsync.server.api.deps import StoreDep
 from floorsync.server.auth import READ, WRITE
+from floorsync.server.csvimport import ImportRejected
 from floorsync.server.errors import BadRequest, MasterDataError
-from floorsync.server.masterdata import ImportRejected, Item, ItemSpec, MasterData
+from floorsync.server.items import Item, ItemSpec
+from floorsync.server.masterdata import MasterData
 from floorsync.server.schemas import (
     ImportProblem,
     ImportResult,

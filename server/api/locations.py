@@ -20,7 +20,7 @@ from floorsync.server.api.items import (
 )
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.gs1 import resolve_gln
-from floorsync.server.masterdata import Location, LocationSpec
+from floorsync.server.locations import Location, LocationSpec
 from floorsync.server.schemas import (
     ImportResult,
     LocationCreate,

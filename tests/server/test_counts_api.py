@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from floorsync.edge import wire
 from floorsync.server.ledger import Store
-from floorsync.server.masterdata import LocationSpec, MasterData
+from floorsync.server.locations import LocationSpec
+from floorsync.server.masterdata import MasterData
 
 SITE, DEV = "wh1", "hh-01"
 G, H = "09501101530003", "09501101530010"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from floorsync.edge import wire
+from floorsync.server.items import ItemSpec
 from floorsync.server.ledger import Store
-from floorsync.server.masterdata import ItemSpec, LocationSpec, MasterData
+from floorsync.server.locations import LocationSpec
+from floorsync.server.masterdata import MasterData
 from tests.server.helpers import READ_TOKEN, WRITE_TOKEN
 
 SITE, DEV = "wh1", "hh-01"

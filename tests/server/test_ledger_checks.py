@@ -15,8 +15,10 @@ from floorsync.edge import wire
 from floorsync.server import ledger
 from floorsync.server import ledgerviews as lv
 from floorsync.server.errors import StoreError
+from floorsync.server.items import ItemSpec
 from floorsync.server.ledger import Incoming, Store
-from floorsync.server.masterdata import ItemSpec, LocationSpec, MasterData
+from floorsync.server.locations import LocationSpec
+from floorsync.server.masterdata import MasterData
 
 SITE, DEV = "wh1", "hh-01"
 G = "09501101530003"  # SKU-1's GTIN

@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 
 from floorsync.server import db
+from floorsync.server.csvimport import ImportRejected, read_csv
 from floorsync.server.errors import Conflict, Invalid, NotFound
 from floorsync.server.gs1 import gs1_check_digit, normalize_gtin, parse_gln_label
+from floorsync.server.items import ItemSpec
 from floorsync.server.ledger import Store
-from floorsync.server.masterdata import (
-    VIRTUAL,
-    ImportRejected,
-    ItemSpec,
-    LocationSpec,
-    MasterData,
-    read_csv,
-)
+from floorsync.server.locations import VIRTUAL, LocationSpec
+from floorsync.server.masterdata import MasterData
 from floorsync.server.migrations import MIGRATIONS
 from tests.server.helpers import batch, event
 

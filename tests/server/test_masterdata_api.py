@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from floorsync.server.api import items as items_api
 from floorsync.server.app import create_app
-from floorsync.server.masterdata import VIRTUAL
+from floorsync.server.locations import VIRTUAL
 from tests.server.helpers import api_client, api_settings
 
 DATA = Path(__file__).parent / "data"

@@ -21,8 +21,9 @@ from floorsync.edge.doorstate import DoorKeeper
 from floorsync.edge.errors import OutboxError
 from floorsync.edge.journal import DoorJournal, Entry, GpiChange, JournalError, journal_path
 from floorsync.edge.outbox import Outbox
-from floorsync.edge.portal import CycleReport, Door, ReaderClock, read_sample
+from floorsync.edge.portal import CycleReport, Door, read_sample
 from floorsync.edge.readcheck import ReadBounds, check_read
+from floorsync.edge.readerclock import ReaderClock
 from floorsync.edge.readers import make_scanner, make_tag_reader, simulated_pallets
 from floorsync.edge.sync import Syncer
 from floorsync.edge.workflow import HandheldWorkflow

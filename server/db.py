@@ -1,15 +1,22 @@
 """Opening SQLite the way the ledger needs it, and bringing its schema up to date.
 
 WAL lets readers run beside the one writer; ``synchronous=FULL`` because an ack promises that the
-commit is on disk, not just in the OS cache.
+commit is on disk, not just in the OS cache. ``Database`` holds a file's connections: the store is
+made of it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
+from floorsync.server import checks
 from floorsync.server.errors import StoreError
 from floorsync.server.migrations import MIGRATIONS
 
@@ -67,3 +74,110 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
 def _statements(sql: str) -> list[str]:
     """Split on ';' (our migrations hold no semicolons inside strings or triggers)."""
     return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+class Database:
+    """One database file: one writer connection, guarded by a lock (a second writer starves), and
+    the checks' caches it keeps; readers get a connection per thread (WAL lets them read beside
+    the writer). Every write is one explicit transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
+        self._caches_touched = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> Self:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path)
+            try:
+                migrate(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot migrate {self.path}: {exc}") from exc
+            self._writer = conn
+        return self
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE ... COMMIT on the one writer; database failures become StoreError."""
+        with self._lock:
+            if self._writer is None:
+                raise StoreError("store is not open")
+            cur = self._writer.cursor()
+            self._caches_touched = False
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._caches_touched or isinstance(exc, sqlite3.Error):
+                    self._caches = None  # may hold what was rolled back
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database write failed: {exc}") from exc
+                raise
+            finally:
+                cur.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._writer is None:
+                raise StoreError("store is not open")
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    # --- the writer's caches ---------------------------------------------------------------
+
+    def caches(self, cur: sqlite3.Cursor) -> checks.Caches:
+        """The writer's caches (loaded in ``cur``'s transaction if dropped); writer lock held.
+
+        A transaction that asked for them and then failed drops them (they may hold what was
+        rolled back); one that failed without asking (a refused request) keeps them.
+        """
+        self._caches_touched = True
+        if self._caches is None:
+            self._caches = checks.load(cur)
+        return self._caches
+
+    def reload_checks(self) -> None:
+        """Master data or an open exception changed: the next transaction reloads what the
+        checks know. Call it inside the writer's transaction (it is dropped again on rollback)."""
+        self._caches = None

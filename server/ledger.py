@@ -1,7 +1,8 @@
 """The store: events applied at most once, an append-only movement ledger, and stock on hand.
 
-One writer connection per database file, guarded by a lock (a second writer starves); readers get
-a connection per thread (WAL lets them read beside the writer). Every write is one explicit
+This is the apply path: batches (and the service's own postings) into the ledger, exactly once.
+The store's connections are ``db.Database`` (one writer per database file, guarded by a lock; a
+reader per thread) and its reads ``queries.LedgerQueries``. Every write is one explicit
 transaction, and ``apply_batch`` returns only after COMMIT, so its results may be acked.
 """
 
@@ -10,17 +11,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from floorsync.edge import wire
-from floorsync.server import checks, db
+from floorsync.server import checks
 from floorsync.server.errors import StoreError
+from floorsync.server.queries import LedgerQueries
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 SOURCES = ("mqtt", "http")
@@ -41,57 +41,6 @@ class Incoming:
     topic: str | None = None
     raw: bytes | str | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class StockRow:
-    site: str
-    item: str
-    location: str
-    lot: str | None
-    quantity: float
-    sku: str | None = None  # the master-data item the key belongs to, if any
-
-
-@dataclass(frozen=True, slots=True)
-class MovementRow:
-    id: int
-    event_id: str
-    site: str
-    device: str
-    type: str
-    item: str
-    lot: str | None
-    location: str
-    qty: float
-    event_time: str
-    received_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class RejectionRow:
-    id: int
-    received_at: str
-    source: str
-    topic: str | None
-    site: str | None
-    device: str | None
-    event_id: str | None
-    reason: str
-    payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    site: str
-    device: str
-    last_seen: str | None
-    last_seq: int | None
-    events: int
-    online: bool | None
-    status_at: str | None
-    backlog: int | None
-    oldest_unsynced_s: float | None = None  # age of the oldest unconfirmed event, at backlog_at
-    backlog_at: str | None = None  # when the edge measured backlog (its clock)
 
 
 # (event_id, site, device, type, item, lot, location, qty, event_time, received_at)
@@ -193,20 +142,6 @@ def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:
     return out  # observe: a sighting, no stock change
 
 
-def item_location_filter(
-    item: str | Sequence[str] | None, location: str | None, table: str = ""
-) -> tuple[str, list[str]]:
-    """`` AND item IN (...) AND location = ?`` for the filters given, and their parameters
-    (columns of ``table``, an alias, when given)."""
-    where, params, of = "", list[str](), f"{table}." if table else ""
-    if isinstance(item, str):
-        where, params = where + f" AND {of}item = ?", [*params, item]
-    elif item is not None:
-        where += f" AND {of}item IN ({', '.join('?' * len(item))})"
-        params = [*params, *item]
-    if location is not None:
-        where, params = where + f" AND {of}location = ?", [*params, location]
-    return where, params
 
 
 def _count_detail(event: wire.Event) -> str | None:
@@ -371,92 +306,12 @@ def _need(location: str | None) -> str:
     return location
 
 
-class Store:
+class Store(LedgerQueries):
     """The ledger database; open with ``with Store(path) as store:``."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._writer: sqlite3.Connection | None = None
+        super().__init__(path)
         self._arrivals = _Arrivals()
-        self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
-        self._caches_touched = False
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def open(self) -> Store:
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = db.connect(self.path)
-            try:
-                db.migrate(conn)
-            except sqlite3.Error as exc:
-                conn.close()
-                raise StoreError(f"cannot migrate {self.path}: {exc}") from exc
-            self._writer = conn
-        return self
-
-    def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        self._local = threading.local()
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-
-    def __enter__(self) -> Store:
-        return self.open()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """BEGIN IMMEDIATE ... COMMIT on the one writer; database failures become StoreError."""
-        with self._lock:
-            if self._writer is None:
-                raise StoreError("store is not open")
-            cur = self._writer.cursor()
-            self._caches_touched = False
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                yield cur
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                if self._caches_touched or isinstance(exc, sqlite3.Error):
-                    self._caches = None  # may hold what was rolled back
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database write failed: {exc}") from exc
-                raise
-            finally:
-                cur.close()
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._writer is None:
-                raise StoreError("store is not open")
-            conn = db.connect(self.path)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return self._reader().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -483,21 +338,6 @@ class Store:
             caches = self.caches(cur)
             return [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
 
-    def caches(self, cur: sqlite3.Cursor) -> checks.Caches:
-        """The writer's caches (loaded in ``cur``'s transaction if dropped); writer lock held.
-
-        A transaction that asked for them and then failed drops them (they may hold what was
-        rolled back); one that failed without asking (a refused request) keeps them.
-        """
-        self._caches_touched = True
-        if self._caches is None:
-            self._caches = checks.load(cur)
-        return self._caches
-
-    def reload_checks(self) -> None:
-        """Master data or an open exception changed: the next transaction reloads what the
-        checks know. Call it inside the writer's transaction (it is dropped again on rollback)."""
-        self._caches = None
 
     def _apply(
         self, cur: sqlite3.Cursor, one: Incoming, now: str, caches: checks.Caches
@@ -883,91 +723,3 @@ class Store:
                     " WHERE site = ? AND device = ?",
                     (status.backlog, status.oldest_unsynced_s, measured, site, device),
                 )
-
-    # --- reads ----------------------------------------------------------------------------
-
-    def ping(self) -> None:
-        self._query("SELECT 1")
-
-    def stock(
-        self, item: str | None = None, location: str | None = None, site: str | None = None,
-        after: tuple[str, ...] | None = None, limit: int | None = None,
-    ) -> list[StockRow]:
-        """Non-zero lines in key order (item, site, location, lot); ``after`` such a key, for
-        paging.
-
-        ``item`` finds the item under every key it is kept by (``item_keys``); each line says
-        the SKU its key belongs to in master data.
-        """
-        where, params = item_location_filter(
-            None if item is None else self.item_keys(item), location, "s")
-        if site is not None:
-            where, params = where + " AND s.site = ?", [*params, site]
-        if after is not None:
-            where += " AND (s.item, s.site, s.location, s.lot) > (?, ?, ?, ?)"
-            params = [*params, *after]
-        rows = self._query(
-            "SELECT s.site, s.item, s.location, s.lot, s.quantity, COALESCE(i.sku, g.sku)"
-            " FROM stock s LEFT JOIN items i ON i.sku = s.item"
-            " LEFT JOIN item_gtins g ON g.gtin = s.item"
-            " WHERE s.quantity <> 0" + where + " ORDER BY s.item, s.site, s.location, s.lot"
-            + ("" if limit is None else f" LIMIT {int(limit)}"),
-            params,
-        )
-        return [StockRow(st, i, loc, lot or None, float(q), sku)
-                for st, i, loc, lot, q, sku in rows]
-
-    def item_keys(self, item: str) -> list[str]:
-        """The keys stock of ``item`` is kept under: the text itself and, when master data knows
-        it as a SKU or a GTIN, that item's SKU and every GTIN of it (edges send what they
-        scanned: a GTIN from one label, the SKU from another)."""
-        found = self._query(
-            "SELECT sku FROM items WHERE sku = ? UNION SELECT sku FROM item_gtins WHERE gtin = ?",
-            (item, item),
-        )
-        if not found:
-            return [item]
-        sku = found[0][0]
-        gtins = [g for (g,) in self._query(
-            "SELECT gtin FROM item_gtins WHERE sku = ? ORDER BY ordinal", (sku,))]
-        return list(dict.fromkeys([item, sku, *gtins]))
-
-    def movements(self, after: int | None = None, limit: int = 100) -> list[MovementRow]:
-        rows = self._query(
-            "SELECT id, event_id, site, device, type, item, lot, location, qty, event_time,"
-            " received_at FROM movements WHERE id > ? ORDER BY id LIMIT ?",
-            (after or 0, limit),
-        )
-        return [
-            MovementRow(i, ev, s, d, t, item, lot or None, loc, float(q), at, rx)
-            for i, ev, s, d, t, item, lot, loc, q, at, rx in rows
-        ]
-
-    def rejections(self, after: int | None = None, limit: int = 100) -> list[RejectionRow]:
-        rows = self._query(
-            "SELECT id, received_at, source, topic, site, device, event_id, reason, payload"
-            " FROM rejections WHERE id > ? ORDER BY id LIMIT ?",
-            (after or 0, limit),
-        )
-        return [RejectionRow(*r) for r in rows]
-
-    def devices(self) -> list[DeviceRow]:
-        rows = self._query(
-            "SELECT site, device, last_seen, last_seq, events, online, status_at, backlog,"
-            " oldest_unsynced_s, backlog_at FROM devices ORDER BY site, device"
-        )
-        return [
-            DeviceRow(s, d, seen, seq, n, None if on is None else bool(on), at, backlog,
-                      None if oldest is None else float(oldest), backlog_at)
-            for s, d, seen, seq, n, on, at, backlog, oldest, backlog_at in rows
-        ]
-
-    def summary(self) -> dict[str, int]:
-        (row,) = self._query(
-            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM movements),"
-            " (SELECT COUNT(*) FROM rejections), (SELECT COUNT(*) FROM devices),"
-            " (SELECT COUNT(*) FROM stock WHERE quantity <> 0),"
-            " (SELECT COUNT(*) FROM exceptions WHERE status = 'open')"
-        )
-        keys = ("events", "movements", "rejections", "devices", "stock_lines", "open_exceptions")
-        return dict(zip(keys, (int(v) for v in row), strict=True))

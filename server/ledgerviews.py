@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 from floorsync.edge import wire
 from floorsync.server.errors import BadRequest
-from floorsync.server.ledger import Store, item_location_filter
+from floorsync.server.ledger import Store
+from floorsync.server.queries import item_location_filter
 
 TOLERANCE = 1e-6  # float sums in a different order differ in the last bits, not by this much
 

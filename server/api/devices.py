@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from floorsync.server.api.deps import SettingsDep, StoreDep
 from floorsync.server.auth import READ
-from floorsync.server.ledger import DeviceRow
+from floorsync.server.queries import DeviceRow
 from floorsync.server.schemas import Device
 
 router = APIRouter(tags=["devices"])

@@ -23,7 +23,8 @@ from typing import Any
 
 from floorsync.server import checks
 from floorsync.server.errors import BadRequest, Refused
-from floorsync.server.ledger import Store, insert_count, on_hand_at, record_count_time, utc_now
+from floorsync.server.ledger import Store, utc_now
+from floorsync.server.posting import insert_count, on_hand_at, record_count_time
 
 STATUSES = ("open", "needs_decision", "posted", "cancelled", "late")
 KEEP = ("counted", "difference")

@@ -39,8 +39,9 @@ HTTP_WARMUP = 50
 
 
 def run(on_hand: int = 1_000_000, batches: int = 40, lookups: int = 500) -> dict[str, Any]:
+    from floorsync.server.gs1 import gs1_check_digit
     from floorsync.server.ledger import Store
-    from floorsync.server.masterdata import MasterData, gs1_check_digit
+    from floorsync.server.masterdata import MasterData
 
     rng = random.Random(7)
     bodies = (f"{i:013d}" for i in range(1, on_hand // 50 + 1))

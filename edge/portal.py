@@ -46,8 +46,7 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   input goes on and closed once it is off and no new tag was observed for ``stable_s``. Reads
   outside a GPI cycle are ignored (``outside_reads``). A GPI cycle's close ends all its passes;
   a time-boxed cycle's does not (a pass may span cycles: it belongs to the cycle it was last
-  read in). Each cycle yields a ``CycleReport`` (counts per GTIN and SSCC, glimpses, filtered,
-  stray, a bounded raw sample) once all its passes are decided.
+  read in). Each cycle yields a report (``edge.doorcycles``) once all its passes are decided.
 - **Count mode** (``mode = "count"``): no movements; each cycle makes one ``count`` event of the
   location with every tag observed in it. A count is the full set of the location, so only a
   cycle the reader covered completely makes one: not the first time-boxed cycle after start or
@@ -80,6 +79,7 @@ from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter, Pass
 from floorsync.edge.config import PortalConfig
 from floorsync.edge.direction import Cohort, Sides, Span, order, sparse
+from floorsync.edge.doorcycles import Cycle, CycleReport
 from floorsync.edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
@@ -90,41 +90,6 @@ MAX_VERDICTS = 100_000  # distinct EPCs remembered (their decoded identity); the
 MAX_UNKNOWN_LISTED = 20  # unknown EPCs listed per cycle report (all are counted)
 MAX_BUFFER = 500_000  # reads buffered ahead of the watermark before they are processed anyway
 _AT = attrgetter("at")
-
-
-@dataclass(frozen=True, slots=True)
-class CycleReport:
-    """What a door saw in one event cycle. Tag counts are distinct tags.
-
-    ``tags``, ``per_gtin``, ``per_sscc``: tags observed in the cycle (before arbitration);
-    ``glimpsed``: read but never observed; ``excluded``: filtered out (patterns, location tags);
-    ``unknown``: EPCs that do not decode (``unknown_tags``: those seen for the first time, at
-    most 20); ``stray``, ``unmoved``, ``held``, ``events``: what became of the passes last read
-    in the cycle (lost to another door, no direction, a repeat within ``hold_s``, an event);
-    ``reads``: raw reads in the cycle; ``weak``, ``unmapped``, ``late``, ``overflow``: reads
-    ignored; ``samples``: the first raw reads, as JSON lines.
-    """
-
-    door: str
-    opened: datetime
-    closed: datetime
-    tags: int
-    per_gtin: dict[str, int]
-    per_sscc: dict[str, int]
-    glimpsed: int
-    excluded: int
-    stray: int
-    unknown: int = 0
-    unknown_tags: tuple[str, ...] = ()
-    unmoved: int = 0
-    held: int = 0
-    events: int = 0
-    reads: int = 0
-    weak: int = 0
-    unmapped: int = 0
-    late: int = 0
-    overflow: int = 0
-    samples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,55 +131,6 @@ class _Tag:
         self.sides = sides  # reads per side and strength (doors telling direction)
         self.observed = False
         self.cycle = cycle
-
-
-class _Cycle:
-    __slots__ = (
-        "closed_t",
-        "due",
-        "events",
-        "excluded",
-        "held",
-        "id",
-        "last_new",
-        "late",
-        "live",
-        "new_unknown",
-        "off_t",
-        "opened_t",
-        "overflow",
-        "partial",
-        "reads",
-        "samples",
-        "seen",
-        "stray",
-        "tags",
-        "trigger",
-        "undecided",
-        "unknown",
-        "unmapped",
-        "unmoved",
-        "weak",
-    )
-
-    def __init__(self, cycle_id: int, opened_t: float, due: float) -> None:
-        self.id = cycle_id
-        self.opened_t = opened_t
-        self.closed_t = _INF
-        self.due = due
-        self.trigger = False
-        self.partial = False  # the reader did not cover the whole cycle: no count
-        self.off_t = -_INF
-        self.last_new = -_INF
-        self.tags: dict[str, wire.Item] = {}
-        self.seen: set[str] = set()
-        self.excluded: set[str] = set()
-        self.unknown: set[str] = set()
-        self.new_unknown: list[str] = []
-        self.samples: list[str] = []
-        self.live = self.undecided = 0
-        self.reads = self.weak = self.unmapped = self.late = self.overflow = 0
-        self.events = self.stray = self.unmoved = self.held = 0
 
 
 def _fmt(moment: datetime, tz: tzinfo | None = None) -> str:
@@ -267,8 +183,8 @@ class Door:
         self._wm = -_INF
         self._active: dict[str, _Tag] = {}
         self._verdicts: dict[str, _Verdict] = {}
-        self._cycle: _Cycle | None = None
-        self._cycles: dict[int, _Cycle] = {}  # open and closed, until reported
+        self._cycle: Cycle | None = None
+        self._cycles: dict[int, Cycle] = {}  # open and closed, until reported
         self._next_cycle = 1
         self._decided: list[tuple[Pass, bool]] = []  # without an arbiter: decided at once
         self._emitted: list[tuple[float, str, wire.Event]] = []
@@ -529,8 +445,8 @@ class Door:
             self._end(st, end_t)
         self._next_sweep = self._wake[0][0] if self._wake else _INF
 
-    def _open(self, opened_t: float, due: float) -> _Cycle:
-        cyc = _Cycle(self._next_cycle, opened_t, due)
+    def _open(self, opened_t: float, due: float) -> Cycle:
+        cyc = Cycle(self._next_cycle, opened_t, due)
         if self._gpi is None and (self._cover_t is None or self._cover_t > opened_t):
             cyc.partial = True  # began before the door was watching
         self._next_cycle += 1
@@ -710,7 +626,7 @@ class Door:
                                  last=_fmt(p.last, self.tz)),
         )
 
-    def _count_event(self, cyc: _Cycle) -> wire.Event:
+    def _count_event(self, cyc: Cycle) -> wire.Event:
         lines = tuple(wire.CountLine(item, 1) for _, item in sorted(cyc.tags.items()))
         closed = _dt(cyc.closed_t)
         return wire.Event(
@@ -729,25 +645,7 @@ class Door:
             if cyc.closed_t == _INF or (not final and (cyc.live or cyc.undecided)):
                 break
             del self._cycles[cid]
-            self._reports.append(self._report(cyc))
-
-    def _report(self, cyc: _Cycle) -> CycleReport:
-        per_gtin: dict[str, int] = {}
-        per_sscc: dict[str, int] = {}
-        for item in cyc.tags.values():
-            if item.gtin:
-                per_gtin[item.gtin] = per_gtin.get(item.gtin, 0) + 1
-            if item.sscc:
-                per_sscc[item.sscc] = per_sscc.get(item.sscc, 0) + 1
-        return CycleReport(
-            door=self.name, opened=_dt(cyc.opened_t), closed=_dt(cyc.closed_t),
-            tags=len(cyc.tags), per_gtin=dict(sorted(per_gtin.items())),
-            per_sscc=dict(sorted(per_sscc.items())), glimpsed=len(cyc.seen) - len(cyc.tags),
-            excluded=len(cyc.excluded), stray=cyc.stray, unknown=len(cyc.unknown),
-            unknown_tags=tuple(cyc.new_unknown), unmoved=cyc.unmoved, held=cyc.held,
-            events=cyc.events, reads=cyc.reads, weak=cyc.weak, unmapped=cyc.unmapped,
-            late=cyc.late, overflow=cyc.overflow, samples=tuple(cyc.samples),
-        )
+            self._reports.append(cyc.report(self.name))
 
     # --- what survives a restart (edge.doorstate keeps it in the outbox) -------------------
 
@@ -825,7 +723,7 @@ class Door:
                 self._held_set.pop(tag, None)
             self._held = kept
 
-    def _classify(self, epc: str, cyc: _Cycle) -> _Verdict:
+    def _classify(self, epc: str, cyc: Cycle) -> _Verdict:
         identity = interpret_epc(epc)
         if identity.kind == "unknown" or not identity.epc:
             verdict = _Verdict(_UNKNOWN, error=identity.error or "unknown EPC")

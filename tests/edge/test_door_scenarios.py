@@ -19,7 +19,8 @@ from floorsync.devices.sim import ScriptedPortal, sgtin96_hex, sscc96_hex
 from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter
 from floorsync.edge.config import PortalConfig
-from floorsync.edge.portal import CycleReport, Door
+from floorsync.edge.doorcycles import CycleReport
+from floorsync.edge.portal import Door
 from floorsync.edge.readerclock import ReaderClock
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)

@@ -133,14 +133,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Being broken up in this same issue; the list empties with the commit that splits the ledger.
-KNOWN_CYCLES = [
-    ["floorsync.server.checks", "floorsync.server.ledger", "floorsync.server.masterdata"],
-]
-
-
 def test_no_import_cycles() -> None:
-    assert [c for c in _cycles(GRAPH) if c not in KNOWN_CYCLES] == []
+    assert _cycles(GRAPH) == []
 
 
 def test_the_cycle_finder_finds_a_cycle_through_a_deferred_import() -> None:

@@ -18,11 +18,12 @@ from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter
 from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from floorsync.edge.doorcycles import CycleReport
+from floorsync.edge.doorevents import read_sample
 from floorsync.edge.doorstate import DoorKeeper
 from floorsync.edge.errors import OutboxError
 from floorsync.edge.journal import DoorJournal, Entry, GpiChange, JournalError, journal_path
 from floorsync.edge.outbox import Outbox
-from floorsync.edge.portal import Door, read_sample
+from floorsync.edge.portal import Door
 from floorsync.edge.readcheck import ReadBounds, check_read
 from floorsync.edge.readerclock import ReaderClock
 from floorsync.edge.readers import make_scanner, make_tag_reader, simulated_pallets

@@ -64,8 +64,6 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -80,6 +78,7 @@ from floorsync.edge.arbiter import DoorArbiter, Pass
 from floorsync.edge.config import PortalConfig
 from floorsync.edge.direction import Cohort, Sides, Span, order, sparse
 from floorsync.edge.doorcycles import Cycle, CycleReport
+from floorsync.edge.doorevents import count_event, pass_event, read_sample
 from floorsync.edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
@@ -131,14 +130,6 @@ class _Tag:
         self.sides = sides  # reads per side and strength (doors telling direction)
         self.observed = False
         self.cycle = cycle
-
-
-def _fmt(moment: datetime, tz: tzinfo | None = None) -> str:
-    return wire.format_time(moment.astimezone(tz))
-
-
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
 
 
 class Door:
@@ -227,7 +218,7 @@ class Door:
             if at is None or item.at > at:
                 at = item.at
         if at is None or at.timestamp() < self._wm:
-            at = _dt(self._wm) if self._wm > -_INF else None
+            at = datetime.fromtimestamp(self._wm, UTC) if self._wm > -_INF else None
         if at is None:  # nothing seen yet: not watching
             self._cover_t = None
             return
@@ -469,7 +460,7 @@ class Door:
             del self._active[tag]
             self._end(st, end_t)
         if self.counting and not cyc.partial:
-            self._emit(at_t, "", self._count_event(cyc))
+            self._emit(at_t, "", count_event(self.name, self.location, cyc, self.tz))
 
     def _expire(self, now_t: float) -> None:
         cyc = self._cycle
@@ -597,7 +588,7 @@ class Door:
             cyc.unmoved += 1
             if cfg.unmoved == "observe":
                 cyc.events += 1
-                self._emit(key, p.tag, self._event(p, "observe"))
+                self._emit(key, p.tag, pass_event(self.name, self.location, p, "observe", self.tz))
             return
         held = self._held.get(p.tag)
         self._held[p.tag] = self._held_set[p.tag] = (p.movement, p.last_t)
@@ -606,38 +597,10 @@ class Door:
             cyc.held += 1
             return
         cyc.events += 1
-        self._emit(key, p.tag, self._event(p, p.movement))
+        self._emit(key, p.tag, pass_event(self.name, self.location, p, p.movement, self.tz))
 
     def _emit(self, key: float, tag: str, event: wire.Event) -> None:
         self._emitted.append((key, tag, event))
-
-    def _event(self, p: Pass, kind: str) -> wire.Event:
-        return wire.Event(
-            id=pass_event_id(self.name, p.tag, kind, p.first_t),
-            seq=0,
-            time=_fmt(p.first, self.tz),
-            type=kind,
-            item=p.item,
-            qty=1,
-            from_=self.location if kind == "ship" else None,
-            to=self.location if kind != "ship" else None,
-            read=wire.SourceRead(kind="rfid", tag=p.tag, antenna=p.antenna, rssi=p.rssi,
-                                 reads=p.reads, first=_fmt(p.first, self.tz),
-                                 last=_fmt(p.last, self.tz)),
-        )
-
-    def _count_event(self, cyc: Cycle) -> wire.Event:
-        lines = tuple(wire.CountLine(item, 1) for _, item in sorted(cyc.tags.items()))
-        closed = _dt(cyc.closed_t)
-        return wire.Event(
-            id=pass_event_id(self.name, "", "count", cyc.opened_t), seq=0,
-            time=_fmt(closed, self.tz), type="count",
-            item=None, qty=0,
-            read=wire.SourceRead(kind="rfid", reads=cyc.reads,
-                                 first=_fmt(_dt(cyc.opened_t), self.tz),
-                                 last=_fmt(closed, self.tz)),
-            count=wire.Count(self.location, lines),
-        )
 
     def _release_reports(self, final: bool) -> None:
         for cid in sorted(self._cycles):
@@ -743,22 +706,3 @@ class Door:
         """Why an EPC was not understood (for the agent's exception record), if it was not."""
         verdict = self._verdicts.get(epc)
         return verdict.error if verdict is not None and verdict.status == _UNKNOWN else None
-
-
-def pass_event_id(door: str, tag: str, kind: str, first_t: float) -> str:
-    """The event id of a door's pass: a UUIDv7 made from the pass itself (door, tag, movement,
-    first read), so the same pass rebuilt from the journal after a restart has the same id and
-    the outbox and the central service keep it once."""
-    ms = math.floor(first_t * 1000) & ((1 << 48) - 1)
-    digest = hashlib.sha256(f"{door}\x1f{tag}\x1f{kind}\x1f{first_t!r}".encode()).digest()
-    rand = int.from_bytes(digest[:10], "big")
-    rand_a, rand_b = rand >> 68 & 0xFFF, rand & ((1 << 62) - 1)
-    h = f"{ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # str(UUID(...)), faster
-
-
-def read_sample(read: TagRead) -> str:
-    """A raw read as one JSON line (cycle samples, bad input kept for diagnosis)."""
-    return json.dumps({"at": read.at.isoformat(), "reader": read.reader, "antenna": read.antenna,
-                       "epc": read.epc, "rssi": read.rssi, "seen": read.seen},
-                      separators=(",", ":"))

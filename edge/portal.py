@@ -35,8 +35,7 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   and backs out, a pallet staged inside that is pulled back) or one side only: no movement
   (``unmoved = "observe"`` makes an ``observe`` event instead). ``in`` / ``out`` fix it for
   doors with one antenna; ``auto`` without an antenna map means ``in``. A tag that made a
-  movement here does not make the same movement again within ``hold_s`` (counted from the
-  previous pass's last read; a tag that stays at the door keeps its hold while its pass lasts).
+  movement here does not make the same movement again within ``hold_s`` (``edge.doorholds``).
 - **Arbitration.** Each observed pass is a claim to the shared ``DoorArbiter``
   (``edge.arbiter``): a tag read at two doors within ``arbitration_s`` counts at the door that
   read it stronger; the other door counts it ``stray``. A door tells the arbiter when a pass
@@ -79,6 +78,7 @@ from floorsync.edge.config import PortalConfig
 from floorsync.edge.direction import Cohort, Sides, Span, order, sparse
 from floorsync.edge.doorcycles import Cycle, CycleReport
 from floorsync.edge.doorevents import count_event, pass_event, read_sample
+from floorsync.edge.doorholds import HoldList
 from floorsync.edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
@@ -180,10 +180,7 @@ class Door:
         self._decided: list[tuple[Pass, bool]] = []  # without an arbiter: decided at once
         self._emitted: list[tuple[float, str, wire.Event]] = []
         self._reports: list[CycleReport] = []
-        self._held: dict[str, tuple[str, float]] = {}  # tag -> (movement, last read)
-        self._held_pruned = -_INF
-        self._held_set: dict[str, tuple[str, float]] = {}  # changed since take_held_changes()
-        self._held_forget: set[str] = set()  # pruned since take_held_changes()
+        self._holds = HoldList(config.hold_s)
         self._claims: dict[str, int] = {}  # tag -> passes ended, not yet decided
         self._claim_first: dict[str, float] = {}  # tag -> first read of its undecided passes
         self._cover_t: float | None = None  # watching since (None: not yet, or since a gap)
@@ -562,7 +559,7 @@ class Door:
             delay = self._arbiter.delay_s
         for p, won in decided:
             self._decide(p, won, p.last_t + delay if delay else p.end_t)
-        self._prune_held()
+        self._holds.prune(self._wm, self._active, self._claims)
         self._release_reports(final)
         if not self._emitted:
             return []
@@ -590,10 +587,7 @@ class Door:
                 cyc.events += 1
                 self._emit(key, p.tag, pass_event(self.name, self.location, p, "observe", self.tz))
             return
-        held = self._held.get(p.tag)
-        self._held[p.tag] = self._held_set[p.tag] = (p.movement, p.last_t)
-        self._held_forget.discard(p.tag)
-        if held is not None and held[0] == p.movement and p.first_t - held[1] < cfg.hold_s:
+        if self._holds.repeats(p.tag, p.movement, p.first_t, p.last_t):
             cyc.held += 1
             return
         cyc.events += 1
@@ -643,48 +637,20 @@ class Door:
         return horizon, live
 
     def take_held_changes(self) -> tuple[dict[str, tuple[str, float]], set[str]]:
-        """The hold list's changes since last asked: (tag -> (movement, last read), tags
-        forgotten). ``edge.doorstate`` saves them with the movements they go with."""
-        changes, forgotten = self._held_set, self._held_forget
-        self._held_set, self._held_forget = {}, set()
-        return changes, forgotten
+        """The hold list's changes since last asked (``edge.doorholds``): (tag -> (movement,
+        last read), tags forgotten). ``edge.doorstate`` saves them with the movements they go
+        with."""
+        return self._holds.take_changes()
 
     @property
     def held_dirty(self) -> bool:
         """The hold list changed since ``take_held_changes()`` last gave its changes."""
-        return bool(self._held_set or self._held_forget)
+        return self._holds.dirty
 
     def restore_held(self, data: object) -> int:
         """A hold list a previous run saved: tag -> (movement, last read) as a pair or a JSON
         list; ValueError if it is not one."""
-        if data is None:
-            return 0
-        if not isinstance(data, dict):
-            raise ValueError("held: not an object")
-        restored: dict[str, tuple[str, float]] = {}
-        for tag, value in data.items():
-            if not (isinstance(value, list | tuple) and len(value) == 2
-                    and isinstance(value[0], str)
-                    and isinstance(value[1], int | float) and not isinstance(value[1], bool)
-                    and math.isfinite(value[1])):
-                raise ValueError(f"held: bad entry for {str(tag)[:40]!r}")
-            restored[tag] = (value[0], float(value[1]))
-        self._held.update(restored)
-        return len(restored)
-
-    def _prune_held(self) -> None:
-        if self._wm < self._held_pruned + 10.0:
-            return
-        self._held_pruned = self._wm
-        limit = self._wm - self.config.hold_s
-        active, claims = self._active, self._claims  # a pass still going keeps its hold
-        kept = {k: v for k, v in self._held.items()
-                if v[1] >= limit or k in active or k in claims}
-        if len(kept) != len(self._held):
-            for tag in self._held.keys() - kept.keys():
-                self._held_forget.add(tag)
-                self._held_set.pop(tag, None)
-            self._held = kept
+        return self._holds.restore(data)
 
     def _classify(self, epc: str, cyc: Cycle) -> _Verdict:
         identity = interpret_epc(epc)

@@ -13,9 +13,9 @@ The model follows EPCglobal ALE, driven only by read timestamps and an explicit 
   one big batch gives what small ones do.
 - **Read points.** ``antennas`` maps antenna numbers to ``outside`` / ``inside`` / ``door``;
   reads of unmapped antennas are ignored (``unmapped``); reads under ``rssi_min`` too (``weak``).
-- **Filters.** Tags must match ``include`` (or ``company_prefixes``) and no ``exclude`` pattern
-  (``edge.epcmatch``); location tags (SGLN: the door's own tag) never move. Filtered tags are
-  ``excluded``; EPCs that do not decode are ``unknown``: counted and reported, never fatal.
+- **Filters** (``edge.doorfilter``). Only tags that decode, may move and pass the door's
+  ``include`` / ``exclude`` patterns make passes; the others are counted ``excluded`` or
+  ``unknown`` and reported, never fatal.
 - **Smoothing.** A tag's pass starts at its first read. It is *glimpsed* until read
   ``min_reads`` times (or over ``min_ms``), then *observed*. A glimpsed tag silent for
   ``quiet_s`` expires quietly; an observed one is *lost* then and its pass ends. At a door
@@ -71,22 +71,17 @@ from heapq import heappop, heappush
 from operator import attrgetter
 
 from floorsync.devices.base import TagRead
-from floorsync.devices.codes import interpret_epc
 from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter, Pass
 from floorsync.edge.config import PortalConfig
 from floorsync.edge.direction import Cohort, Sides, Span, order, sparse
 from floorsync.edge.doorcycles import Cycle, CycleReport
 from floorsync.edge.doorevents import count_event, pass_event, read_sample
+from floorsync.edge.doorfilter import EXCLUDED, DoorFilter
 from floorsync.edge.doorholds import HoldList
-from floorsync.edge.epcmatch import EpcFilter, parse_patterns
 
 _INF = math.inf
 _ROLE = {"door": 0, "outside": 1, "inside": 2}
-_OK, _EXCLUDED, _UNKNOWN = 0, 1, 2
-_MOVABLE = ("item", "container", "asset", "returnable")
-MAX_VERDICTS = 100_000  # distinct EPCs remembered (their decoded identity); then forgotten
-MAX_UNKNOWN_LISTED = 20  # unknown EPCs listed per cycle report (all are counted)
 MAX_BUFFER = 500_000  # reads buffered ahead of the watermark before they are processed anyway
 _AT = attrgetter("at")
 
@@ -103,13 +98,6 @@ class _Gap:
     """The reader went offline after its reads up to ``at``: coverage is lost from there."""
 
     at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    status: int  # _OK, _EXCLUDED, _UNKNOWN
-    item: wire.Item | None = None
-    error: str | None = None
 
 
 class _Tag:
@@ -155,8 +143,7 @@ class Door:
             self._fixed = "ship"
         else:
             self._fixed = None if {1, 2} <= sides else "receive"
-        self._filter = EpcFilter(parse_patterns(config.include + config.company_prefixes),
-                                 parse_patterns(config.exclude))
+        self._filter = DoorFilter(config.include + config.company_prefixes, config.exclude)
         self._gpi = config.gpi
         self._quiet = config.quiet_s
         # a pass seen on one side only may be crossing the dead zone: it waits this long
@@ -173,7 +160,6 @@ class Door:
         self._unsorted = False
         self._wm = -_INF
         self._active: dict[str, _Tag] = {}
-        self._verdicts: dict[str, _Verdict] = {}
         self._cycle: Cycle | None = None
         self._cycles: dict[int, Cycle] = {}  # open and closed, until reported
         self._next_cycle = 1
@@ -279,6 +265,10 @@ class Door:
     def active_tags(self) -> int:
         return len(self._active)
 
+    def unknown_reason(self, epc: str) -> str | None:
+        """Why an EPC was not understood (for the agent's exception record), if it was not."""
+        return self._filter.unknown_reason(epc)
+
     # --- the timeline -----------------------------------------------------------------------
 
     def _feed(self, batch: list[TagRead | _Gpi | _Gap]) -> None:
@@ -294,7 +284,7 @@ class Door:
         auto = self._fixed is None
         cycle_s = cfg.cycle_s
         stable_s = cfg.stable_s
-        verdicts = self._verdicts
+        verdicts = self._filter.verdicts
         active = self._active
         cycles = self._cycles
         wm = self._wm
@@ -343,9 +333,9 @@ class Door:
             epc = r.epc
             verdict = verdicts.get(epc)
             if verdict is None:
-                verdict = self._classify(epc, cyc)
+                verdict = self._filter.classify(epc, cyc.new_unknown)
             if verdict.status:
-                if verdict.status == _EXCLUDED:
+                if verdict.status == EXCLUDED:
                     if len(cyc.excluded) < max_tags:
                         cyc.excluded.add(epc)
                 elif len(cyc.unknown) < max_tags:
@@ -651,24 +641,3 @@ class Door:
         """A hold list a previous run saved: tag -> (movement, last read) as a pair or a JSON
         list; ValueError if it is not one."""
         return self._holds.restore(data)
-
-    def _classify(self, epc: str, cyc: Cycle) -> _Verdict:
-        identity = interpret_epc(epc)
-        if identity.kind == "unknown" or not identity.epc:
-            verdict = _Verdict(_UNKNOWN, error=identity.error or "unknown EPC")
-            if len(cyc.new_unknown) < MAX_UNKNOWN_LISTED:
-                cyc.new_unknown.append(epc)
-        elif identity.kind not in _MOVABLE or not self._filter.accepts(epc, identity.epc):
-            verdict = _Verdict(_EXCLUDED)
-        else:
-            verdict = _Verdict(_OK, wire.Item(gtin=identity.gtin, serial=identity.serial,
-                                              epc=identity.epc, sscc=identity.sscc))
-        if len(self._verdicts) >= MAX_VERDICTS:
-            self._verdicts.clear()
-        self._verdicts[epc] = verdict
-        return verdict
-
-    def unknown_reason(self, epc: str) -> str | None:
-        """Why an EPC was not understood (for the agent's exception record), if it was not."""
-        verdict = self._verdicts.get(epc)
-        return verdict.error if verdict is not None and verdict.status == _UNKNOWN else None

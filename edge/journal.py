@@ -5,7 +5,7 @@ committed here; the door logic (``edge.portal``) gets them after the commit. At 
 is rebuilt by feeding it what the journal holds, in read-time order: the logic runs on read
 timestamps only, so it comes back to the state it had, and passes that were already decided are
 not given twice (the door's hold list is saved with its movements in the outbox, and a pass's
-event id is made from the pass itself, see ``Door._event``).
+event id is made from the pass itself, see ``edge.doorevents.pass_event_id``).
 
 One SQLite file per door (WAL, ``synchronous=FULL`` for reads), written by whichever thread holds
 the journal's lock: the reader's thread commits its reads, the door's thread trims. Commits are

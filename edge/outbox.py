@@ -83,7 +83,7 @@ def m002_floor_state(db: Database) -> None:
 
 @migrations()
 def m003_door_holds(db: Database) -> None:
-    # A door's hold list (edge.portal: a tag that got a movement is not given the same movement
+    # A door's hold list (edge.doorholds: a tag that got a movement is not given the same movement
     # again within hold_s), one row per tag, changed in the same transaction as the movements.
     db.execute(
         "CREATE TABLE door_holds (door TEXT NOT NULL, tag TEXT NOT NULL, movement TEXT NOT NULL,"

@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the random faults (default: random, printed)")
     p.add_argument("--faults", type=int, default=1000, help="faults to inject, over all scenarios")
     p.add_argument("--scenarios", action="append", metavar="A,B",
-                   help="scenarios to run (default: all; see floorsync/chaos.py SCENARIOS)")
+                   help="scenarios to run (default: all; see floorsync/chaos/scenarios.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data", type=Path, help="keep logs and databases here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -22,6 +22,7 @@ from tests.factories import events
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "deploy" / "examples"
+PACKAGES = ("edge", "server", "devices")
 # Only what a source checkout holds: no build/ from an earlier build, no venv, no caches.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
                                     ".*_cache", ".hypothesis", "*.db*")
@@ -59,9 +60,13 @@ def test_the_wheel_holds_only_the_floorsync_namespace(wheel: Path) -> None:
                    "floorsync/bench/e2e.py"):
         assert module in names
     # every module of the source folders is in the wheel, under its installed name
-    for package in ("edge", "server", "devices"):
-        for path in (ROOT / package).rglob("*.py"):
-            assert f"floorsync/{path.relative_to(ROOT).as_posix()}" in names
+    sources = [f"floorsync/{path.relative_to(ROOT).as_posix()}"
+               for package in PACKAGES
+               for path in (ROOT / package).rglob("*.py")]
+    sources += [path.relative_to(ROOT).as_posix() for path in (ROOT / "floorsync").rglob("*.py")
+                if path.relative_to(ROOT / "floorsync").parts[0] not in PACKAGES]
+    assert len(sources) > 100
+    assert [s for s in sources if s not in names] == []
     assert "floorsync = floorsync.cli:main" in entry_points
 
 

@@ -30,12 +30,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from floorsync.edge import wire
-
-if TYPE_CHECKING:
-    from floorsync.edge.config import PortalConfig
+from floorsync.edge.config import PortalConfig
 
 _NEG = float("-inf")
 

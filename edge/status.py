@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from floorsync.edge.journal import read_stats as journal_stats
 from floorsync.edge.outbox import OutboxStats, read_stats
 
 
@@ -92,8 +93,6 @@ def journal_depth(outbox: Path | str, config: Any = None) -> dict[str, Any] | No
     portals = [p.name for p in getattr(config, "portals", ()) if p.reader != "sim"]
     if not portals:
         return None
-    from floorsync.edge.journal import read_stats as journal_stats
-
     cap = int(config.journal_cap_mb * 1024 * 1024)
     out: dict[str, Any] = {}
     for door, found in journal_stats(config.journal_directory, portals).items():

@@ -26,23 +26,24 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from floorsync.edge import wire
+import uvicorn
 
-if TYPE_CHECKING:
-    from floorsync.server.ledger import Store
+from floorsync.edge import wire
+from floorsync.server.app import create_app
+from floorsync.server.db import WAL_CHECKPOINT_PAGES
+from floorsync.server.gs1 import gs1_check_digit
+from floorsync.server.ledger import Store
+from floorsync.server.masterdata import MasterData
+from floorsync.server.settings import Settings
 
 BENCH_TOKEN = "bench-read-token"
 HTTP_WARMUP = 50
 
 
 def run(on_hand: int = 1_000_000, batches: int = 40, lookups: int = 500) -> dict[str, Any]:
-    from floorsync.server.gs1 import gs1_check_digit
-    from floorsync.server.ledger import Store
-    from floorsync.server.masterdata import MasterData
-
     rng = random.Random(7)
     bodies = (f"{i:013d}" for i in range(1, on_hand // 50 + 1))
     items = [b + str(gs1_check_digit(b)) for b in bodies]  # GTIN-14s, 50 bins each
@@ -117,11 +118,6 @@ def _serving(store: Store, path: Path) -> Iterator[int]:
     off on the accepted connections, so every keep-alive answer (head and body are two writes)
     waits ~40 ms for the client's delayed ACK.
     """
-    import uvicorn
-
-    from floorsync.server.app import create_app
-    from floorsync.server.settings import Settings
-
     settings = Settings(database=path, broker=None, http_port=0,
                         tokens={BENCH_TOKEN: frozenset({"read"})})
     server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=0,
@@ -207,8 +203,6 @@ def _http_latencies(
 def _raw_upserts(path: Path, items: list[str], on_hand: int, count: int) -> float:
     """Stock upserts alone into a table of the same shape and size (the ledger's key, WITHOUT
     ROWID), 500 per commit, WAL, synchronous=FULL and checkpoint interval as the ledger runs."""
-    from floorsync.server.db import WAL_CHECKPOINT_PAGES
-
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -54,6 +54,12 @@ BASE_STATUSES = frozenset({"applied", "duplicate", "rejected"})
 SETTLED_STATUSES = frozenset({"applied", "duplicate", "held"})
 EDGE_ACK_STATUSES = ("held",)  # what this edge understands beyond BASE_STATUSES
 ITEM_FIELDS = ("gtin", "sku", "lot", "serial", "epc", "sscc")
+# A movement made against a document: an expected receipt (ASN, purchase order) or an outbound
+# order. ``check`` is what the edge found against its own copy of the document, offline too:
+# expected; over (more than the document asks for); unexpected (not on it: a wrong item);
+# unknown (the edge has no copy of that document: closed, or never reached this edge).
+DOC_KINDS = frozenset({"receipt", "order"})
+DOC_CHECKS = frozenset({"expected", "over", "unexpected", "unknown"})
 IDENTITY_FIELDS = ("sku", "gtin", "sscc", "epc")
 
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -217,6 +223,15 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
+class DocRef:
+    """The document a movement was made against (``DOC_KINDS``), and the edge's check of it."""
+
+    kind: str
+    id: str
+    check: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: str
     seq: int
@@ -229,6 +244,7 @@ class Event:
     operator: str | None = None
     read: SourceRead | None = None
     count: Count | None = None
+    doc: DocRef | None = None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +288,9 @@ def event_to_dict(event: Event) -> dict[str, Any]:
             "location": event.count.location,
             "seen": [{"item": item_to_dict(c.item), "qty": c.qty} for c in event.count.seen],
         }
+    if event.doc is not None:
+        out["doc"] = _drop_none({"kind": event.doc.kind, "id": event.doc.id,
+                                 "check": event.doc.check})
     return out
 
 
@@ -363,6 +382,17 @@ def _read_from_dict(data: object) -> SourceRead:
     )
 
 
+def _doc_from_dict(data: object) -> DocRef:
+    if not isinstance(data, dict):
+        raise WireError("doc must be an object")
+    kind, check = data.get("kind"), data.get("check")
+    if kind not in DOC_KINDS:
+        raise WireError(f"doc.kind must be one of {sorted(DOC_KINDS)}")
+    if check is not None and check not in DOC_CHECKS:
+        raise WireError(f"doc.check must be one of {sorted(DOC_CHECKS)}")
+    return DocRef(kind, check_name(data.get("id"), "doc.id"), check)
+
+
 def _count_from_dict(data: object) -> Count:
     if not isinstance(data, dict):
         raise WireError("count must be an object")
@@ -420,7 +450,7 @@ def event_from_dict(data: object) -> Event:
                 raise WireError("an adjust names exactly one location, in 'to' or 'from'")
         elif qty <= 0:
             raise WireError(f"qty must be positive for a {kind}")
-    read = data.get("read")
+    read, doc = data.get("read"), data.get("doc")
     return Event(
         id=event_id,
         seq=seq,
@@ -433,6 +463,7 @@ def event_from_dict(data: object) -> Event:
         operator=operator,
         read=None if read is None else _read_from_dict(read),
         count=count,
+        doc=None if doc is None else _doc_from_dict(doc),
     )
 
 

@@ -39,12 +39,14 @@ class Incoming:
 _INSERT_EVENT = (
     "INSERT INTO events (id, site, device, seq, type, event_time, received_at, source,"
     " item, gtin, sku, lot, serial, epc, sscc, qty, from_location, to_location, operator,"
-    " read_kind, read_raw, symbology, tag, antenna, rssi, reads, first_seen, last_seen, detail)"
-    f" VALUES ({', '.join('?' * 29)})"
+    " read_kind, read_raw, symbology, tag, antenna, rssi, reads, first_seen, last_seen, detail,"
+    " doc_kind, doc_id, doc_check)"
+    f" VALUES ({', '.join('?' * 32)})"
     " ON CONFLICT (id) DO NOTHING"
 )
 _NO_ITEM = wire.Item()
 _NO_READ = wire.SourceRead(kind="")
+_NO_DOC = wire.DocRef(kind="", id="")
 _INSERT_REJECTION = (
     "INSERT INTO rejections (received_at, source, topic, site, device, event_id, reason, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -156,12 +158,13 @@ class Store(Posting, LedgerQueries):
                 continue
             known.add(event.id)
             it, rd = event.item or _NO_ITEM, event.read or _NO_READ
+            doc = event.doc or _NO_DOC
             new_events.append(
                 (event.id, batch.site, batch.device, event.seq, event.type, event.time, now,
                  source, it.key(), it.gtin, it.sku, it.lot, it.serial, it.epc, it.sscc,
                  event.qty, event.from_, event.to, event.operator, rd.kind or None, rd.raw,
                  rd.symbology, rd.tag, rd.antenna, rd.rssi, rd.reads, rd.first, rd.last,
-                 _count_detail(event))
+                 _count_detail(event), doc.kind or None, doc.id or None, doc.check)
             )
             if event.type == "count":
                 lines = self._count(cur, run, event)
@@ -210,7 +213,7 @@ class Store(Posting, LedgerQueries):
             event_id, site, device, seq, type, now, now, "http", one_item, None, None,
             one_lot or None, None, None, None, sum(q for *_, q in lines), None, None, operator,
             None, None, None, None, None, None, None, None, None,
-            json.dumps(detail, separators=(",", ":")),
+            json.dumps(detail, separators=(",", ":")), None, None, None,
         ))
         event = wire.Event(event_id, seq, now, type, None, 0.0, operator=operator)
         run.stage(event, list(lines))

@@ -284,4 +284,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE devices ADD COLUMN backlog_at TEXT
         """,
     ),
+    (
+        "0007_event_documents",
+        """
+        ALTER TABLE events ADD COLUMN doc_kind TEXT;
+        ALTER TABLE events ADD COLUMN doc_id TEXT;
+        ALTER TABLE events ADD COLUMN doc_check TEXT;
+        CREATE INDEX events_document ON events (doc_kind, doc_id) WHERE doc_id IS NOT NULL
+        """,
+    ),
 )

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from floorsync.cli import COMMANDS, build_parser
 from floorsync.edge.outbox import Outbox
 from floorsync.localbroker import Mosquitto
@@ -17,13 +19,14 @@ from tests.factories import events
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("devices", "edge", "server")
-# Who may import whom: devices <- edge <- server, and the server only the edge's wire contract.
+# Who may import whom: devices <- edge <- server, and the server only the edge's wire contract
+# (the messages, and the documents' expected lists sent to the floor).
 # The composition root (the floorsync package's own modules: the command, the demo, the
 # embedded broker, the cross-package benchmarks) may import anything; no package imports it.
 ALLOWED = {
     "devices": {"devices"},
     "edge": {"edge", "devices"},
-    "server": {"server", "edge.wire"},
+    "server": {"server", "edge.wire", "edge.expected"},
 }
 
 
@@ -151,14 +154,18 @@ def test_the_command_reaches_across_packages_only_lazily() -> None:
     assert ours <= {"floorsync.edge.errors"}
 
 
-def test_wire_contract_uses_the_standard_library_only() -> None:
-    tree = ast.parse((ROOT / "edge" / "wire.py").read_text())
+@pytest.mark.parametrize("module", ["wire.py", "expected.py"])
+def test_wire_contract_uses_the_standard_library_only(module: str) -> None:
+    tree = ast.parse((ROOT / "edge" / module).read_text())
     modules = {
         (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
         for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
         for a in (n.names if isinstance(n, ast.Import) else [n])  # type: ignore[attr-defined]
     }
-    assert all(m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in modules)
+    ours = {"floorsync.edge"}  # ``from floorsync.edge import wire``: the contract itself
+    assert all(m.split(".")[0] in sys.stdlib_module_names or m in ("__future__", *ours)
+               for m in modules)
+    assert GRAPH[f"floorsync.edge.{module[:-3]}"] <= {"floorsync.edge.wire"}
 
 
 BLOCK_SERVER = (

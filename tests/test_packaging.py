@@ -57,7 +57,8 @@ def test_the_wheel_holds_only_the_floorsync_namespace(wheel: Path) -> None:
     for module in ("floorsync/cli.py", "floorsync/edge/agent.py", "floorsync/edge/wire.py",
                    "floorsync/server/app.py", "floorsync/server/api/items.py",
                    "floorsync/devices/codes.py", "floorsync/devices/rfid/mqtt_reader.py",
-                   "floorsync/bench/e2e.py"):
+                   "floorsync/bench/e2e.py", "floorsync/server/standards/EPCIS-JSON-Schema.json",
+                   "floorsync/server/standards/epcis-context.jsonld"):
         assert module in names
     # every module of the source folders is in the wheel, under its installed name
     sources = [f"floorsync/{path.relative_to(ROOT).as_posix()}"

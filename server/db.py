@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from floorsync.server import checks
 from floorsync.server.errors import StoreError
-from floorsync.server.migrations import MIGRATIONS
+from floorsync.server.migrations import FOREIGN_KEYS_OFF, MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
 WAL_CHECKPOINT_PAGES = 10_000
@@ -54,19 +54,28 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     for name, sql in MIGRATIONS:
         if name in done:
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        keys_off = sql.startswith(FOREIGN_KEYS_OFF)
+        if keys_off:  # this pragma takes effect only outside a transaction
+            conn.execute("PRAGMA foreign_keys=OFF")
         try:
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (name, datetime.now(UTC).isoformat()),
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                if keys_off and (broken := conn.execute("PRAGMA foreign_key_check").fetchall()):
+                    raise StoreError(f"migration {name} breaks foreign keys: {broken[:5]}")
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, datetime.now(UTC).isoformat()),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if keys_off:
+                conn.execute("PRAGMA foreign_keys=ON")
         applied.append(name)
     return applied
 

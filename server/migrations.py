@@ -10,6 +10,10 @@ ledger is append-only, so without AUTOINCREMENT its ids still never repeat.
 
 from __future__ import annotations
 
+# A migration whose SQL starts with this line runs with foreign keys off (SQLite's procedure for
+# rebuilding a table that others point at), and the keys are checked before its commit.
+FOREIGN_KEYS_OFF = "-- foreign keys off\n"
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "0001_ledger",
@@ -291,6 +295,59 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE events ADD COLUMN doc_id TEXT;
         ALTER TABLE events ADD COLUMN doc_check TEXT;
         CREATE INDEX events_document ON events (doc_kind, doc_id) WHERE doc_id IS NOT NULL
+        """,
+    ),
+    (
+        # The documents' exception kinds. SQLite cannot alter a CHECK, so the table is rebuilt
+        # (its rows and ids kept; held_movements points at those ids) with foreign keys off.
+        "0008_document_exception_kinds",
+        FOREIGN_KEYS_OFF
+        + """
+        CREATE TABLE exceptions_new (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('negative_stock', 'unknown_item',
+                'unknown_location', 'serial_conflict', 'late_after_count', 'rejected',
+                'receipt_over', 'receipt_short', 'receipt_unexpected', 'receipt_unknown',
+                'order_over', 'order_unexpected', 'order_unknown')),
+            status TEXT NOT NULL DEFAULT 'open'
+                CHECK (status IN ('open', 'adjusted', 'dismissed', 'cleared')),
+            raised_at TEXT NOT NULL,
+            site TEXT,
+            device TEXT,
+            event_id TEXT,
+            last_event_id TEXT,
+            occurrences BIGINT NOT NULL DEFAULT 1,
+            rejection_id BIGINT,
+            count_id BIGINT,
+            item TEXT,
+            lot TEXT,
+            location TEXT,
+            serial TEXT,
+            quantity DOUBLE PRECISION,
+            detail TEXT NOT NULL,
+            resolved_at TEXT,
+            resolved_by TEXT,
+            resolved_token TEXT,
+            reason TEXT,
+            adjustment_event_id TEXT,
+            held_by_count_id BIGINT
+        );
+        INSERT INTO exceptions_new (id, kind, status, raised_at, site, device, event_id,
+            last_event_id, occurrences, rejection_id, count_id, item, lot, location, serial,
+            quantity, detail, resolved_at, resolved_by, resolved_token, reason,
+            adjustment_event_id, held_by_count_id)
+        SELECT id, kind, status, raised_at, site, device, event_id, last_event_id, occurrences,
+            rejection_id, count_id, item, lot, location, serial, quantity, detail, resolved_at,
+            resolved_by, resolved_token, reason, adjustment_event_id, held_by_count_id
+        FROM exceptions;
+        DROP TABLE exceptions;
+        ALTER TABLE exceptions_new RENAME TO exceptions;
+        CREATE INDEX exceptions_status ON exceptions (status, id);
+        CREATE INDEX exceptions_kind ON exceptions (kind, id);
+        CREATE INDEX exceptions_event ON exceptions (event_id);
+        CREATE INDEX exceptions_last_event ON exceptions (last_event_id);
+        CREATE INDEX exceptions_open_line ON exceptions (kind, item, location, lot)
+            WHERE status = 'open'
         """,
     ),
 )

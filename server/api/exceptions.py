@@ -24,7 +24,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Ident = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Kind = Literal[
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
-    "rejected",
+    "rejected", "receipt_over", "receipt_short", "receipt_unexpected", "receipt_unknown",
+    "order_over", "order_unexpected", "order_unknown",
 ]
 Status = Literal["open", "adjusted", "dismissed", "cleared"]
 _PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}

@@ -9,9 +9,10 @@ transaction, and ``apply_batch`` returns only after COMMIT, so its results may b
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ from floorsync.edge import wire
 from floorsync.server import checks
 from floorsync.server.posting import API_DEVICE, Line, Pass, Posting
 from floorsync.server.queries import LedgerQueries
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 SOURCES = ("mqtt", "http")
@@ -112,12 +115,43 @@ def _result(batch: wire.Batch, event_id: str, holds: list[str] | None, applied_s
     return wire.Result(event_id, "held" if batch.understands("held") else "applied", reason)
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """What one batch added to the ledger, as the documents (receipts, orders) see it."""
+
+    site: str
+    device: str
+    received_at: str
+    events: tuple[wire.Event, ...]  # the new ones, in batch order (duplicates left out)
+
+
+# Called inside the batch's transaction, after its stock changed. A document's bookkeeping must
+# never keep a movement out of the ledger: each hook runs in a savepoint, and one that raises is
+# rolled back to it and logged, while the movements commit.
+BatchHook = Callable[[sqlite3.Cursor, AppliedBatch], None]
+
+
 class Store(Posting, LedgerQueries):
     """The ledger database; open with ``with Store(path) as store:``."""
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path)
         self._arrivals = _Arrivals()
+        self._batch_hooks: list[BatchHook] = []
+
+    def add_batch_hook(self, hook: BatchHook) -> None:
+        """Have ``hook`` see every applied batch that added events (receipts, orders)."""
+        self._batch_hooks.append(hook)
+
+    def _run_batch_hooks(self, cur: sqlite3.Cursor, applied: AppliedBatch) -> None:
+        for hook in self._batch_hooks:
+            cur.execute("SAVEPOINT batch_hook")
+            try:
+                hook(cur, applied)
+            except Exception:
+                log.exception("batch hook %r failed; the movements stand", hook)
+                cur.execute("ROLLBACK TO batch_hook")
+            cur.execute("RELEASE batch_hook")
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -152,11 +186,13 @@ class Store(Posting, LedgerQueries):
         known = self._known_ids(cur, [e.id for e in batch.events])
         run = Pass(batch.site, batch.device, now, caches)
         new_events: list[tuple[object, ...]] = []
+        fresh: list[wire.Event] = []
         for event in batch.events:
             if event.id in known:  # applied before, or earlier in this very batch
                 results.append(wire.Result(event.id, "duplicate"))
                 continue
             known.add(event.id)
+            fresh.append(event)
             it, rd = event.item or _NO_ITEM, event.read or _NO_READ
             doc = event.doc or _NO_DOC
             new_events.append(
@@ -175,6 +211,8 @@ class Store(Posting, LedgerQueries):
         applied = len(new_events)
         cur.executemany(_INSERT_EVENT, new_events)
         self._finish(cur, run)
+        if self._batch_hooks and fresh:
+            self._run_batch_hooks(cur, AppliedBatch(batch.site, batch.device, now, tuple(fresh)))
         if batch.invalid:
             text = _truncate(raw) if raw is not None else ""
             self._reject(cur, [(now, source, topic, batch.site, batch.device, bad.id, bad.reason,

@@ -1,5 +1,9 @@
 """GS1 keys as master data and the ledger's checks read them: GTINs, GLNs and the labels
 that carry a GLN (SGLN EPC URI, element string with AI 414/254, Digital Link).
+EPCIS identifiers too: EPC URIs (``urn:epc:id:sgtin:…``, ``urn:epc:class:lgtin:…``,
+``urn:epc:idpat:sgtin:…``, ``urn:epc:id:sscc:…``, ``urn:epc:id:sgln:…``) and GS1 Digital Link
+URIs read into one ``GS1Key``, written back as canonical Digital Link (which, unlike the EPC URI,
+needs no company prefix length).
 
 Below both master data and the ledger: it imports neither, so the ledger's checks resolve a GLN
 label without importing master data (which imports the store).
@@ -8,7 +12,8 @@ label without importing master data (which imports the store).
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from floorsync.server.errors import Invalid
 
@@ -105,3 +110,123 @@ def resolve_gln(gln: str | None, extension: str, sgln: str | None) -> tuple[str 
     if gln and gln.strip() and (normalize_gln(gln), normalize_gln_extension(extension)) != found:
         raise Invalid("GLN mismatch", f"sgln {sgln[:80]!r} and gln/gln_extension disagree")
     return found
+
+
+# --- EPCIS identifiers ---------------------------------------------------------------------
+
+DIGITAL_LINK_ROOT = "https://id.gs1.org"
+_EPC_GTIN = re.compile(
+    r"urn:epc:(id:sgtin|class:lgtin|idpat:sgtin):(\d{6,12})\.(\d{1,7})\.(\S{1,80})\Z", re.IGNORECASE
+)
+_EPC_SSCC = re.compile(r"urn:epc:id:sscc:(\d{6,12})\.(\d{5,11})\Z", re.IGNORECASE)
+_DL_ROOT = r"https?://[^/?#]+(?:/[^?#]*?)?"
+_DL_TAIL = r"/?(?:[?#].*)?\Z"
+_DL_GTIN = re.compile(
+    _DL_ROOT + r"/01/(\d{8}|\d{12,14})(?:/10/([^/?#]{1,80}))?(?:/21/([^/?#]{1,80}))?" + _DL_TAIL
+)
+_DL_SSCC = re.compile(_DL_ROOT + r"/00/(\d{18})" + _DL_TAIL)
+
+
+@dataclass(frozen=True, slots=True)
+class GS1Key:
+    """A GS1 key as EPCIS names things: ``sgtin`` (one serialised item), ``lgtin`` (a class:
+    GTIN and lot), ``gtin`` (a class: all of a GTIN), ``sscc`` (a logistic unit), ``sgln``."""
+
+    kind: str
+    gtin: str | None = None
+    serial: str | None = None
+    lot: str | None = None
+    sscc: str | None = None
+    gln: str | None = None
+    extension: str = ""
+
+    def digital_link(self) -> str:
+        if self.kind == "sscc":
+            return sscc_uri(self.sscc or "")
+        if self.kind == "sgln":
+            return gln_uri(self.gln or "", self.extension)
+        return gtin_uri(self.gtin or "", serial=self.serial, lot=self.lot)
+
+
+def _dl_escape(text: str) -> str:
+    return quote(text, safe="-._~")
+
+
+def gtin_uri(gtin: str, *, serial: str | None = None, lot: str | None = None) -> str:
+    """Canonical Digital Link of a GTIN-14: serialised (AI 21) wins over a lot (AI 10), as an
+    instance is named by GTIN and serial alone."""
+    if serial:
+        return f"{DIGITAL_LINK_ROOT}/01/{gtin}/21/{_dl_escape(serial)}"
+    if lot:
+        return f"{DIGITAL_LINK_ROOT}/01/{gtin}/10/{_dl_escape(lot)}"
+    return f"{DIGITAL_LINK_ROOT}/01/{gtin}"
+
+
+def sscc_uri(sscc: str) -> str:
+    return f"{DIGITAL_LINK_ROOT}/00/{sscc}"
+
+
+def gln_uri(gln: str, extension: str = "") -> str:
+    if extension:
+        return f"{DIGITAL_LINK_ROOT}/414/{gln}/254/{_dl_escape(extension)}"
+    return f"{DIGITAL_LINK_ROOT}/414/{gln}"
+
+
+def normalize_sscc(text: str) -> str:
+    """An SSCC: 18 digits, its check digit verified."""
+    sscc = text.strip()
+    if not (sscc.isascii() and sscc.isdigit() and len(sscc) == 18):
+        raise Invalid("invalid SSCC", f"{text[:40]!r} is not an SSCC (18 digits)")
+    expected = gs1_check_digit(sscc[:-1])
+    if int(sscc[-1]) != expected:
+        raise Invalid("invalid SSCC", f"{sscc}: bad check digit (expected {expected})")
+    return sscc
+
+
+def parse_gs1_uri(text: str) -> GS1Key | None:
+    """The GS1 key in an EPC URI or a GS1 Digital Link URI (any host, path prefix or query);
+    None for anything else, or when a check digit or a company prefix split is wrong."""
+    text = text.strip()
+    try:
+        if match := _EPC_GTIN.match(text):
+            scheme, prefix, reference, rest = match.groups()
+            if len(prefix) + len(reference) != 13:
+                return None
+            body = reference[0] + prefix + reference[1:]
+            gtin = body + str(gs1_check_digit(body))
+            scheme = scheme.lower()
+            if scheme == "idpat:sgtin":
+                return GS1Key("gtin", gtin=gtin) if rest == "*" else None
+            if scheme == "class:lgtin":
+                return GS1Key("lgtin", gtin=gtin, lot=unquote(rest))
+            return GS1Key("sgtin", gtin=gtin, serial=unquote(rest))
+        if match := _EPC_SSCC.match(text):
+            prefix, reference = match.groups()
+            if len(prefix) + len(reference) != 17:
+                return None
+            body = reference[0] + prefix + reference[1:]
+            return GS1Key("sscc", sscc=body + str(gs1_check_digit(body)))
+        if match := _DL_GTIN.match(text):
+            gtin_text, lot, serial = match.groups()
+            gtin = normalize_gtin(gtin_text)
+            if serial is not None:
+                return GS1Key("sgtin", gtin=gtin, serial=unquote(serial))
+            if lot is not None:
+                return GS1Key("lgtin", gtin=gtin, lot=unquote(lot))
+            return GS1Key("gtin", gtin=gtin)
+        if match := _DL_SSCC.match(text):
+            return GS1Key("sscc", sscc=normalize_sscc(match.group(1)))
+    except Invalid:
+        return None
+    if text.lower().startswith("urn:epc:id:sgln:") or "/414/" in text:
+        found = parse_gln_label(text)
+        if found is not None:
+            return GS1Key("sgln", gln=found[0], extension=found[1])
+    return None
+
+
+def canonical_uri(text: str) -> str:
+    """``text`` as canonical Digital Link when it names a GS1 key we read, else unchanged: one
+    form to compare identifiers by, whichever form a document used."""
+    key = parse_gs1_uri(text)
+    return key.digital_link() if key is not None else text

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from floorsync.server.api import (
     counts,
     devices,
+    epcis,
     events,
     exceptions,
     health,
@@ -83,7 +84,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts):
+                   exceptions, counts, epcis):
         app.include_router(module.router, prefix=API_PREFIX)
     document_denials(app)
 

@@ -94,6 +94,7 @@ class EventBase:
     event_time: datetime  # timezone-aware: equality compares instants
     time_zone_offset: str  # "+01:00", as recorded where the event happened
     action: str
+    record_time: datetime | None = None  # when the repository recorded it (not its meaning)
     biz_step: str | None = None
     disposition: str | None = None
     read_point: Identifier | None = None
@@ -142,6 +143,15 @@ class EPCISRead:
 # --- validation ---------------------------------------------------------------------------
 
 
+def vocabulary(definition: str) -> frozenset[str]:
+    """The CBV words the schema lists for ``definition`` (bizStep, disposition, ...)."""
+    words: set[str] = set()
+    for branch in schema()["definitions"][definition].get("anyOf", []):
+        words.update(branch.get("enum", []))
+    return frozenset(words)
+
+
+@cache
 def schema() -> dict[str, Any]:
     text = resources.files("floorsync.server").joinpath("standards/EPCIS-JSON-Schema.json")
     loaded: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
@@ -182,7 +192,9 @@ def validate(document: object) -> list[str]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def _cbv(kind: str, value: object) -> str | None:
+def cbv_word(kind: str, value: object) -> str | None:
+    """A CBV value of ``kind`` (bizStep, disposition, btt, sdt) in its bare JSON-LD form; any
+    other URI unchanged."""
     if not isinstance(value, str):
         return None
     match = _CBV_FORMS[kind].match(value)
@@ -217,7 +229,7 @@ def _quantities(values: object) -> tuple[Quantity, ...]:
 def _transactions(values: object) -> tuple[BizTransaction, ...]:
     if not isinstance(values, list):
         return ()
-    return tuple(BizTransaction(canonical_uri(t["bizTransaction"]), _cbv("btt", t.get("type")))
+    return tuple(BizTransaction(canonical_uri(t["bizTransaction"]), cbv_word("btt", t.get("type")))
                  for t in values)
 
 
@@ -225,7 +237,7 @@ def _source_dest(values: object) -> tuple[SourceDestination, ...]:
     if not isinstance(values, list):
         return ()
     key = "source" if values and "source" in values[0] else "destination"
-    return tuple(SourceDestination(_cbv("sdt", v["type"]) or v["type"], Identifier.of(v[key]))
+    return tuple(SourceDestination(cbv_word("sdt", v["type"]) or v["type"], Identifier.of(v[key]))
                  for v in values)
 
 
@@ -239,8 +251,9 @@ def read_event(event: Mapping[str, Any]) -> Event | None:
         "event_time": _time(event["eventTime"]),
         "time_zone_offset": event["eventTimeZoneOffset"],
         "action": event["action"],
-        "biz_step": _cbv("bizStep", event.get("bizStep")),
-        "disposition": _cbv("disposition", event.get("disposition")),
+        "record_time": _time(event["recordTime"]) if "recordTime" in event else None,
+        "biz_step": cbv_word("bizStep", event.get("bizStep")),
+        "disposition": cbv_word("disposition", event.get("disposition")),
         "read_point": _place(event.get("readPoint")),
         "biz_location": _place(event.get("bizLocation")),
         "biz_transactions": _transactions(event.get("bizTransactionList")),

@@ -24,6 +24,9 @@ from floorsync.server.gs1 import parse_gln_label
 KINDS = (
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
     "rejected",
+    # raised by the documents (receipts, orders), against the floor's movements
+    "receipt_over", "receipt_short", "receipt_unexpected", "receipt_unknown",
+    "order_over", "order_unexpected", "order_unknown",
 )
 TOLERANCE = 1e-9  # float sums: a line at -1e-12 is zero, not negative
 

@@ -27,7 +27,7 @@ _DIGITAL_LINK = re.compile(r"https?://[^?#]*?/414/(\d{13})(?:/254/([^/?#]+))?/?(
 
 def gs1_check_digit(body: str) -> int:
     """The GS1 mod-10 check digit of ``body`` (weights 3, 1, 3... from the right)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    total = 3 * sum(map(int, body[-1::-2])) + sum(map(int, body[-2::-2]))
     return (10 - total % 10) % 10
 
 
@@ -149,6 +149,8 @@ class GS1Key:
 
 
 def _dl_escape(text: str) -> str:
+    if text.isascii() and text.isalnum():  # most serials and lots: nothing to escape
+        return text
     return quote(text, safe="-._~")
 
 

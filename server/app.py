@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from floorsync.server import picking
 from floorsync.server.api import (
     counts,
     devices,
@@ -22,6 +23,7 @@ from floorsync.server.api import (
     ledger,
     locations,
     movements,
+    orders,
     stock,
 )
 from floorsync.server.auth import AuthError, document_denials
@@ -65,6 +67,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         app.state.store = Store(settings.database).open() if store is None else store
+        picking.install(app.state.store)  # the floor's picks and ships against orders
         app.state.ingest = None
         try:
             if settings.broker is not None:
@@ -84,8 +87,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts, epcis):
+                   exceptions, counts, epcis, orders):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)
 
     @app.exception_handler(BadRequest)

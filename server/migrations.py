@@ -350,4 +350,123 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE status = 'open'
         """,
     ),
+    (
+        # Outbound orders (server/orders.py): the document as accepted (``digest`` of its
+        # canonical form, for idempotency; ``seq`` its arrival order), its lines (``item`` as
+        # ordered, ``sku`` the master-data item it resolved to; quantities ordered, allocated
+        # and not yet picked, picked, shipped, backordered), the stock reserved for each line
+        # (``order_allocations``: per stock line, as stock keys it; ``staged``: goods a pick put
+        # somewhere, kept from other orders until shipped), backorders (demand we cannot meet
+        # for lack of stock) and their fills, and the exceptions the floor's events raised.
+        "0010_orders",
+        """
+        CREATE TABLE orders (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            site TEXT NOT NULL,
+            ship_to TEXT NOT NULL,
+            priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 9),
+            due TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed', 'cancelled')),
+            version BIGINT NOT NULL DEFAULT 1,
+            digest TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            closed_at TEXT,
+            cancelled_by TEXT,
+            reason TEXT
+        );
+        CREATE INDEX orders_status ON orders (status, seq);
+        CREATE INDEX orders_site ON orders (site, status, seq);
+
+        CREATE TABLE order_lines (
+            order_id TEXT NOT NULL REFERENCES orders (id),
+            line INTEGER NOT NULL,
+            item TEXT NOT NULL,
+            sku TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            qty DOUBLE PRECISION NOT NULL CHECK (qty > 0),
+            allocated DOUBLE PRECISION NOT NULL DEFAULT 0,
+            picked DOUBLE PRECISION NOT NULL DEFAULT 0,
+            shipped DOUBLE PRECISION NOT NULL DEFAULT 0,
+            backordered DOUBLE PRECISION NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed', 'cancelled')),
+            picked_at TEXT,
+            closed_at TEXT,
+            PRIMARY KEY (order_id, line)
+        );
+        CREATE INDEX order_lines_sku ON order_lines (order_id, sku);
+        CREATE INDEX order_lines_open ON order_lines (order_id, line) WHERE status = 'open';
+
+        CREATE TABLE order_allocations (
+            id INTEGER PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            site TEXT NOT NULL,
+            item TEXT NOT NULL,
+            location TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            allocated DOUBLE PRECISION NOT NULL,
+            qty DOUBLE PRECISION NOT NULL,
+            staged BOOLEAN NOT NULL DEFAULT FALSE,
+            allocated_at TEXT NOT NULL,
+            FOREIGN KEY (order_id, line) REFERENCES order_lines (order_id, line)
+        );
+        CREATE INDEX order_allocations_stock ON order_allocations (item, site, location, lot)
+            WHERE qty > 0;
+        CREATE INDEX order_allocations_line ON order_allocations (order_id, line) WHERE qty > 0;
+
+        CREATE TABLE backorders (
+            id INTEGER PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            site TEXT NOT NULL,
+            sku TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            qty DOUBLE PRECISION NOT NULL,
+            open_qty DOUBLE PRECISION NOT NULL,
+            since TEXT NOT NULL,
+            why TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'filled', 'cancelled')),
+            closed_at TEXT,
+            FOREIGN KEY (order_id, line) REFERENCES order_lines (order_id, line)
+        );
+        CREATE INDEX backorders_open_item ON backorders (site, sku) WHERE status = 'open';
+        CREATE INDEX backorders_line ON backorders (order_id, line);
+        CREATE INDEX backorders_item ON backorders (sku, id);
+
+        CREATE TABLE backorder_fills (
+            id INTEGER PRIMARY KEY,
+            backorder_id BIGINT NOT NULL REFERENCES backorders (id),
+            filled_at TEXT NOT NULL,
+            qty DOUBLE PRECISION NOT NULL,
+            how TEXT NOT NULL CHECK (how IN ('allocated', 'picked')),
+            event_id TEXT,
+            item TEXT,
+            location TEXT,
+            lot TEXT,
+            allocation_id BIGINT
+        );
+        CREATE INDEX backorder_fills_backorder ON backorder_fills (backorder_id, id);
+
+        CREATE TABLE order_exceptions (
+            exception_id BIGINT PRIMARY KEY REFERENCES exceptions (id),
+            order_id TEXT NOT NULL,
+            line INTEGER
+        );
+        CREATE INDEX order_exceptions_order ON order_exceptions (order_id, exception_id)
+        """,
+    ),
+    (
+        # The KPIs' reads (server/recordaccuracy.py, server/docktostock.py): final counts by
+        # time, and the rows that make a receiving line (receives, put-aways' sources) by event
+        # time, with the columns naming the line. Partial: only those rows pay for them, and
+        # event times grow, so their inserts land near the index's end.
+        "0011_kpi_indexes",
+        """
+        CREATE INDEX counts_posted ON counts (site, counted_at) WHERE status = 'posted';
+        CREATE INDEX movements_receiving ON movements (site, event_time, item, location, lot)
+            WHERE type = 'receive' OR (type = 'putaway' AND qty < 0)
+        """,
+    ),
 )

@@ -41,7 +41,7 @@ from typing import Any
 
 from floorsync.edge import wire
 from floorsync.edge.expected import Expected, ExpectedLine
-from floorsync.server import allocation, backorders, checks
+from floorsync.server import allocation, backorders, checks, orderdesk
 from floorsync.server.allocation import Demand
 from floorsync.server.errors import Invalid, Refused
 from floorsync.server.gs1 import normalize_gtin
@@ -381,12 +381,14 @@ def accept(store: Store, data: object) -> tuple[OrderView, bool]:
             raise Refused(409, "order exists", f"order {doc.id} was accepted with other content;"
                           " an order is not changed by sending it again (cancel it and send"
                           " one under a new id)")
-        if created:
-            _insert(cur, doc, digest, now)
+        touched = _insert(cur, doc, digest, now) if created else set()
+    orderdesk.changed(store, touched)
     return get_order(store, doc.id), created
 
 
-def _insert(cur: sqlite3.Cursor, doc: OrderDoc, digest: str, now: str) -> None:
+def _insert(cur: sqlite3.Cursor, doc: OrderDoc, digest: str, now: str) -> set[str]:
+    """The order, allocated and backordered; returns the orders that changed (it, and those
+    whose backorders took stock first)."""
     cur.execute(
         "INSERT INTO orders (id, site, ship_to, priority, due, digest, received_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -401,6 +403,7 @@ def _insert(cur: sqlite3.Cursor, doc: OrderDoc, digest: str, now: str) -> None:
         cur, [Demand(doc.id, ln.line, doc.site, ln.sku, ln.lot, ln.qty) for ln in doc.lines], now)
     backorders.record_short(cur, outcomes, now)
     touch(cur, touched - {doc.id}, now)
+    return touched | {doc.id}
 
 
 def cancel(store: Store, order_id: str, by: str, reason: str | None) -> OrderView:
@@ -423,7 +426,9 @@ def cancel(store: Store, order_id: str, by: str, reason: str | None) -> OrderVie
         backorders.cancel(cur, order_id, now)
         cur.execute("UPDATE orders SET status = 'cancelled', cancelled_by = ?, reason = ?,"
                     " closed_at = ? WHERE id = ?", (by, reason, now, order_id))
-        touch(cur, {order_id} | backorders.fill(cur, site, skus, now), now)
+        touched = {order_id} | backorders.fill(cur, site, skus, now)
+        touch(cur, touched, now)
+    orderdesk.changed(store, touched)
     return get_order(store, order_id)
 
 
@@ -548,6 +553,12 @@ def expected_of(store: Store, order_id: str) -> Expected | None:
             wire.Item(sku=p.sku, gtin=p.item if p.item != p.sku else gtins.get(p.sku),
                       lot=p.lot), p.qty, p.location) for p in picks.lines),
         labels=(LABEL_PREFIX + order_id,))
+
+
+def floor_copy(store: Store, order_id: str) -> tuple[str, Expected | None] | None:
+    """(The order's site, its expected list or None once it is not open); None: no order."""
+    found = store._query("SELECT site FROM orders WHERE id = ?", (order_id,))
+    return None if not found else (found[0][0], expected_of(store, order_id))
 
 
 def expected(store: Store, site: str | None = None) -> list[Expected]:

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from floorsync.edge import wire
-from floorsync.server import allocation, backorders, orders
+from floorsync.server import allocation, backorders, orderdesk, orders
 from floorsync.server.allocation import Allocation, Demand
 from floorsync.server.checks import TOLERANCE
 from floorsync.server.ledger import AppliedBatch, Store
@@ -47,10 +47,12 @@ _INSERT_EXCEPTION = (
 _RISE = ("receive", "return", "putaway", "move", "adjust", "count")
 
 
-def install(store: Store) -> None:
-    """Match the floor's events to orders in every batch ``store`` applies (once per store)."""
+def install(store: Store) -> orderdesk.OrderDesk:
+    """Match the floor's events to orders in every batch ``store`` applies (once per store);
+    returns the store's order desk, which tells listeners of changed orders after commit."""
     if not any(isinstance(h, OrderHook) for h in store._batch_hooks):
         store.add_batch_hook(OrderHook(store))
+    return orderdesk.open_desk(store, lambda order_id: orders.floor_copy(store, order_id))
 
 
 @dataclass(slots=True)
@@ -90,7 +92,7 @@ class _Run:
     """One batch's work against the orders."""
 
     def __init__(self, cur: sqlite3.Cursor, store: Store, applied: AppliedBatch) -> None:
-        self.cur, self.applied = cur, applied
+        self.cur, self.applied, self.store = cur, applied, store
         self.site, self.now = applied.site, applied.received_at
         self.caches = store.caches(cur)
         self.touched: set[str] = set()
@@ -331,3 +333,4 @@ class _Run:
 
     def finish(self) -> None:
         orders.touch(self.cur, self.touched, self.now)
+        orderdesk.changed(self.store, self.touched)  # told once the batch has committed

@@ -24,12 +24,15 @@ from floorsync.server.api import (
     locations,
     movements,
     orders,
+    receipts,
     stock,
 )
 from floorsync.server.auth import AuthError, document_denials
+from floorsync.server.docpublish import DocumentPublisher
 from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
+from floorsync.server.receipts import book_of
 from floorsync.server.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -69,11 +72,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         app.state.store = Store(settings.database).open() if store is None else store
         picking.install(app.state.store)  # the floor's picks and ships against orders
         app.state.ingest = None
+        app.state.publisher = None  # the documents' expected lists to the floor (MQTT only)
+        book = book_of(app.state.store)  # receipts: its batch hook checks receive events
         try:
             if settings.broker is not None:
                 app.state.ingest = MqttIngest(app.state.store, settings).start()
+                app.state.publisher = DocumentPublisher(
+                    settings, {"receipt": book.open_expected}).start()
+                book.add_listener(app.state.publisher.document_changed)
             yield
         finally:
+            if app.state.publisher is not None:
+                book.remove_listener(app.state.publisher.document_changed)
+                app.state.publisher.stop()
             if app.state.ingest is not None:
                 app.state.ingest.stop()
             if own_store:
@@ -87,7 +98,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts, epcis, orders):
+                   exceptions, counts, epcis, orders, receipts):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)

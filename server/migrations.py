@@ -351,6 +351,98 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        # Expected receipts (ASN, purchase orders): the document as accepted (``digest``: of its
+        # canonical form, for idempotency), its lines (``item`` keyed as the ledger keys items,
+        # ``sku`` the master-data item it resolved to), its pallets with their child EPCs, and
+        # what closing it found. A child EPC's ``ident`` is what it is matched by: GTIN and
+        # serial for an SGTIN (URN, Digital Link or a barcode's AI 21 alike), else the URI.
+        # ``receipt_exceptions`` ties the exceptions the receipt raised to it (one open record
+        # per line, item or pallet). ``events_sscc``: received pallets.
+        "0009_receipts",
+        """
+        CREATE TABLE receipts (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            site TEXT NOT NULL,
+            supplier TEXT NOT NULL,
+            expected_date TEXT NOT NULL,
+            location TEXT,
+            source TEXT NOT NULL CHECK (source IN ('json', 'epcis')),
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+            version BIGINT NOT NULL DEFAULT 1,
+            digest TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            closed_at TEXT,
+            closed_by TEXT
+        );
+        CREATE INDEX receipts_status ON receipts (status, seq);
+        CREATE INDEX receipts_site ON receipts (site, status, seq);
+
+        CREATE TABLE receipt_pallets (
+            receipt_id TEXT NOT NULL REFERENCES receipts (id),
+            sscc TEXT NOT NULL CHECK (length(sscc) = 18),
+            ordinal INTEGER NOT NULL,
+            PRIMARY KEY (receipt_id, sscc)
+        );
+        CREATE INDEX receipt_pallets_sscc ON receipt_pallets (sscc);
+
+        CREATE TABLE receipt_lines (
+            receipt_id TEXT NOT NULL REFERENCES receipts (id),
+            line INTEGER NOT NULL,
+            item TEXT NOT NULL,
+            sku TEXT NOT NULL,
+            gtin TEXT,
+            lot TEXT NOT NULL DEFAULT '',
+            qty DOUBLE PRECISION NOT NULL CHECK (qty > 0),
+            sscc TEXT,
+            PRIMARY KEY (receipt_id, line),
+            FOREIGN KEY (receipt_id, sscc) REFERENCES receipt_pallets (receipt_id, sscc)
+        );
+
+        CREATE TABLE receipt_epcs (
+            receipt_id TEXT NOT NULL REFERENCES receipts (id),
+            ident TEXT NOT NULL,
+            epc TEXT NOT NULL,
+            sscc TEXT NOT NULL,
+            sku TEXT,
+            gtin TEXT,
+            serial TEXT,
+            ordinal INTEGER NOT NULL,
+            PRIMARY KEY (receipt_id, ident),
+            FOREIGN KEY (receipt_id, sscc) REFERENCES receipt_pallets (receipt_id, sscc)
+        );
+        CREATE INDEX receipt_epcs_ident ON receipt_epcs (ident);
+
+        CREATE TABLE receipt_discrepancies (
+            receipt_id TEXT NOT NULL REFERENCES receipts (id),
+            n INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('over', 'short', 'unexpected')),
+            line INTEGER,
+            sscc TEXT,
+            item TEXT NOT NULL,
+            lot TEXT NOT NULL DEFAULT '',
+            expected DOUBLE PRECISION NOT NULL,
+            received DOUBLE PRECISION NOT NULL,
+            difference DOUBLE PRECISION NOT NULL,
+            detail TEXT NOT NULL,
+            exception_id BIGINT REFERENCES exceptions (id),
+            PRIMARY KEY (receipt_id, n)
+        );
+
+        CREATE TABLE receipt_exceptions (
+            exception_id BIGINT PRIMARY KEY REFERENCES exceptions (id),
+            receipt_id TEXT NOT NULL,
+            site TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL
+        );
+        CREATE INDEX receipt_exceptions_subject ON receipt_exceptions (receipt_id, kind, subject);
+
+        CREATE INDEX events_sscc ON events (sscc) WHERE sscc IS NOT NULL
+        """,
+    ),
+    (
         # Outbound orders (server/orders.py): the document as accepted (``digest`` of its
         # canonical form, for idempotency; ``seq`` its arrival order), its lines (``item`` as
         # ordered, ``sku`` the master-data item it resolved to; quantities ordered, allocated

@@ -91,6 +91,55 @@ def m003_door_holds(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_documents(db: Database) -> None:
+    # The documents' expected lists (edge.documents): the highest version of each, as received.
+    # A withdrawn one keeps its row as a tombstone (payload NULL), so a late copy of an older
+    # version is not taken back; ``first_at`` is when the document (any version) first came.
+    db.execute(
+        "CREATE TABLE documents (kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,"
+        " payload TEXT, received_at REAL NOT NULL, first_at REAL NOT NULL, withdrawn_at REAL,"
+        " PRIMARY KEY (kind, id))"
+    )
+    # What this edge counted against a document, per event and line ('' : not on it), written
+    # in the same transaction as the event: the running tallies are sums of these, and an event
+    # id kept once (a door pass rebuilt from its journal) is counted once.
+    db.execute(
+        "CREATE TABLE doc_attributions (event_id TEXT NOT NULL, kind TEXT NOT NULL,"
+        " doc_id TEXT NOT NULL, line TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,"
+        " matched REAL NOT NULL, over REAL NOT NULL, unexpected REAL NOT NULL,"
+        " PRIMARY KEY (event_id, line))"
+    )
+    db.execute("CREATE INDEX doc_attributions_doc ON doc_attributions (kind, doc_id)")
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """An event counted against a document's line (``line`` '': not on the document), kept
+    with the event: ``matched`` within what the line had left, ``over`` beyond it,
+    ``unexpected`` not on the document; ``outcome`` is the event's ``doc.check``."""
+
+    event_id: str
+    kind: str
+    doc_id: str
+    line: str
+    source: str
+    outcome: str
+    matched: float = 0.0
+    over: float = 0.0
+    unexpected: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    kind: str
+    id: str
+    version: int
+    payload: str
+    received_at: float
+    first_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class HoldChanges:
     """Changes to a door's hold list, kept with the events they go with: (tag, movement, last
@@ -202,13 +251,15 @@ def _stats(counts: dict[str, int], held: int | None, oldest: tuple[float, int] |
 
 
 class _Capture:
-    __slots__ = ("context", "done", "error", "events", "holds")
+    __slots__ = ("attributions", "context", "done", "error", "events", "holds")
 
     def __init__(self, events: Sequence[wire.Event], context: tuple[str, str] | None,
-                 holds: HoldChanges | None = None) -> None:
+                 holds: HoldChanges | None = None,
+                 attributions: Sequence[Attribution] = ()) -> None:
         self.events: list[wire.Event] = list(events)
         self.context = context
         self.holds = holds
+        self.attributions = attributions
         self.done = False
         self.error: BaseException | None = None
 
@@ -265,17 +316,18 @@ class Outbox:
 
     def add(
         self, events: Sequence[wire.Event], *, context: tuple[str, str] | None = None,
-        holds: HoldChanges | None = None,
+        holds: HoldChanges | None = None, attributions: Sequence[Attribution] = (),
     ) -> list[wire.Event]:
         """Keep events durably; returns them numbered. When this returns, they are on disk.
 
         Each event gets this device's next sequence number. Callers that arrive while another
         commit is in progress are committed together with the next fsync (group commit).
         ``context=(key, text)`` saves a workflow's state in the same transaction (events may
-        then be empty); ``holds`` changes a door's hold list in it too. Raises OutboxFull
-        (nothing kept) when the byte cap would be passed.
+        then be empty); ``holds`` changes a door's hold list in it too, ``attributions`` the
+        documents' tallies (``edge.documents``). Raises OutboxFull (nothing kept) when the
+        byte cap would be passed.
         """
-        capture = _Capture(events, context, holds)
+        capture = _Capture(events, context, holds, attributions)
         with self._queue_lock:
             self._queue.append(capture)
         with self._lock:
@@ -308,7 +360,8 @@ class Outbox:
             for e in capture.events:
                 # positional construction: dataclasses.replace costs 8 us an event
                 numbered.append(wire.Event(e.id, seq + len(numbered) + 1, e.time, e.type, e.item,
-                                           e.qty, e.from_, e.to, e.operator, e.read, e.count))
+                                           e.qty, e.from_, e.to, e.operator, e.read, e.count,
+                                           e.doc))
             try:
                 texts = [wire.encode_event(e) for e in numbered]
                 sizes = [len(t.encode()) + ROW_OVERHEAD for t in texts]
@@ -333,8 +386,9 @@ class Outbox:
             )
         contexts = [c.context for c in accepted if c.context is not None]
         holds = [c.holds for c in accepted if c.holds is not None]
+        counted = [a for c in accepted for a in c.attributions]
         try:
-            if rows or contexts or holds:
+            if rows or contexts or holds or counted:
                 self.db.conn.execute("PRAGMA synchronous=FULL")
                 with self.db.atomic():
                     self.db.conn.executemany(
@@ -357,6 +411,10 @@ class Outbox:
                         self.db.conn.executemany(
                             "DELETE FROM door_holds WHERE door = ? AND tag = ?",
                             [(h.door, tag) for tag in h.forget])
+                    self.db.conn.executemany(  # an event id already counted is not counted again
+                        "INSERT OR IGNORE INTO doc_attributions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(a.event_id, a.kind, a.doc_id, a.line, a.source, a.outcome, a.matched,
+                          a.over, a.unexpected) for a in counted])
                 self._last_seq = seq
                 self._bytes += added
         except sqlite3.Error as exc:
@@ -511,6 +569,82 @@ class Outbox:
                 "SELECT tag, movement, last_t FROM door_holds WHERE door = ?", (door,)
             ).fetchall()
         return {tag: (movement, float(t)) for tag, movement, t in rows}
+
+    # --- documents (edge.documents) --------------------------------------------------------
+
+    def keep_document(self, kind: str, doc_id: str, version: int, payload: str
+                      ) -> tuple[str, float]:
+        """Keep a document's version if it is newer than the one here (or than its tombstone):
+        ('kept', first_at), or 'same' (this version is here) or 'older'. Committed with fsync:
+        the broker's PUBACK follows."""
+        now = time.time()
+        with self._lock:
+            try:
+                self.db.conn.execute("PRAGMA synchronous=FULL")
+                with self.db.atomic():
+                    row = self.db.conn.execute(
+                        "SELECT version, payload IS NOT NULL, first_at FROM documents"
+                        " WHERE kind = ? AND id = ?", (kind, doc_id)).fetchone()
+                    if row is not None and version <= row[0]:
+                        return ("same" if version == row[0] and row[1] else "older"), row[2]
+                    first = row[2] if row is not None and row[1] else now
+                    self.db.conn.execute(
+                        "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                        (kind, doc_id, version, payload, now, first))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot keep document {kind} {doc_id}: {exc}") from exc
+        return "kept", first
+
+    def withdraw_document(self, kind: str, doc_id: str, forget_before: float) -> bool:
+        """A document closed: its expected list and tallies go, its version stays as a tombstone
+        (tombstones withdrawn before ``forget_before`` are dropped). False when none was open."""
+        now = time.time()
+        with self._lock:
+            try:
+                self.db.conn.execute("PRAGMA synchronous=FULL")
+                with self.db.atomic():
+                    gone = self.db.conn.execute(
+                        "UPDATE documents SET payload = NULL, withdrawn_at = ?"
+                        " WHERE kind = ? AND id = ? AND payload IS NOT NULL",
+                        (now, kind, doc_id)).rowcount
+                    self.db.conn.execute(
+                        "DELETE FROM doc_attributions WHERE kind = ? AND doc_id = ?",
+                        (kind, doc_id))
+                    self.db.conn.execute(
+                        "DELETE FROM documents WHERE payload IS NULL AND withdrawn_at < ?",
+                        (forget_before,))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot withdraw document {kind} {doc_id}: {exc}") from exc
+        return gone > 0
+
+    def documents(self) -> list[StoredDocument]:
+        """The open documents, as received."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT kind, id, version, payload, received_at, first_at FROM documents"
+                " WHERE payload IS NOT NULL ORDER BY first_at, kind, id").fetchall()
+        return [StoredDocument(*row) for row in rows]
+
+    def attributed(self) -> tuple[list[tuple[str, str, str, float]], dict[str, tuple[str, str]]]:
+        """The tallies: (kind, document, line, matched quantity) per line, and the document
+        each source counted against last."""
+        with self._lock:
+            lines = self.db.conn.execute(
+                "SELECT kind, doc_id, line, SUM(matched) FROM doc_attributions"
+                " WHERE line != '' GROUP BY kind, doc_id, line").fetchall()
+            last = self.db.conn.execute(
+                "SELECT source, kind, doc_id FROM doc_attributions WHERE rowid IN"
+                " (SELECT MAX(rowid) FROM doc_attributions GROUP BY source)").fetchall()
+        return ([(k, d, line, float(q)) for k, d, line, q in lines],
+                {source: (k, d) for source, k, d in last})
+
+    def attribution(self, event_id: str) -> list[Attribution]:
+        """What one event was counted as, per line (empty: against no document)."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT event_id, kind, doc_id, line, source, outcome, matched, over, unexpected"
+                " FROM doc_attributions WHERE event_id = ? ORDER BY rowid", (event_id,)).fetchall()
+        return [Attribution(*row) for row in rows]
 
     def context(self, key: str) -> str | None:
         """A workflow's saved state (see ``add(context=...)``)."""

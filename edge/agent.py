@@ -17,6 +17,7 @@ from floorsync.devices.base import ScanRead, TagRead, now
 from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter
 from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
+from floorsync.edge.documents import book_for
 from floorsync.edge.doorcycles import CycleReport
 from floorsync.edge.doorevents import read_sample
 from floorsync.edge.doorstate import DoorKeeper
@@ -47,7 +48,10 @@ class EdgeAgent:
             cap_bytes=int(config.outbox_cap_mb * 1024 * 1024),
             retention_s=config.outbox_retention_h * 3600,
         )
-        self.syncer = Syncer(self.outbox, config.site, config.device, config.sync)
+        # the site's open documents: filled by the syncer, counted against by scanners and doors
+        self.documents = book_for(self.outbox, config.site)
+        self.syncer = Syncer(self.outbox, config.site, config.device, config.sync,
+                             documents=self.documents)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.captured = 0
@@ -146,7 +150,10 @@ class EdgeAgent:
             location_prefixes=self.config.location_prefixes,
             location_patterns=self.config.location_patterns,
             command_prefix=self.config.command_prefix,
+            receipt_label_prefix=self.config.receipt_label_prefix,
+            order_label_prefix=self.config.order_label_prefix,
             duplicate_window_ms=config.duplicate_window_ms,
+            documents=self.documents,
         )
         scanner = make_scanner(config)
 
@@ -215,7 +222,8 @@ class EdgeAgent:
         online = threading.Event()
         report_state = self._state_reporter("reader", config.name, config.reader)
         clock = ReaderClock(config.latency_s)  # the watermark follows the reader's timestamps
-        keeper = DoorKeeper(self.outbox, door)  # hold list and refused movements, on disk
+        keeper = DoorKeeper(self.outbox, door, documents=self.documents)  # on disk: its holds,
+        # refused movements and what it counted against the documents
         handed = [0]  # the last journal row the door was given
 
         def hand_over(entries: Sequence[Entry], last_id: int) -> None:  # holding `lock`
@@ -376,7 +384,7 @@ class EdgeAgent:
         pallets = simulated_pallets(config)
         lag = timedelta(seconds=config.latency_s)
         passed = 0
-        keeper = DoorKeeper(self.outbox, door)
+        keeper = DoorKeeper(self.outbox, door, documents=self.documents)
 
         def tick() -> None:
             self.keep_door(keeper, door.advance(now() - lag))

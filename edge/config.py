@@ -226,6 +226,8 @@ class EdgeConfig:
     location_prefixes: tuple[str, ...] = ("LOC:",)
     location_patterns: tuple[str, ...] = ()  # regexes for bin labels, e.g. "[A-Z]-\\d{2}-\\d{2}"
     command_prefix: str = "CMD:"
+    receipt_label_prefix: str = "ASN:"  # ASN:{id} selects a receipt in receive mode
+    order_label_prefix: str = "ORD:"  # ORD:{id} selects an order in pick mode
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
 
@@ -248,6 +250,15 @@ class EdgeConfig:
             wire.check_name(self.device, "device")
         except wire.WireError as exc:
             raise ConfigError(str(exc)) from None
+        prefixes = {"command_prefix": self.command_prefix,
+                     "receipt_label_prefix": self.receipt_label_prefix,
+                     "order_label_prefix": self.order_label_prefix}
+        for key, prefix in prefixes.items():
+            if not isinstance(prefix, str):
+                raise ConfigError(f"[workflow] {key} must be text")
+        documents = [p.upper() for p in (self.receipt_label_prefix, self.order_label_prefix) if p]
+        if len(set(documents)) != len(documents):
+            raise ConfigError("[workflow] receipt_label_prefix and order_label_prefix must differ")
         for pattern in self.location_patterns:
             try:
                 re.compile(pattern)
@@ -312,7 +323,8 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
     )
     workflow = _section(
         data.pop("workflow", {}), "[workflow]",
-        {"location_prefixes", "location_patterns", "command_prefix"},
+        {"location_prefixes", "location_patterns", "command_prefix", "receipt_label_prefix",
+         "order_label_prefix"},
     )
     config = _build(EdgeConfig, data, "top level")
     config = replace(
@@ -328,6 +340,8 @@ def load(path: Path | None, **overrides: Any) -> EdgeConfig:
         location_prefixes=tuple(workflow.get("location_prefixes", config.location_prefixes)),
         location_patterns=tuple(workflow.get("location_patterns", config.location_patterns)),
         command_prefix=workflow.get("command_prefix", config.command_prefix),
+        receipt_label_prefix=workflow.get("receipt_label_prefix", config.receipt_label_prefix),
+        order_label_prefix=workflow.get("order_label_prefix", config.order_label_prefix),
     )
     sync_overrides = {k: overrides.pop(k) for k in ("broker", "protocol") if k in overrides}
     sync_overrides = {k: v for k, v in sync_overrides.items() if v is not None}

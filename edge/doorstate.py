@@ -15,6 +15,13 @@ whole cap still gets in as room is made), and the saved state is rewritten only 
 A hold that was only extended is saved at most once a second (a stale save can only shorten a
 hold by that second). Movements the outbox already holds (a pass rebuilt from the door journal
 after a restart has the id it had) are not added twice.
+
+Documents are attached here, where the movements are committed, not in the pass logic (which
+stays pure and replayable): a receive at a door whose location has open receipts gets ``doc``
+with the edge's check, counted in the same transaction (``edge.documents``). A movement
+refused while the outbox was full is checked when it finally goes in; one rebuilt from the
+journal that the outbox already holds is not checked, nor counted, again. Each over or
+unexpected movement is logged as it is kept.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from floorsync.edge import wire
+from floorsync.edge.documents import AtDoor, Claim, DocumentBook, book_for
 from floorsync.edge.errors import OutboxError, OutboxFull
 from floorsync.edge.outbox import HoldChanges, Outbox
 from floorsync.edge.portal import Door
@@ -41,10 +49,12 @@ class DoorKeeper:
     """Moves one door's events into the outbox and keeps its state with them."""
 
     def __init__(self, outbox: Outbox, door: Door,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 documents: DocumentBook | None = None) -> None:
         self.outbox = outbox
         self.door = door
-        self.key = f"door:{door.name}"
+        self.key = f"door:{door.name}"  # its saved state's key; the source of its tallies
+        self.documents = documents if documents is not None else book_for(outbox)
         self.backlog: list[wire.Event] = []
         self.backlog_saved = True  # the backlog as it is now is on disk (or empty)
         self._clock = clock
@@ -113,8 +123,9 @@ class DoorKeeper:
             size = min(size, len(self.backlog))
             piece, rest = self.backlog[:size], self.backlog[size:]
             holds = self._hold_changes()
-            try:  # the piece, the hold list's changes and the rest in one transaction
-                self.outbox.add(piece, context=(self.key, self._state(rest)), holds=holds)
+            try:  # the piece, its tallies, the hold list's changes and the rest: one transaction
+                done = self.documents.keep(piece, self._claims(piece), source=self.key,
+                                           context=(self.key, self._state(rest)), holds=holds)
             except OutboxFull as exc:
                 if size > 1:
                     size //= 2  # a smaller piece may fit
@@ -127,10 +138,20 @@ class DoorKeeper:
             self._holds_saved(holds)
             self._held_saved_at = now
             self.backlog, kept = rest, kept + len(piece)
+            for note in done.bad:  # the operator at the door hears of it at once
+                log.warning("door %s: %s", self.door.name, note)
         if self._pause > RETRY_S[0]:
             log.warning("door %s: the outbox takes its movements again", self.door.name)
         self._pause, self._retry_at, self.backlog_saved = RETRY_S[0], 0.0, True
         return kept, True
+
+    def _claims(self, events: list[wire.Event]) -> list[Claim | None]:
+        """The door's receives, checked against the receipts open at its location."""
+        location = self.door.config.location
+        if not self.documents.expects_at(location):
+            return [None] * len(events)
+        claim = AtDoor(location)
+        return [claim if e.type == "receive" and e.to == location else None for e in events]
 
     def _refused(self, now: float, exc: OutboxError) -> None:
         if self._pause == RETRY_S[0]:  # once per outage, not every tick

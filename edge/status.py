@@ -4,6 +4,8 @@ Two sources, both beside the outbox:
 
 - the outbox database, read-only: depth per state, bytes against the cap, the oldest event the
   central service has not yet confirmed;
+- the documents' tallies (``edge.documents``), read from the same database: per open
+  document, what it expects and what this edge counted against it, per door and handheld;
 - ``<outbox>-status.json``, written by the running agent's syncer (atomic rename, on a change of
   broker state or ack, at most once a second): broker state and since when, the last error, the
   last application ack. ``<outbox>-sync.lock`` is locked while a syncer runs, so a stale file
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from floorsync.edge.documents import format_tallies, read_tallies
 from floorsync.edge.journal import read_stats as journal_stats
 from floorsync.edge.outbox import OutboxStats, read_stats
 
@@ -134,6 +137,7 @@ def report(outbox: Path | str, cap_bytes: int, now: float | None = None, config:
         "broker": None,
         "last_ack_at": written.get("last_ack_at") if written else None,
         "journal": journal_depth(outbox, config),
+        "documents": read_tallies(outbox),
     }
     if written is not None:
         out["broker"] = {
@@ -173,6 +177,7 @@ def format_report(data: dict[str, Any]) -> str:
         lines.append(f"journal     {door}: " + ("none yet" if j is None else
                      f"{j['reads']} read(s) kept, {j['bytes']} of {j['cap_bytes']} bytes"
                      + (f", oldest read {j['oldest']}" if j["oldest"] else "")))
+    lines.extend(format_tallies(data.get("documents") or []))
     if agent["running"]:
         lines.append(f"agent       running (pid {agent['pid']}, since {agent['started_at']})")
     elif agent["status_written_at"]:

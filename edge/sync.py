@@ -10,6 +10,11 @@ the outbox only on the central service's ack. Events sent and not acked within `
 is made (a broker restart may have lost it, or the ack): the central service answers re-sends
 "duplicate".
 
+The same connection brings the documents' expected lists (``edge.documents``): on every
+connect the syncer subscribes to ``floorsync/v1/{site}/docs/#`` (QoS 1), so the broker sends
+every open document's retained message again, and each message is kept in the outbox
+database before paho PUBACKs it. A bad one is recorded and skipped, never fatal.
+
 The broker state (connecting, connected, retrying, disconnected, stopped) is logged once per
 change, and written with the last ack time to a small status file beside the outbox (atomic
 rename, at most once a second) that ``floorsync edge status`` reads; a lock file held while
@@ -38,7 +43,9 @@ from paho.mqtt.properties import Properties
 
 from floorsync.edge import status as local_status
 from floorsync.edge import wire
+from floorsync.edge.documents import DocumentBook, book_for
 from floorsync.edge.errors import ConfigError
+from floorsync.edge.expected import docs_filter
 from floorsync.edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,7 @@ class SyncStats:
     resent: int = 0
     connects: int = 0
     foreign_messages: int = 0  # delivered on a topic we did not subscribe to; ignored
+    documents: int = 0  # document messages received (kept, older, withdrawn or refused)
     last_error: str | None = None
     connected_at: float | None = None
     disconnected_at: float | None = field(default=None)
@@ -100,9 +108,12 @@ class SyncStats:
 
 
 class Syncer:
-    """Carries an outbox to the central service. ``start()`` / ``stop()`` or a ``with`` block."""
+    """Carries an outbox to the central service, and the site's documents to the edge.
+    ``start()`` / ``stop()`` or a ``with`` block. ``documents``: the outbox's book (by default
+    the one ``book_for`` gives)."""
 
-    def __init__(self, outbox: Outbox, site: str, device: str, settings: SyncSettings) -> None:
+    def __init__(self, outbox: Outbox, site: str, device: str, settings: SyncSettings,
+                 documents: DocumentBook | None = None) -> None:
         self.outbox = outbox
         self.site = wire.check_name(site, "site")
         self.device = wire.check_name(device, "device")
@@ -111,6 +122,9 @@ class Syncer:
         self.events_topic = wire.events_topic(site, device)
         self.acks_topic = wire.acks_topic(site, device)
         self.status_topic = wire.status_topic(site, device)
+        self.docs_filter = docs_filter(site)
+        self._docs_prefix = self.docs_filter[:-1]  # floorsync/v1/{site}/docs/
+        self.documents = documents if documents is not None else book_for(outbox, site)
         self.stats = SyncStats()
         # broker state, logged once per change: starting | connecting | connected | retrying |
         # disconnected | stopped (wall-clock ``state_since``)
@@ -492,6 +506,9 @@ class Syncer:
         self._broker_forgot = self.stats.connects > 1 and not getattr(
             flags, "session_present", True)
         client.subscribe(self.acks_topic, qos=1)
+        # again on every connect: the broker then sends every retained document anew, so one
+        # missed while a session was lost comes back (versions make the repeats harmless)
+        client.subscribe(self.docs_filter, qos=1)
         # Everything in flight goes again now, not after the ack timeout: a broker restart may
         # have lost the messages or their acks (the central service answers "duplicate").
         self._inflight.clear()
@@ -537,6 +554,9 @@ class Syncer:
             log.error(self.stats.last_error)
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic.startswith(self._docs_prefix):
+            self._on_document(message)
+            return
         if message.topic != self.acks_topic:
             # only our acks are subscribed to, yet in one demo run the embedded amqtt broker
             # delivered another device's status here (not reproduced in isolation): not ours
@@ -575,6 +595,18 @@ class Syncer:
         if self._catching_up and not self._inflight and self.outbox.settled():
             self._catching_up = False
             log.info("caught up: every event is acked by the central service")
+
+    def _on_document(self, message: mqtt.MQTTMessage) -> None:
+        """Kept before this returns (paho PUBACKs after it). Nothing may escape into paho: a
+        failure is logged and recorded; the next connect brings the retained message again."""
+        self.stats.documents += 1
+        try:
+            self.documents.receive(message.topic, bytes(message.payload))
+        except Exception as exc:
+            log.exception("could not keep the document message on %s", message.topic[:200])
+            with contextlib.suppress(Exception):
+                self.outbox.record_exception("docs", f"document message not kept: {exc!r}",
+                                             message.topic[:200])
 
     def _resend_before(self, results: tuple[wire.Result, ...]) -> None:
         """The first ack after reconnecting to a broker that lost its state: messages sent

@@ -35,6 +35,15 @@ Other labels:
 - A mode label while items are pending or a count is open is refused: finish or clear first.
   With ``fixed_mode`` the configured mode is the only one; other mode labels are refused.
 
+Documents (``edge.documents``): in receive mode, a receipt's label (one of its ``labels``, or
+``ASN:{id}``, the ``receipt_label_prefix``) or the SSCC of one of its pallets selects it; the
+item scans that follow are receives with ``doc`` = the receipt and the edge's check: expected
+(on it, within what is left), over (beyond), unexpected (not on it). In pick mode an order's
+label (``ORD:{id}``) does the same for picks. Over and unexpected get bad-read feedback while
+the event is kept (physical truth wins: nothing is refused for a document). A label of the
+prefixed form for a document this edge has no copy of selects it with check ``unknown``. The
+selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a mode change or another document's label.
+
 The same code (text and AIM id) again within ``duplicate_window_ms`` of the time it last counted
 is ignored with good-read feedback (like a scanner's same-symbol timeout: not an error, and the
 operator must not re-scan). A scan that makes no sense where it comes gets bad-read feedback
@@ -54,12 +63,23 @@ from floorsync.devices.base import ScanRead
 from floorsync.devices.codes import interpret
 from floorsync.devices.identity import Identity
 from floorsync.edge import wire
+from floorsync.edge.documents import (
+    BAD_CHECKS,
+    MOVEMENT,
+    Against,
+    Claim,
+    DocumentBook,
+    Undoing,
+    book_for,
+)
 from floorsync.edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 MODES = ("receive", "putaway", "move", "pick", "pack", "ship", "count", "return", "adjust")
 QUANTITY_PREFIX = "QTY:"
+RECEIPT_LABEL_PREFIX = "ASN:"
+ORDER_LABEL_PREFIX = "ORD:"
 DEFAULT_DUPLICATE_WINDOW_MS = 500
 _CONTEXT_VERSION = 1
 # Where the session's location goes on an event of each mode; putaway/move add the destination.
@@ -100,6 +120,16 @@ class Sent:
     item: wire.Item
     qty: float
     location: str
+    id: str | None = None  # its event id: an undo takes back what it was counted as
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The document the item scans are made against, and the pallet scanned, if one was."""
+
+    kind: str
+    id: str
+    pallet: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +142,7 @@ class Session:
     qty: float | None = None  # a quantity label waiting for the next item
     last: Sent | None = None  # undoable by compensation
     sent: int = 0  # events the last completing scan sent (not undoable)
+    doc: Chosen | None = None  # receive against a receipt, pick against an order
 
     @property
     def busy(self) -> bool:
@@ -136,8 +167,10 @@ class Session:
             "scans": scans,
             "last": None if self.last is None else {
                 "type": self.last.type, "item": wire.item_to_dict(self.last.item),
-                "qty": self.last.qty, "location": self.last.location},
+                "qty": self.last.qty, "location": self.last.location, "id": self.last.id},
             "sent": self.sent,
+            "doc": None if self.doc is None else {
+                "kind": self.doc.kind, "id": self.doc.id, "pallet": self.doc.pallet},
         }, separators=(",", ":"))
 
     @classmethod
@@ -163,14 +196,23 @@ class Session:
             raise ValueError(f"saved state has a bad qty or location: {text[:80]!r}")
         if not all(isinstance(i, int) and _is_number(q) for i, q in data.get("scans", ())):
             raise ValueError(f"saved state has bad scans: {text[:80]!r}")
+        doc = data.get("doc")
+        chosen = None
+        if doc is not None:
+            if not isinstance(doc, dict) or doc.get("kind") not in MOVEMENT:
+                raise ValueError(f"saved state has a bad document: {text[:80]!r}")
+            pallet = doc.get("pallet")
+            chosen = Chosen(doc["kind"], wire.check_name(doc.get("id"), "document id"),
+                            None if pallet is None else str(pallet))
         return cls(
             mode=data["mode"],
             location=data.get("location"),
             pending=tuple(scan(i, qty) for i, qty in data.get("scans", ())),
             qty=data.get("qty"),
             last=None if last is None else Sent(last["type"], wire.item_from_dict(last["item"]),
-                                                last["qty"], last["location"]),
+                                                last["qty"], last["location"], last.get("id")),
             sent=int(data.get("sent", 0)),
+            doc=chosen,
         )
 
 
@@ -206,6 +248,7 @@ class _Step:
     session: Session
     message: str
     events: tuple[wire.Event, ...] = field(default=())
+    claims: tuple[Claim | None, ...] = ()  # per event: the document it is counted against
 
 
 class HandheldWorkflow:
@@ -215,6 +258,7 @@ class HandheldWorkflow:
     name), and the session saved there is resumed at start (it wins over ``mode``, which is the
     mode of a device without one). ``handle`` lets OutboxError through: nothing was kept and the
     session did not move, so the caller gives bad-read feedback and the operator scans again.
+    ``documents`` is the outbox's document book (by default the one ``book_for`` gives).
     """
 
     def __init__(
@@ -229,8 +273,11 @@ class HandheldWorkflow:
         location_patterns: tuple[str, ...] = (),
         command_prefix: str = "CMD:",
         quantity_prefix: str = QUANTITY_PREFIX,
+        receipt_label_prefix: str = RECEIPT_LABEL_PREFIX,
+        order_label_prefix: str = ORDER_LABEL_PREFIX,
         duplicate_window_ms: float = DEFAULT_DUPLICATE_WINDOW_MS,
         tz: tzinfo | None = None,
+        documents: DocumentBook | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
@@ -244,6 +291,8 @@ class HandheldWorkflow:
         self.location_patterns = location_patterns
         self.command_prefix = command_prefix
         self.quantity_prefix = quantity_prefix
+        self.label_prefixes = (("receipt", receipt_label_prefix), ("order", order_label_prefix))
+        self.documents = documents if documents is not None else book_for(store)
         self.duplicate_window_s = duplicate_window_ms / 1000
         self._last_good: tuple[str, str | None, datetime] | None = None
         self.session = self._fixed(self._load())
@@ -284,11 +333,19 @@ class HandheldWorkflow:
             return self._refuse(read, str(exc))
         session = self._fixed(step.session)
         kept: list[wire.Event] = []
+        message = step.message
         if step.events or session is not self.session:  # an idle step returns the same one
-            kept = self.store.add(step.events, context=(self.key, session.to_json()))
+            claims = step.claims or (None,) * len(step.events)
+            done = self.documents.keep(step.events, claims, source=self.key,
+                                       context=(self.key, session.to_json()))
+            kept = done.events
+            notes = [n for n in done.notes if n is not None]
+            if notes:
+                message = f"{message}; {'; '.join(notes)}"
         self.session = session
         self._last_good = (code, read.symbology, read.at)
-        return Outcome(tuple(kept), True, step.message)
+        bad = any(e.doc is not None and e.doc.check in BAD_CHECKS for e in kept)
+        return Outcome(tuple(kept), not bad, message)  # over, unexpected: kept, said
 
     def _refuse(self, read: ScanRead, reason: str) -> Outcome:
         raw = read.raw.decode("utf-8", "replace") if read.raw else read.text
@@ -300,6 +357,9 @@ class HandheldWorkflow:
         prefix = self.quantity_prefix
         if prefix and code[:len(prefix)].upper() == prefix.upper():
             return self._quantity(s, code[len(prefix):])
+        chosen = self._document_label(code)
+        if chosen is not None:
+            return self._choose(s, chosen)
         identity = interpret(
             code, read.symbology, location_prefixes=self.location_prefixes,
             location_patterns=self.location_patterns, command_prefix=self.command_prefix,
@@ -308,6 +368,10 @@ class HandheldWorkflow:
             return self._command(s, identity.command or "", read)
         if identity.kind == "location":
             return self._location(s, identity.location or identity.gln or "", read)
+        if identity.kind == "container" and identity.sscc and s.mode == "receive":
+            receipt = self.documents.receipt_of_pallet(identity.sscc)
+            if receipt is not None:  # a pallet of an open receipt: selects it, receives nothing
+                return self._choose(s, Chosen("receipt", receipt, identity.sscc))
         if identity.kind in ("item", "container"):
             return self._item(s, identity, read)
         raise _Refused(f"not a label this workflow knows: {identity.error or identity.kind}")
@@ -347,6 +411,38 @@ class HandheldWorkflow:
         if qty < 0 and s.mode != "adjust":
             raise _Refused(f"negative quantities only in adjust (mode is {s.mode})")
         return _Step(replace(s, qty=qty), f"quantity {qty} for the next item")
+
+    def _document_label(self, code: str) -> Chosen | None:
+        """A document's own label, or a label of the documented form (``ASN:{id}``)."""
+        found = self.documents.by_label(code)
+        if found is not None:
+            return Chosen(*found)
+        for kind, prefix in self.label_prefixes:
+            if prefix and code[:len(prefix)].upper() == prefix.upper():
+                doc_id = code[len(prefix):].strip()
+                try:
+                    return Chosen(kind, wire.check_name(doc_id, f"{kind} id"))
+                except wire.WireError as exc:
+                    raise _Refused(f"a {kind} label without a usable id: {exc}") from None
+        return None
+
+    def _choose(self, s: Session, chosen: Chosen) -> _Step:
+        mode = MOVEMENT[chosen.kind]
+        if s.mode != mode:
+            raise _Refused(f"a {chosen.kind} label in {s.mode} mode: scan CMD:{mode.upper()}"
+                           " first")
+        sheet = self.documents.get(chosen.kind, chosen.id)
+        where = s.location
+        if where is None and sheet is not None and chosen.kind == "receipt":
+            where = sheet.doc.location  # the receipt's door, unless the operator named one
+        after = replace(s, doc=chosen, location=where, last=None, sent=0)
+        what = f"{chosen.kind} {chosen.id}" + (f" pallet {chosen.pallet}" if chosen.pallet else "")
+        if sheet is None:
+            what += " (not known here: checked centrally)"
+        else:
+            what += f" ({sheet.total():g} unit(s) expected)"
+        then = "the items" if where is not None else f"the {_want(mode)}, then the items"
+        return _Step(after, f"{s.mode} against {what}: scan {then}")
 
     def _location(self, s: Session, where: str, read: ScanRead) -> _Step:
         if not where:
@@ -395,9 +491,12 @@ class HandheldWorkflow:
         where = s.location
         event = self._event(s.mode, item, qty, where, None, read,
                             wire.SourceRead("barcode", raw=raw, symbology=read.symbology))
-        return _Step(replace(s, qty=None, last=Sent(s.mode, item, qty, where), sent=0),
+        claim = None
+        if s.doc is not None and MOVEMENT[s.doc.kind] == s.mode:
+            claim = Against(s.doc.kind, s.doc.id, s.doc.pallet, where)
+        return _Step(replace(s, qty=None, last=Sent(s.mode, item, qty, where, event.id), sent=0),
                      f"{s.mode} {item.key()} x{qty} {'at' if _ROLE[s.mode] == 'to' else 'from'}"
-                     f" {where}", (event,))
+                     f" {where}", (event,), (claim,))
 
     def _undo(self, s: Session, read: ScanRead) -> _Step:
         if s.qty is not None:
@@ -411,9 +510,10 @@ class HandheldWorkflow:
             event = self._event("adjust", s.last.item, back, s.last.location, None, read,
                                 wire.SourceRead("barcode", raw=read.raw.decode("utf-8", "replace"),
                                                 symbology=read.symbology))
+            claim = None if s.last.id is None else Undoing(s.last.id)
             return _Step(replace(s, last=None),
                          f"undone: {s.last.type} {s.last.item.key()} x{s.last.qty}"
-                         f" (adjust {back:+g} at {s.last.location} kept)", (event,))
+                         f" (adjust {back:+g} at {s.last.location} kept)", (event,), (claim,))
         if s.sent:
             raise _Refused(f"already sent ({s.sent} event(s)): cannot undo; scan it back instead")
         if s.location is not None:

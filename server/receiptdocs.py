@@ -16,7 +16,8 @@ The native JSON form::
                   "lines": [{"gtin": "09501101530003", "qty": 10}]}]}
 
 ``line`` (a positive integer) may number the lines; all or none do. Without it they are
-numbered in document order, the loose lines first, then each pallet's.
+numbered in document order, the loose lines first, then each pallet's. ``qty`` is in the item's
+unit of measure (master data's ``unit``); ``uom``, when given, must name that unit.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _LOT = re.compile(r"[\x21-\x7e]{1,64}\Z")  # printable ASCII without blanks (GS1 AI 10 and more)
 _EPC = re.compile(r"urn:epc:id:[a-z0-9]{2,12}:[!-~]{1,100}\Z")
 _TOP = frozenset({"id", "site", "supplier", "expected_date", "location", "lines", "pallets"})
-_LINE = frozenset({"line", "gtin", "sku", "lot", "qty"})
+_LINE = frozenset({"line", "gtin", "sku", "lot", "qty", "uom"})
 _PALLET = frozenset({"sscc", "epcs", "lines"})
 
 
@@ -131,7 +132,7 @@ class Master:
     """What master data says about the keys a document names (read in one go beforehand)."""
 
     sku_of_gtin: Mapping[str, str]  # GTIN-14 -> SKU
-    skus: frozenset[str]
+    units: Mapping[str, str]  # SKU -> its unit of measure (every SKU master data knows here)
     first_gtin: Mapping[str, str]  # SKU -> its first GTIN
     location: Callable[[str, str], tuple[str, bool]]  # (site, label) -> (code, known)
 
@@ -323,7 +324,7 @@ def _line(r: _Reader, data: object, path: str, sscc: str | None) -> _Draft | Non
     if raw_sku is not None:
         if not isinstance(raw_sku, str) or not raw_sku.strip():
             r.bad(f"{path}.sku", "must be a non-empty string")
-        elif raw_sku not in r.master.skus:
+        elif raw_sku not in r.master.units:
             r.bad(f"{path}.sku", f"SKU {raw_sku[:64]!r} is not in master data")
         else:
             sku = raw_sku
@@ -336,6 +337,10 @@ def _line(r: _Reader, data: object, path: str, sscc: str | None) -> _Draft | Non
     if lot is not None and (not isinstance(lot, str) or not _LOT.match(lot)):
         r.bad(f"{path}.lot", "must be 1-64 printable ASCII characters without blanks")
     qty = _qty(r, data.get("qty"), f"{path}.qty")
+    uom = data.get("uom")
+    if uom is not None and sku is not None and uom != r.master.units.get(sku):
+        r.bad(f"{path}.uom", f"{str(uom)[:16]!r} is not the unit item {sku!r} is kept in"
+              f" ({r.master.units.get(sku)!r}); quantities are in the item's unit")
     if len(r.errors) > before or sku is None or qty is None:
         return None
     item = raw_sku if raw_sku is not None else gtin

@@ -29,7 +29,15 @@ from floorsync.server.errors import Refused
 from floorsync.server.gs1 import parse_gln_label
 from floorsync.server.ledger import Store
 from floorsync.server.receiptchecks import KIND, OPEN_EXCEPTION, check_batch, raise_exception
-from floorsync.server.receiptdocs import Master, ReceiptDoc, read_receipt, to_expected, wanted_keys
+from floorsync.server.receiptdocs import (
+    Master,
+    ReceiptDoc,
+    ReceiptRejected,
+    read_receipt,
+    to_expected,
+    wanted_keys,
+)
+from floorsync.server.receiptepcis import Given, from_epcis
 from floorsync.server.receipttally import tally
 from floorsync.server.receiptviews import (
     HEADER,
@@ -91,6 +99,21 @@ class ReceiptBook:
         is answered with the receipt as kept; a different one under its id: 409."""
         return self.accept_doc(read_receipt(data, self._master(data), source=source), by=by)
 
+    def accept_epcis(self, document: object, given: Given, *, by: str | None = None
+                     ) -> tuple[Receipt, bool]:
+        """A supplier's EPCIS 2.0 document (``server.receiptepcis``), judged as a native one;
+        errors are named by their place in the EPCIS document."""
+        converted = from_epcis(document, given, self._site_of_gln)
+        data = converted.receipt
+        try:
+            doc = read_receipt(data, self._master(data), source="epcis")
+        except ReceiptRejected as exc:
+            errors = converted.judged(list(exc.errors))
+            raise ReceiptRejected(errors, exc.total - len(exc.errors) + len(errors)) from None
+        if converted.errors:
+            raise ReceiptRejected(converted.errors)
+        return self.accept_doc(doc, by=by)
+
     def accept_doc(self, doc: ReceiptDoc, *, by: str | None = None) -> tuple[Receipt, bool]:
         digest = doc.digest()
         with self._store._transaction() as cur:
@@ -143,13 +166,17 @@ class ReceiptBook:
         sku_of_gtin = dict(_chunked(query, "SELECT gtin, sku FROM item_gtins WHERE gtin IN",
                                     sorted(gtins)))
         named = sorted(skus | set(sku_of_gtin.values()))
-        known = frozenset(r[0] for r in _chunked(query, "SELECT sku FROM items WHERE sku IN",
-                                                 named))
+        units = dict(_chunked(query, "SELECT sku, unit FROM items WHERE sku IN", named))
         first: dict[str, str] = {}
         for sku, gtin in _chunked(query, "SELECT sku, gtin FROM item_gtins WHERE sku IN", named,
                                   " ORDER BY sku, ordinal DESC"):
             first[sku] = gtin  # the last written is the lowest ordinal
-        return Master(sku_of_gtin, known, first, self._location)
+        return Master(sku_of_gtin, units, first, self._location)
+
+    def _site_of_gln(self, gln: str, extension: str) -> str | None:
+        found = self._store._query("SELECT site FROM locations WHERE gln = ? AND gln_extension = ?",
+                                   (gln, extension))
+        return str(found[0][0]) if found else None
 
     def _location(self, site: str, label: str) -> tuple[str, bool]:
         """The location code of ``label`` (code, barcode or GLN label); a site without

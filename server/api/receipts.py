@@ -19,6 +19,7 @@ from floorsync.server import receipts as rb
 from floorsync.server.api.deps import CallerDep, StoreDep, parse_cursor
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.receiptdocs import DocError, ReceiptRejected
+from floorsync.server.receiptepcis import Given, is_epcis
 from floorsync.server.receiptviews import Receipt
 from floorsync.server.schemas import Problem, inline_schema
 
@@ -31,6 +32,8 @@ Ident = Annotated[str, Path(pattern=NAME, description="the receipt's id (1-64 of
                                                       " -)")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 _PROBLEM: dict[str, Any] = {"model": Problem, "content": {PROBLEM_JSON: {}}}
+_GIVEN = ("EPCIS documents only: says what the document does not (or overrides it); a native"
+          " receipt says it in its body")
 
 
 # --- the request body, for the OpenAPI document only ----------------------------------------
@@ -70,9 +73,12 @@ class ReceiptIn(BaseModel):
 class EPCISDocumentIn(BaseModel, extra="allow"):
     """A GS1 EPCIS 2.0 JSON(-LD) document (validated against the GS1 schema) whose
     AggregationEvents (action ADD or OBSERVE) give the pallets (parentID: SSCC) and their
-    children (childEPCs, childQuantityList)."""
+    children (childEPCs, childQuantityList). The receipt's id comes from its desadv (else po)
+    bizTransaction, the site from a location destination's GLN, the supplier from the
+    owning_party source, the expected date from the first aggregation's; query parameters
+    say what it does not."""
 
-    type: Literal["EPCISDocument"]
+    type: Literal["EPCISDocument", "EPCISQueryDocument"]
 
 
 _BODY = {
@@ -213,11 +219,19 @@ def _rejected(errors: list[DocError] | tuple[DocError, ...], total: int, detail:
                409: _PROBLEM, 413: _PROBLEM,
                422: {"model": ReceiptProblem, "content": {PROBLEM_JSON: {}}}},
 )
-async def post_receipt(request: Request, store: StoreDep, caller: CallerDep) -> Response:
+async def post_receipt(
+    request: Request, store: StoreDep, caller: CallerDep,
+    receipt_id: Annotated[str | None, Query(alias="id", max_length=200, description=_GIVEN)
+                          ] = None,
+    site: Annotated[str | None, Query(max_length=200, description=_GIVEN)] = None,
+    supplier: Annotated[str | None, Query(max_length=200, description=_GIVEN)] = None,
+    expected_date: Annotated[str | None, Query(max_length=200, description=_GIVEN)] = None,
+    location: Annotated[str | None, Query(max_length=200, description=_GIVEN)] = None,
+) -> Response:
     """Accept an expected receipt, whole or not at all; idempotent by id (the same document
     again: 200, unchanged; another under the same id: 409). A native document or an EPCIS 2.0
-    ``EPCISDocument`` (validated against the GS1 schema). 422 lists every bad place by JSON
-    path."""
+    ``EPCISDocument`` (validated against the GS1 schema; its ADD/OBSERVE AggregationEvents
+    give the pallets). 422 lists every bad place by JSON path."""
     body = await request.body()
     if len(body) > floor.MAX_PAYLOAD_BYTES:
         return JSONResponse({"type": "about:blank", "title": "too large", "status": 413,
@@ -228,8 +242,16 @@ async def post_receipt(request: Request, store: StoreDep, caller: CallerDep) -> 
     except (ValueError, UnicodeDecodeError) as exc:
         return _rejected([DocError("$", f"not JSON: {exc}")], 1, "the body is not JSON")
     book = rb.book_of(store)
+    given = Given(receipt_id, site, supplier, expected_date, location)
+    if not is_epcis(data) and given != Given():
+        named = [f"?{k}" for k, v in asdict(given).items() if v is not None]
+        return _rejected([DocError(n, "only for an EPCIS document: a native receipt says it in"
+                                      " its body") for n in named], len(named),
+                         "query parameters are for EPCIS documents")
     try:
-        receipt, created = await run_in_threadpool(lambda: book.accept(data, by=caller))
+        receipt, created = await run_in_threadpool(
+            lambda: book.accept_epcis(data, given, by=caller) if is_epcis(data)
+            else book.accept(data, by=caller))
     except ReceiptRejected as exc:
         return _rejected(exc.errors, exc.total, exc.detail)
     return JSONResponse(_out(receipt).model_dump(mode="json"), status_code=201 if created else 200)

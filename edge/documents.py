@@ -232,12 +232,11 @@ class DocumentBook:
         at = self._at
         return location in at or None in at
 
-    def _receipts_at(self, location: str, source: str) -> list[Sheet]:
+    def _receipts_at(self, location: str, last: tuple[str, str] | None) -> list[Sheet]:
         """Receipts open at a door, in the order a read is tried against them: the one this
-        door counted against last (the truck being unloaded), those naming this location
+        door counted against ``last`` (the truck being unloaded), those naming this location
         before those naming none, then the one this edge had first, then by id."""
         ids = (*self._at.get(location, ()), *self._at.get(None, ()))
-        last = self._last.get(source)
         sheets = [self._sheets[("receipt", i)] for i in ids]
         return sorted(sheets, key=lambda s: (("receipt", s.doc.id) != last,
                                              s.doc.location != location, s.first_at, s.doc.id))
@@ -268,8 +267,8 @@ class DocumentBook:
             kept = self.outbox.add(out, context=context, holds=holds, attributions=count.rows)
             for key, qty in count.taking.items():
                 self._taken[key] = self._taken.get(key, 0.0) + qty
-            for row in count.rows:
-                self._last[row.source] = (row.kind, row.doc_id)
+            if count.last is not None:
+                self._last[source] = count.last
         return Kept(kept, tuple(notes))
 
     def _check(self, event: wire.Event, claim: Claim, count: _Count
@@ -279,7 +278,7 @@ class DocumentBook:
         if event.item is None or not event.qty > 0:
             return None
         if isinstance(claim, AtDoor):
-            sheets = self._receipts_at(claim.location, count.source)
+            sheets = self._receipts_at(claim.location, count.last)
             if not sheets:
                 return None
             tried = [(sheet, sheet.candidates(event.item)) for sheet in sheets]
@@ -309,6 +308,9 @@ class _Count:
         self.source = source
         self.rows: list[Attribution] = []
         self.taking: dict[tuple[str, str, str], float] = {}
+        # the document the source counted against last, as of the event being checked: the
+        # same whether a door's movements are kept one by one or in one go
+        self.last = book._last.get(source)
 
     def left(self, sheet: Sheet, line: Line) -> float:
         key = (sheet.doc.kind, sheet.doc.id, line.key)
@@ -322,6 +324,7 @@ class _Count:
             self.taking[key] = self.taking.get(key, 0.0) + matched
         self.rows.append(Attribution(event.id, kind, doc_id, line, self.source, outcome,
                                      matched, over, unexpected))
+        self.last = (kind, doc_id)
 
     def count(self, sheet: Sheet, lines: list[Line], event: wire.Event
               ) -> tuple[wire.DocRef, str]:
@@ -379,6 +382,7 @@ class _Count:
                 self.taking[key] = self.taking.get(key, 0.0) - row.matched
             self.rows.append(Attribution(event.id, row.kind, row.doc_id, row.line, self.source,
                                          row.outcome, -row.matched, -row.over, -row.unexpected))
+            self.last = (row.kind, row.doc_id)
         return (wire.DocRef(first.kind, first.doc_id, first.outcome),
                 f"{first.kind} {first.doc_id}: {first.outcome} taken back")
 

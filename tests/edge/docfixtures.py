@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,6 @@ def attributions(outbox: Outbox) -> list[tuple[Any, ...]]:
 
 def payloads(path: Path) -> dict[str, dict[str, Any]]:
     """The outbox's events as they go on the wire, by id (read on a connection of its own)."""
-    import sqlite3
-
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT id, payload FROM outbox ORDER BY seq").fetchall()

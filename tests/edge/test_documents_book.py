@@ -23,6 +23,7 @@ from tests.edge.docfixtures import (
     GTIN_C,
     SITE,
     attributions,
+    case_tag,
     case_uri,
     doc_exceptions,
     give,
@@ -233,8 +234,6 @@ def test_the_outbox_keeps_an_events_doc(outbox: Outbox) -> None:
 
 
 def test_uri_conversions_agree_with_the_tag_decoder() -> None:
-    from tests.edge.docfixtures import case_tag
-
     for n in (0, 7, 274877906943):
         found = interpret_epc(case_tag(n))
         assert sgtin_parts(found.epc or "") == (found.gtin, found.serial)

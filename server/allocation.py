@@ -63,12 +63,9 @@ class Outcome:
 
     demand: Demand
     allocations: tuple[Allocation, ...]
+    allocated: float  # their sum
     on_hand: float = 0.0  # pickable on-hand of its item (and lot) at its site; set when short
     free: float = 0.0  # of that, what no order holds
-
-    @property
-    def allocated(self) -> float:
-        return sum(a.qty for a in self.allocations)
 
     @property
     def short(self) -> float:
@@ -76,64 +73,70 @@ class Outcome:
         return missing if missing > TOLERANCE else 0.0
 
 
-_DEMAND_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS alloc_demand (k INTEGER PRIMARY KEY, order_id TEXT NOT NULL,"
-    " line INTEGER NOT NULL, site TEXT NOT NULL, sku TEXT NOT NULL, lot TEXT NOT NULL,"
-    " need DOUBLE PRECISION NOT NULL)"
+# A pass's scratch tables (temp: this connection's own): each item (and lot) demanded as a group
+# with its total demand; every key its stock is kept under (the SKU and its GTINs) with its
+# group; each demand with its interval [d0, d1) on its group's running demand (first-come).
+_SCRATCH = (
+    "CREATE TEMP TABLE IF NOT EXISTS alloc_group (gid INTEGER PRIMARY KEY, site TEXT NOT NULL,"
+    " sku TEXT NOT NULL, req TEXT NOT NULL, total DOUBLE PRECISION NOT NULL)",
+    "CREATE TEMP TABLE IF NOT EXISTS alloc_keys (key TEXT NOT NULL, site TEXT NOT NULL,"
+    " req TEXT NOT NULL, gid INTEGER NOT NULL, total DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (key, site, req))",
+    "CREATE TEMP TABLE IF NOT EXISTS alloc_demand (k INTEGER PRIMARY KEY, gid INTEGER NOT NULL,"
+    " need DOUBLE PRECISION NOT NULL, d0 DOUBLE PRECISION NOT NULL, d1 DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS temp.alloc_demand_group ON alloc_demand (gid, d0)",
+)
+_KEYS = (
+    "INSERT OR IGNORE INTO temp.alloc_keys (key, site, req, gid, total)"
+    " SELECT sku, site, req, gid, total FROM temp.alloc_group UNION ALL"
+    " SELECT ig.gtin, g.site, g.req, g.gid, g.total FROM temp.alloc_group g"
+    " JOIN item_gtins ig ON ig.sku = g.sku"
 )
 
-# The demand's items and every key their stock is kept under (the SKU and its GTINs).
-_KEYS = """
-g AS MATERIALIZED (
-    SELECT site, sku, lot AS req, SUM(need) AS total FROM temp.alloc_demand
-    GROUP BY site, sku, lot),
-keys AS MATERIALIZED (
-    SELECT g.site, g.sku, g.req, g.total, g.sku AS key FROM g
-    UNION ALL
-    SELECT g.site, g.sku, g.req, g.total, ig.gtin FROM g
-    JOIN item_gtins ig ON ig.sku = g.sku),
+# The candidate stock lines with their free quantity, by group: found by primary-key probes for
+# the keys (an IN list driving the stock table, the keys probed by theirs: no join for SQLite to
+# build a Bloom filter for by scanning the whole stock table, as it does with statistics). A
+# group asking for a lot takes lines of that lot only.
+_SUPPLY_LINES = """
 s AS MATERIALIZED (
-    SELECT k.site, k.sku, k.req, k.total, st.item, st.location, st.lot, st.quantity,
+    SELECT k.gid, k.total, st.item, st.location, st.lot, st.quantity,
         st.quantity - COALESCE((SELECT SUM(a.qty) FROM order_allocations a
             WHERE a.item = st.item AND a.site = st.site AND a.location = st.location
             AND a.lot = st.lot AND a.qty > 0), 0) AS avail
-    FROM keys k JOIN stock st ON st.item = k.key AND st.site = k.site
-    WHERE (k.req = '' OR st.lot = k.req) AND st.quantity > 0
-    AND st.location NOT IN (""" + _UNPICKABLE_SQL + "))"
+    FROM stock st CROSS JOIN temp.alloc_keys k
+    WHERE (st.item, st.site) IN (SELECT key, site FROM temp.alloc_keys)
+    AND k.key = st.item AND k.site = st.site AND (k.req = '' OR k.req = st.lot)
+    AND st.quantity > 0 AND st.location NOT IN (""" + _UNPICKABLE_SQL + "))"
 
-# Where running demand and running supply of an item overlap. A group whose largest free line
-# covers its whole demand needs only that line (the rule's own first pick), so the window runs
-# over that line alone: the sort is paid only where demand spreads over several lines.
-_ALLOCATE = "WITH " + _KEYS + """,
+# Where running demand and running supply of a group overlap. A group whose largest free line
+# covers its whole demand needs only that line (the rule's own first pick), so the window's sort
+# is paid only where demand spreads over several lines. CROSS JOIN: each supply line finds its
+# demand by the scratch table's index, whatever the planner guesses of its size.
+_ALLOCATE = "WITH " + _SUPPLY_LINES + """,
 top AS MATERIALIZED (
-    SELECT site, sku, req, MAX(avail) AS best FROM s WHERE avail > :tol GROUP BY site, sku, req),
+    SELECT gid, MAX(avail) AS best FROM s WHERE avail > :tol GROUP BY gid),
 p AS (
-    SELECT s.* FROM s JOIN top ON top.site = s.site AND top.sku = s.sku AND top.req = s.req
-    WHERE s.avail > :tol AND (top.best < s.total OR s.avail >= top.best)),
+    SELECT s.* FROM s CROSS JOIN top WHERE top.gid = s.gid AND s.avail > :tol
+    AND (top.best < s.total OR s.avail >= top.best)),
 r AS MATERIALIZED (
     SELECT * FROM (
-        SELECT site, sku, req, total, item, location, lot,
+        SELECT gid, total, item, location, lot,
             SUM(avail) OVER w - avail AS s0, SUM(avail) OVER w AS s1
         FROM p
-        WINDOW w AS (PARTITION BY site, sku, req ORDER BY avail DESC, location, lot, item
+        WINDOW w AS (PARTITION BY gid ORDER BY avail DESC, location, lot, item
                      ROWS UNBOUNDED PRECEDING))
-    WHERE s0 < total),
-d AS MATERIALIZED (
-    SELECT k, site, sku, lot, SUM(need) OVER w - need AS d0, SUM(need) OVER w AS d1
-    FROM temp.alloc_demand
-    WINDOW w AS (PARTITION BY site, sku, lot ORDER BY k ROWS UNBOUNDED PRECEDING))
+    WHERE s0 < total)
 SELECT d.k, r.item, r.location, r.lot,
     CASE WHEN d.d1 < r.s1 THEN d.d1 ELSE r.s1 END
     - CASE WHEN d.d0 > r.s0 THEN d.d0 ELSE r.s0 END AS take
-FROM r JOIN d ON d.site = r.site AND d.sku = r.sku AND d.lot = r.req
-WHERE r.s0 < d.d1 AND d.d0 < r.s1
+FROM r CROSS JOIN temp.alloc_demand d
+WHERE d.gid = r.gid AND d.d0 < r.s1 AND r.s0 < d.d1
 ORDER BY d.k, r.s0
 """
 
-# Pickable on-hand and what is free of it, per demanded item: why a short demand is short.
-_SUPPLY = "WITH " + _KEYS + """
-SELECT site, sku, req, SUM(quantity), SUM(CASE WHEN avail > 0 THEN avail ELSE 0 END)
-FROM s GROUP BY site, sku, req
+# Pickable on-hand and what is free of it, per group: why a short demand is short.
+_SUPPLY = "WITH " + _SUPPLY_LINES + """
+SELECT gid, SUM(quantity), SUM(CASE WHEN avail > 0 THEN avail ELSE 0 END) FROM s GROUP BY gid
 """
 
 _INSERT_ALLOCATION = (
@@ -169,29 +172,46 @@ def _pass(cur: sqlite3.Cursor, group: list[tuple[int, Demand]], now: str
         d = by_index[k]
         made.setdefault(k, []).append(
             Allocation(ident, d.order_id, d.line, item, location, lot, float(take)))
-    _add_to_lines(cur, [(sum(a.qty for a in made[k]), by_index[k].order_id, by_index[k].line)
+    outcomes = {i: Outcome(d, tuple(got := made.get(i, ())), sum(a.qty for a in got))
+                for i, d in group}
+    _add_to_lines(cur, [(outcomes[k].allocated, by_index[k].order_id, by_index[k].line)
                         for k in made])
-    outcomes = {i: Outcome(d, tuple(made.get(i, ()))) for i, d in group}
     short = [i for i, o in outcomes.items() if o.short]
-    if short:  # the demand table now holds the short ones only: their items' supply
-        _load([(i, outcomes[i].demand) for i in short], cur)
-        supply = {(site, sku, req): (float(on_hand), float(free))
-                  for site, sku, req, on_hand, free in cur.execute(_SUPPLY)}
+    if short:  # the scratch tables now hold the short ones only: their groups' supply
+        gids = _load([(i, outcomes[i].demand) for i in short], cur)
+        supply = {gid: (float(on_hand), float(free))
+                  for gid, on_hand, free in cur.execute(_SUPPLY)}
         for i in short:
             d = outcomes[i].demand
-            on_hand, free = supply.get((d.site, d.sku, d.lot), (0.0, 0.0))
-            outcomes[i] = Outcome(d, outcomes[i].allocations, on_hand, free)
+            on_hand, free = supply.get(gids[(d.site, d.sku, d.lot)], (0.0, 0.0))
+            outcomes[i] = Outcome(d, outcomes[i].allocations, outcomes[i].allocated, on_hand,
+                                  free)
     return outcomes
 
 
-def _load(group: list[tuple[int, Demand]], cur: sqlite3.Cursor) -> None:
-    """The pass's demand into the connection's own scratch table (temp: no other sees it)."""
-    cur.execute(_DEMAND_TABLE)
-    cur.execute("DELETE FROM temp.alloc_demand")
-    cur.executemany(
-        "INSERT INTO temp.alloc_demand (k, order_id, line, site, sku, lot, need)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(i, d.order_id, d.line, d.site, d.sku, d.lot, d.need) for i, d in group])
+def _load(group: list[tuple[int, Demand]], cur: sqlite3.Cursor
+          ) -> dict[tuple[str, str, str], int]:
+    """The pass's demand into the scratch tables; returns each group's id."""
+    for statement in _SCRATCH:
+        cur.execute(statement)
+    for table in ("alloc_group", "alloc_keys", "alloc_demand"):
+        cur.execute(f"DELETE FROM temp.{table}")
+    gids: dict[tuple[str, str, str], int] = {}
+    totals: list[float] = []
+    rows = []
+    for i, d in group:  # in rank order: each demand's interval on its group's running demand
+        gid = gids.setdefault((d.site, d.sku, d.lot), len(gids))
+        if gid == len(totals):
+            totals.append(0.0)
+        rows.append((i, gid, d.need, totals[gid], totals[gid] + d.need))
+        totals[gid] += d.need
+    cur.executemany("INSERT INTO temp.alloc_group (gid, site, sku, req, total)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(gid, *key, totals[gid]) for key, gid in gids.items()])
+    cur.executemany("INSERT INTO temp.alloc_demand (k, gid, need, d0, d1) VALUES (?, ?, ?, ?, ?)",
+                    rows)
+    cur.execute(_KEYS)
+    return gids
 
 
 def _add_to_lines(cur: sqlite3.Cursor, changes: Iterable[tuple[float, str, int]]) -> None:

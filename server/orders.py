@@ -55,6 +55,7 @@ DEFAULT_PRIORITY = 5
 LABEL_PREFIX = "ORD:"  # the label a handheld scans to select an order: ORD:{id}
 _FIELDS = ("id", "site", "ship_to", "priority", "due", "lines")
 _LINE_FIELDS = ("line", "item", "qty", "lot")
+_LINE_KEYS = frozenset(_LINE_FIELDS)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
@@ -233,7 +234,7 @@ def _unicode(value: str) -> bool:
 
 def _text(value: object, limit: int) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > limit \
-            or not _unicode(value):
+            or not (value.isascii() or _unicode(value)):
         return None
     return value
 
@@ -292,11 +293,10 @@ def _parse(data: object) -> tuple[_Draft, list[Problem]]:
         else:
             seen[no] = i
         label = no if no is not None else i + 1
-        for key in raw:
-            if key not in _LINE_FIELDS:
-                hint = " (the quantity is qty)" if key in ("quantity", "qty_ordered") else ""
-                problems.append(Problem(label, f"{where}.{str(key)[:60]}",
-                                        f"unknown field{hint}; fields: {', '.join(_LINE_FIELDS)}"))
+        for key in sorted(map(str, raw.keys() - _LINE_KEYS)):  # JSON keys are text
+            hint = " (the quantity is qty)" if key in ("quantity", "qty_ordered") else ""
+            problems.append(Problem(label, f"{where}.{key[:60]}",
+                                    f"unknown field{hint}; fields: {', '.join(_LINE_FIELDS)}"))
         item = _text(raw.get("item"), 256)
         if item is None:
             problems.append(Problem(label, f"{where}.item", "item must be a SKU or a GTIN"))

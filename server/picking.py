@@ -45,6 +45,10 @@ _INSERT_EXCEPTION = (
     " location, quantity, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _RISE = ("receive", "return", "putaway", "move", "adjust", "count")
+_HELD = ("SELECT item, location, lot, qty FROM order_allocations WHERE item = ? AND site = ?"
+         " AND location = ? AND lot = ? AND qty > 0")
+_ON_HAND = ("SELECT item, location, lot, quantity FROM stock WHERE item = ? AND site = ?"
+            " AND location = ? AND lot = ?")
 
 
 def install(store: Store) -> orderdesk.OrderDesk:
@@ -248,30 +252,38 @@ class _Run:
         """Reservations where stock went down below what orders hold there: the youngest give
         way (first-come keeps its stock) and are allocated again, elsewhere or as backorders."""
         cur, site = self.cur, self.site
-        keys: set[str] = set()
+        lines: set[tuple[str, str, str]] = set()  # (key, location, lot) that went down
         counted: set[str] = set()
         for event in self.applied.events:
             if event.type == "count" and event.count is not None:
                 counted.add(self.code(event.count.location) or "")
-            elif event.item is not None and any(q < 0 for _, q in movement_deltas(event)):
-                keys.add(event.item.key() or "")
-        if not keys and not counted:
+            elif event.item is not None:
+                key, lot = event.item.key() or "", event.item.lot or ""
+                lines.update((key, self.code(location) or "", lot)
+                             for location, qty in movement_deltas(event) if qty < 0)
+        if not lines and not counted:
             return
-        short: dict[tuple[str, str, str], float] = {}
-        query = (
-            "SELECT a.item, a.location, a.lot, SUM(a.qty), COALESCE(MAX(st.quantity), 0)"
-            " FROM order_allocations a LEFT JOIN stock st ON st.item = a.item"
-            " AND st.site = a.site AND st.location = a.location AND st.lot = a.lot"
-            " WHERE a.qty > 0 AND a.site = ? AND {} GROUP BY a.item, a.location, a.lot")
-        wanted = sorted(keys)
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            rows = cur.execute(query.format(f"a.item IN ({','.join('?' * len(chunk))})"),
-                               [site, *chunk]).fetchall()
-            short.update({(r[0], r[1], r[2]): float(r[3]) - max(float(r[4]), 0.0) for r in rows})
-        for location in sorted(counted):
-            rows = cur.execute(query.format("a.location = ?"), (site, location)).fetchall()
-            short.update({(r[0], r[1], r[2]): float(r[3]) - max(float(r[4]), 0.0) for r in rows})
+        held: dict[tuple[str, str, str], float] = {}
+        wanted = sorted(lines)
+        for i in range(0, len(wanted), 200):  # one probe of the reservations' index per line,
+            chunk = wanted[i:i + 200]         # in one statement: no plan for SQLite to choose
+            probes = [v for line in chunk for v in (line[0], site, line[1], line[2])]
+            for key, location, lot, qty in cur.execute(" UNION ALL ".join([_HELD] * len(chunk)),
+                                                       probes):
+                held[(key, location, lot)] = held.get((key, location, lot), 0.0) + float(qty)
+        for location in sorted(counted):  # a count may have emptied any line there
+            for key, loc, lot, qty in cur.execute(
+                    "SELECT item, location, lot, qty FROM order_allocations WHERE site = ?"
+                    " AND location = ? AND qty > 0", (site, location)):
+                held[(key, loc, lot)] = held.get((key, loc, lot), 0.0) + float(qty)
+        on_hand: dict[tuple[str, str, str], float] = {}
+        found = sorted(held)
+        for i in range(0, len(found), 200):
+            chunk = found[i:i + 200]
+            probes = [v for line in chunk for v in (line[0], site, line[1], line[2])]
+            on_hand.update({(k, loc, lot): float(q) for k, loc, lot, q in cur.execute(
+                " UNION ALL ".join([_ON_HAND] * len(chunk)), probes)})
+        short = {line: qty - max(on_hand.get(line, 0.0), 0.0) for line, qty in held.items()}
         again: list[tuple[tuple[object, ...], Demand]] = []
         for (key, location, lot), missing in sorted(short.items()):
             if missing <= TOLERANCE:

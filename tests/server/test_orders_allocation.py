@@ -4,6 +4,7 @@ lots, and backorders filled by later stock applied through ``Store.apply_batch``
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from tests.server.orderkit import (
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Store:
+def shop(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "ledger.db") as store:
         yield with_items(store)
 

@@ -12,7 +12,7 @@ from floorsync.edge.expected import Expected, decode_expected, encode_expected
 from floorsync.server import orders as od
 from floorsync.server import picking
 from floorsync.server.ledger import Store
-from tests.server.orderkit import G, SITE, apply, order_doc, pick, receive, ship, with_items
+from tests.server.orderkit import SITE, G, apply, order_doc, pick, receive, ship, with_items
 
 Told = tuple[str, str, str, Expected | None]
 

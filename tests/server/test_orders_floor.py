@@ -3,6 +3,7 @@ lines, never refused (an exception instead), replays change nothing, reservation
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from tests.server.orderkit import (
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Store:
+def shop(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "ledger.db") as store:
         with_items(store)
         apply(store, receive("A", 10, "A-01"), receive("A", 4, "A-02"),

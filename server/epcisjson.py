@@ -12,8 +12,7 @@ from typing import Any
 from floorsync.server.epcisread import Event, ObjectEvent, Quantity
 
 CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
-# One encoder for the whole export: a list of events is encoded in one call and its brackets cut
-# off, which is much cheaper than a json.dumps per event.
+# Compact, made once (json.dumps with separators makes a new encoder at every call).
 ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 

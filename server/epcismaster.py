@@ -6,7 +6,6 @@ the caches of labels, GTINs and EPCs met in the ledger are cleared when they gro
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from floorsync.server.errors import Invalid
 from floorsync.server.gs1 import (
@@ -87,14 +86,11 @@ class MasterView:
             self._places[key] = found
         return found
 
-    def transaction(self, site: str, kind: str | None, ident: str | None,
-                    types: dict[str, str]) -> dict[str, str] | None:
-        """A document as a business transaction, named under the site's GLN as CBV names an
-        id from a party's own system; None without a document or a site GLN."""
+    def transaction_id(self, site: str, ident: str) -> str | None:
+        """A document's id as a business transaction, under the site's GLN as CBV names an id
+        from a party's own system; None when the site has no GLN."""
         gln = self._site_gln.get(site)
-        if kind is None or ident is None or gln is None:
-            return None
-        return {"type": types[kind], "bizTransaction": f"urn:epcglobal:cbv:bt:{gln}:{ident}"}
+        return None if gln is None else f"urn:epcglobal:cbv:bt:{gln}:{ident}"
 
     def gtin(self, gtin: str | None, sku: str | None) -> str | None:
         """A valid GTIN-14: the event's, else the first of the SKU's in master data."""
@@ -121,20 +117,19 @@ class MasterView:
         except Invalid:
             return None
 
-    def what(self, item: dict[str, Any], qty: float
+    def what(self, gtin: str | None, sku: str | None, lot: str | None, serial: str | None,
+             epc: str | None, sscc: str | None, qty: float
              ) -> tuple[Instance | None, ClassQuantity | None]:
         """An item as an instance or as a class with its quantity; (None, None) when it is
         neither (known only by a SKU master data gives no GTIN, or by bad keys)."""
-        epc, serial = item.get("epc"), item.get("serial")
         if epc is not None and EPC_URI.match(epc):
             key = parse_gs1_uri(epc)
             return (key.digital_link() if key is not None else epc), None
-        gtin = self.gtin(item.get("gtin"), item.get("sku"))
-        if gtin is not None:
+        found = self.gtin(gtin, sku)
+        if found is not None:
             if serial:
-                return gtin_uri(gtin, serial=serial), None
-            return None, (gtin_uri(gtin, lot=item.get("lot") or None), abs(qty),
-                          self._uom.get(gtin))
-        if (sscc := self.sscc(item.get("sscc"))) is not None:
-            return sscc_uri(sscc), None
+                return gtin_uri(found, serial=serial), None
+            return None, (gtin_uri(found, lot=lot or None), abs(qty), self._uom.get(found))
+        if (unit := self.sscc(sscc)) is not None:
+            return sscc_uri(unit), None
         return None, None

@@ -110,6 +110,14 @@ LEDGER: list[tuple[wire.Event, dict[str, Any] | None]] = [
      {"quantityList": [{"epcClass": f"{DL}/01/{FLOUR}/10/F9", "quantity": 12.5, "uom": "KGM"}]}),
     (ev("receive", 15, dst="DOCK-1", gtin="09501101530004"), None),  # bad check digit
     (ev("pack", 16, src="PACK-1", sku="LOOSE", sscc=SSCC2), None),
+    (ev("receive", 17, dst="DOCK-1", gtin=TSHIRT, lot='a"b\\c é'),  # JSON and URI escaping
+     {"quantityList": [{"epcClass": f"{DL}/01/{TSHIRT}/10/a%22b%5Cc%20%C3%A9", "quantity": 1}]}),
+    (ev("pack", 18, src="PACK-1", gtin=TSHIRT, sscc="123"),  # no SSCC: packed, not aggregated
+     {"type": "ObjectEvent", "bizStep": "packing",
+      "quantityList": [{"epcClass": f"{DL}/01/{TSHIRT}", "quantity": 1}]}),
+    (ev("count", 19, count=wire.Count("DOCK-1", ())),  # nothing there
+     {"type": "ObjectEvent", "epcList": [], "bizStep": "cycle_counting",
+      "bizLocation": {"id": f"{DL}/414/{DOCK_GLN}/254/D1"}}),
 ]
 # A second site without GLNs in master data: no readPoint, bizLocation or transactions.
 OTHER_SITE = [
@@ -258,9 +266,13 @@ def _where(*wanted: str) -> list[str]:
 
 
 def test_filters(api: TestClient) -> None:
-    assert _ids(_get(api, eventType="AggregationEvent")[0]) == _where("pack")
+    packed = [LEDGER[5][0].id, LEDGER[6][0].id]
+    assert _ids(_get(api, eventType="AggregationEvent")[0]) == packed
     objects = _ids(_get(api, eventType="ObjectEvent")[0])
-    assert set(objects).isdisjoint(_where("pack")) and len(objects) == 12
+    assert set(objects).isdisjoint(packed) and len(objects) == 15
+    assert LEDGER[18][0].id in objects
+    assert _ids(_get(api, eventType=["AggregationEvent", "ObjectEvent"])[0]) == _ids(
+        _get(api)[0])
     assert _ids(_get(api, eventType="TransformationEvent")[0]) == []
     assert _ids(_get(api, EQ_bizStep="storing")[0]) == _where("putaway", "move")
     assert _ids(_get(api, EQ_bizStep="receiving|shipping")[0]) == _where(
@@ -282,12 +294,12 @@ def test_filters(api: TestClient) -> None:
     assert tag == [LEDGER[1][0].id, LEDGER[9][0].id]
     assert tag == _ids(_get(api, MATCH_anyEPC=f"{DL}/01/80614141123458/21/6789")[0])
     assert _ids(_get(api, MATCH_anyEPC=f"urn:epc:id:sscc:0614141.{SSCC[0]}{SSCC[8:17]}")[0]
-                ) == _where("pack", "ship")
+                ) == [LEDGER[i][0].id for i in (5, 6, 7)]
     assert _ids(_get(api, MATCH_anyEPC=f"{DL}/01/{TSHIRT}/21/S%2F1")[0]) == [
         LEDGER[5][0].id, LEDGER[8][0].id]
     both = _ids(_get(api, eventType="ObjectEvent", EQ_bizStep="receiving",
                      EQ_bizLocation=f"{DL}/414/{DOCK_GLN}/254/D1")[0])
-    assert both == [LEDGER[i][0].id for i in (0, 1, 8, 13, 14)]
+    assert both == [LEDGER[i][0].id for i in (0, 1, 8, 13, 14, 17)]
 
 
 def test_record_time_bounds_give_what_arrived_since(api: TestClient, ledger: Store) -> None:

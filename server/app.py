@@ -70,7 +70,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         app.state.store = Store(settings.database).open() if store is None else store
-        picking.install(app.state.store)  # the floor's picks and ships against orders
+        desk = picking.install(app.state.store)  # the floor's picks and ships against orders
         app.state.ingest = None
         app.state.publisher = None  # the documents' expected lists to the floor (MQTT only)
         book = book_of(app.state.store)  # receipts: its batch hook checks receive events
@@ -78,12 +78,15 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             if settings.broker is not None:
                 app.state.ingest = MqttIngest(app.state.store, settings).start()
                 app.state.publisher = DocumentPublisher(
-                    settings, {"receipt": book.open_expected}).start()
+                    settings, {"receipt": book.open_expected,
+                               "order": desk.open_expected}).start()
                 book.add_listener(app.state.publisher.document_changed)
+                desk.add_listener(app.state.publisher.document_changed)
             yield
         finally:
             if app.state.publisher is not None:
                 book.remove_listener(app.state.publisher.document_changed)
+                desk.remove_listener(app.state.publisher.document_changed)
                 app.state.publisher.stop()
             if app.state.ingest is not None:
                 app.state.ingest.stop()

@@ -25,18 +25,23 @@ KIND = "order"
 Listener = Callable[[str, str, str, Expected | None], None]
 # an order's id -> (its site, its floor copy or None once not open); None: no such order
 Render = Callable[[str], tuple[str, Expected | None] | None]
+Opened = Callable[[], list[Expected]]  # every open order's floor copy
 
 
 class OrderDesk:
     """The orders of one store; ``desk_of(store)`` finds it."""
 
-    def __init__(self, store: Store, render: Render) -> None:
-        self._store, self._render = store, render
+    def __init__(self, store: Store, render: Render, opened: Opened) -> None:
+        self._store, self._render, self._opened = store, render, opened
         self._listeners: list[Listener] = []
         self._pending: set[str] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
+
+    def open_expected(self) -> list[Expected]:
+        """Every open order's floor copy (the document publisher's provider of orders)."""
+        return self._opened()
 
     def add_listener(self, listener: Listener) -> None:
         with self._wake:
@@ -105,11 +110,11 @@ class OrderDesk:
 _desks: weakref.WeakKeyDictionary[Store, OrderDesk] = weakref.WeakKeyDictionary()
 
 
-def open_desk(store: Store, render: Render) -> OrderDesk:
+def open_desk(store: Store, render: Render, opened: Opened) -> OrderDesk:
     """The store's one desk (made once)."""
     desk = _desks.get(store)
     if desk is None:
-        desk = _desks[store] = OrderDesk(store, render)
+        desk = _desks[store] = OrderDesk(store, render, opened)
     return desk
 
 

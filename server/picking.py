@@ -56,7 +56,8 @@ def install(store: Store) -> orderdesk.OrderDesk:
     returns the store's order desk, which tells listeners of changed orders after commit."""
     if not any(isinstance(h, OrderHook) for h in store._batch_hooks):
         store.add_batch_hook(OrderHook(store))
-    return orderdesk.open_desk(store, lambda order_id: orders.floor_copy(store, order_id))
+    return orderdesk.open_desk(store, lambda order_id: orders.floor_copy(store, order_id),
+                               lambda: orders.expected(store))
 
 
 @dataclass(slots=True)

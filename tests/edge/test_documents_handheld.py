@@ -17,8 +17,9 @@ import pytest
 
 from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
 from floorsync.edge.agent import EdgeAgent
-from floorsync.edge.config import ScannerConfig
+from floorsync.edge.config import ScannerConfig, load
 from floorsync.edge.documents import book_for, read_tallies
+from floorsync.edge.errors import ConfigError
 from floorsync.edge.expected import ExpectedPallet
 from floorsync.edge.outbox import Outbox
 from floorsync.edge.workflow import Session
@@ -180,3 +181,23 @@ def test_the_agent_gives_bad_read_feedback_for_an_over_receive(tmp_path: Path) -
         rows = agent.outbox.db.conn.execute("SELECT payload FROM outbox ORDER BY seq").fetchall()
     os.close(master)
     assert [p.count('"check":"over"') for (p,) in rows] == [0, 1]
+
+
+def test_the_label_prefixes_come_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text('site = "wh1"\ndevice = "hh"\n[workflow]\nreceipt_label_prefix = "PO#"\n'
+                    'order_label_prefix = ""\n')
+    config = load(path)
+    assert (config.receipt_label_prefix, config.order_label_prefix) == ("PO#", "")
+    assert load(None).receipt_label_prefix == "ASN:" and load(None).order_label_prefix == "ORD:"
+    path.write_text('[workflow]\nreceipt_label_prefix = "X:"\norder_label_prefix = "x:"\n')
+    with pytest.raises(ConfigError, match="must differ"):
+        load(path)
+    h = Hand(tmp_path / "outbox.db", receipt_label_prefix="PO#", order_label_prefix="")
+    try:
+        h.scan_all("CMD:RECEIVE", "LOC:DOCK-1", "PO#4711", C)
+        h.scan_all("CMD:PICK", "LOC:A-01-01")
+        assert not h.scan("ORD:SO-1").good  # no order prefix: not a label this flow knows
+        assert docs(h) == [("receive", ref("receipt", "4711", "unknown"))]
+    finally:
+        h.close()

@@ -94,9 +94,11 @@ class Sheet:
             if level[0] in ("gtin", "sku"):
                 found = [line for line in found if line.kind == UNIT and (
                     not line.item.lot or not item.lot or line.item.lot == item.lot)]
+            if len(found) > 1:
+                found.sort(key=lambda line: (_lot_rank(line, item),
+                                             _location_rank(line, location)))
             if found:
-                return sorted(found, key=lambda line: (_lot_rank(line, item),
-                                                       _location_rank(line, location)))
+                return found
         return []
 
 

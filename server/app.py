@@ -20,6 +20,7 @@ from floorsync.server.api import (
     exceptions,
     health,
     items,
+    kpi,
     ledger,
     locations,
     movements,
@@ -101,7 +102,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts, epcis, orders, receipts):
+                   exceptions, counts, epcis, kpi, orders, receipts):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)

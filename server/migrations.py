@@ -550,15 +550,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        # The KPIs' reads (server/recordaccuracy.py, server/docktostock.py): final counts by
-        # time, and the rows that make a receiving line (receives, put-aways' sources) by event
-        # time, with the columns naming the line. Partial: only those rows pay for them, and
-        # event times grow, so their inserts land near the index's end.
+        # The KPIs' reads (server/recordaccuracy.py, server/docktostock.py,
+        # server/orderkpis.py): final counts by time; the rows that make a receiving line
+        # (receives, put-aways' sources) by event time, with the columns naming the line; picks
+        # against orders by event time; orders by acceptance and by close. Partial where they
+        # touch the ledger: only those rows pay for them, and times grow, so their inserts land
+        # near the index's end.
         "0011_kpi_indexes",
         """
         CREATE INDEX counts_posted ON counts (site, counted_at) WHERE status = 'posted';
         CREATE INDEX movements_receiving ON movements (site, event_time, item, location, lot)
-            WHERE type = 'receive' OR (type = 'putaway' AND qty < 0)
+            WHERE type = 'receive' OR (type = 'putaway' AND qty < 0);
+        CREATE INDEX events_order_picks ON events (site, event_time)
+            WHERE doc_kind = 'order' AND type = 'pick';
+        CREATE INDEX orders_received ON orders (site, received_at);
+        CREATE INDEX orders_closed ON orders (site, closed_at) WHERE status = 'closed'
         """,
     ),
 )

@@ -16,7 +16,10 @@ a case was expected, over or unexpected. So the expected lists travel ahead of t
   running tallies are sums of those rows, so a crash never counts twice, and an event id kept
   once (a door pass rebuilt from its journal has the id it had) is counted once. The book's
   lock is held from the check to the commit, so two doors or scanners never both take a line's
-  last unit.
+  last unit. A receipt's copy says what the whole document expects: everything counted against
+  it counts. An order's copy says what is still to pick (the central service publishes a new
+  version as picks are applied): only picks the central service had not applied when the copy
+  came count against it (not yet acked, or acked after it came).
 
 Physical truth wins: nothing here refuses an event. Over and unexpected are recorded with the
 event (and said: bad-read feedback on a handheld, a log line at a door); the central service
@@ -38,7 +41,7 @@ from typing import Any
 from floorsync.edge import wire
 from floorsync.edge.doclines import EPC, PALLET, UNIT, Line, Sheet
 from floorsync.edge.expected import decode_expected, encode_expected, parse_docs_topic
-from floorsync.edge.outbox import Attribution, HoldChanges, Outbox
+from floorsync.edge.outbox import NOT_APPLIED_BY, Attribution, HoldChanges, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ TOMBSTONE_S = 8 * 24 * 3600
 MOVEMENT = {"receipt": "receive", "order": "pick"}  # what a document's events are
 BAD_CHECKS = frozenset({"over", "unexpected"})  # the operator hears a bad read
 TOLERANCE = 1e-9  # quantities may be decimal: what is left below this is nothing
+LEFT_TO_DO = frozenset({"order"})  # kinds whose copy says what is left, not the whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class DocumentBook:
         self._load()
 
     def _load(self) -> None:
+        came: dict[tuple[str, str], float] = {}
         for stored in self.outbox.documents():
             try:
                 doc = decode_expected(stored.payload)
@@ -135,12 +140,25 @@ class DocumentBook:
                                              stored.payload[:512])
                 continue
             self._sheets[(doc.kind, doc.id)] = Sheet.of(doc, stored.first_at)
+            came[(doc.kind, doc.id)] = stored.received_at
         lines, self._last = self.outbox.attributed()
         self._taken = {(kind, doc, line): qty for kind, doc, line, qty in lines}
+        for kind, doc_id in self._sheets:
+            if kind in LEFT_TO_DO:
+                self._count_since(kind, doc_id, came[(kind, doc_id)])
         self._reindex()
         if self._sheets:
             log.info("%d open document(s) kept here: %s", len(self._sheets),
                      ", ".join(f"{k} {i}" for k, i in list(self._sheets)[:10]))
+
+    def _count_since(self, kind: str, doc_id: str, came: float) -> None:
+        """A copy saying what is left: count against it only what the central service had not
+        applied when it came."""
+        self._taken = {k: v for k, v in self._taken.items() if k[:2] != (kind, doc_id)}
+        for line, _, matched, _, _ in self.outbox.not_applied_by(kind, doc_id, came):
+            if line:
+                key = (kind, doc_id, line)
+                self._taken[key] = self._taken.get(key, 0.0) + matched
 
     def _reindex(self) -> None:
         """The lookups, made anew after a change (documents change rarely; lookups are hot)."""
@@ -195,6 +213,8 @@ class DocumentBook:
                                                           encode_expected(doc).decode())
             if outcome == "kept":
                 self._sheets[(kind, doc_id)] = Sheet.of(doc, first_at)
+                if kind in LEFT_TO_DO:
+                    self._count_since(kind, doc_id, time.time())
                 self._reindex()
         if outcome == "kept":
             log.info("%s %s version %d kept (%d line(s), %d pallet(s))", kind, doc_id,
@@ -405,33 +425,35 @@ def read_tallies(outbox: Path | str) -> list[dict[str, Any]]:
     """Each open document's tallies, read-only (``floorsync edge status``): what it expects
     (units; EPCs and pallets apart), what this edge counted against it (received or picked),
     over, unexpected, short (expected minus counted, in units), EPCs and pallets seen; and per
-    source (a door ``door:NAME``, a handheld by name)."""
+    source (a door ``door:NAME``, a handheld by name). An order's copy says what is left to
+    pick: its figures are this edge's picks the central service had not applied when it
+    came."""
     path = Path(outbox)
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
         return []
+    out = []
     try:
         conn.execute("PRAGMA busy_timeout=2000")
-        docs = conn.execute("SELECT payload, first_at FROM documents WHERE payload IS NOT NULL"
-                            " ORDER BY first_at, kind, id").fetchall()
-        rows = conn.execute(
-            "SELECT kind, doc_id, line, source, SUM(matched), SUM(over), SUM(unexpected)"
-            " FROM doc_attributions GROUP BY kind, doc_id, line, source").fetchall()
+        docs = conn.execute(
+            "SELECT kind, id, payload, first_at, received_at FROM documents"
+            " WHERE payload IS NOT NULL ORDER BY first_at, kind, id").fetchall()
+        for kind, doc_id, payload, first_at, came in docs:
+            try:
+                sheet = Sheet.of(decode_expected(payload), first_at)
+            except wire.WireError:
+                continue
+            rows = conn.execute(
+                NOT_APPLIED_BY if kind in LEFT_TO_DO else
+                "SELECT line, source, SUM(matched), SUM(over), SUM(unexpected)"
+                " FROM doc_attributions WHERE kind = ?1 AND doc_id = ?2 GROUP BY line, source",
+                (kind, doc_id, came) if kind in LEFT_TO_DO else (kind, doc_id)).fetchall()
+            out.append(_tally(sheet, rows))
     except sqlite3.Error:  # an outbox from before documents: none
         return []
     finally:
         conn.close()
-    by_doc: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        by_doc.setdefault((row[0], row[1]), []).append(row[2:])
-    out = []
-    for payload, first_at in docs:
-        try:
-            sheet = Sheet.of(decode_expected(payload), first_at)
-        except wire.WireError:
-            continue
-        out.append(_tally(sheet, by_doc.get((sheet.doc.kind, sheet.doc.id), [])))
     return out
 
 

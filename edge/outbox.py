@@ -113,6 +113,16 @@ def m004_documents(db: Database) -> None:
     db.execute("CREATE INDEX doc_attributions_doc ON doc_attributions (kind, doc_id)")
 
 
+# What was counted against a document in events the central service had not applied yet at a
+# moment (?3): not yet acked, or acked after it. Per line and source: matched, over, unexpected.
+NOT_APPLIED_BY = (
+    "SELECT a.line, a.source, SUM(a.matched), SUM(a.over), SUM(a.unexpected)"
+    " FROM doc_attributions a JOIN outbox o ON o.id = a.event_id"
+    " WHERE a.kind = ?1 AND a.doc_id = ?2 AND (o.state IN ('pending', 'sent')"
+    " OR (o.state = 'acked' AND o.done_at > ?3)) GROUP BY a.line, a.source"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Attribution:
     """An event counted against a document's line (``line`` '': not on the document), kept
@@ -136,8 +146,8 @@ class StoredDocument:
     id: str
     version: int
     payload: str
-    received_at: float
-    first_at: float
+    received_at: float  # when this version came
+    first_at: float  # when the first version came
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +647,14 @@ class Outbox:
                 " (SELECT MAX(rowid) FROM doc_attributions GROUP BY source)").fetchall()
         return ([(k, d, line, float(q)) for k, d, line, q in lines],
                 {source: (k, d) for source, k, d in last})
+
+    def not_applied_by(self, kind: str, doc_id: str, moment: float
+                       ) -> list[tuple[str, str, float, float, float]]:
+        """(line, source, matched, over, unexpected) counted against a document in events the
+        central service had not applied at ``moment`` (``NOT_APPLIED_BY``)."""
+        with self._lock:
+            rows = self.db.conn.execute(NOT_APPLIED_BY, (kind, doc_id, moment)).fetchall()
+        return [(line, source, float(m), float(o), float(u)) for line, source, m, o, u in rows]
 
     def attribution(self, event_id: str) -> list[Attribution]:
         """What one event was counted as, per line (empty: against no document)."""

@@ -13,7 +13,7 @@ import pytest
 from floorsync.devices.codes import interpret_epc
 from floorsync.edge import wire
 from floorsync.edge.doclines import sgtin_parts, sscc_of
-from floorsync.edge.documents import Against, AtDoor, DocumentBook, Undoing
+from floorsync.edge.documents import Against, AtDoor, DocumentBook, Undoing, read_tallies
 from floorsync.edge.errors import OutboxError, OutboxFull
 from floorsync.edge.expected import ExpectedPallet, docs_topic, encode_expected
 from floorsync.edge.outbox import Outbox
@@ -243,3 +243,33 @@ def test_uri_conversions_agree_with_the_tag_decoder() -> None:
     for bad in ("urn:epc:id:sgtin:0614141.81234.1", "urn:epc:id:sgtin:x.812345.1",
                 "urn:epc:id:sscc:0614141.123", "urn:epc:id:grai:0614141.12345.1"):
         assert sgtin_parts(bad) is None and sscc_of(bad) is None
+
+
+def test_an_orders_copy_is_what_is_left_only_picks_not_yet_applied_count_against_it(
+        tmp_path: Path) -> None:
+    """The central service republishes an order as its picks are applied (what is still to
+    pick): a pick it acked before the new copy came is in that copy, one not yet acked is not."""
+    path = tmp_path / "outbox.db"
+    at = Against("order", "SO-1")
+
+    def pick() -> wire.Event:
+        return replace(event(type="pick", gtin=GTIN_A, lot=None), item=wire.Item(gtin=GTIN_A))
+
+    with Outbox(path) as outbox:
+        book = DocumentBook(outbox, SITE)
+        give(book, order("SO-1", line(3, GTIN_A)))
+        first, second = (book.keep([pick()], [at], source="hh-1").events[0] for _ in range(2))
+        outbox.take(10)
+        outbox.settle([wire.Result(first.id, "applied")])  # the central service has the first
+        give(book, order("SO-1", line(2, GTIN_A), version=2))  # what is left: 2, as it says
+        # the second is not applied yet: of the 2 left, it takes one
+        assert checks(book, [pick()], at) == ["expected"]
+        assert checks(book, [pick()], at) == ["over"]
+        (tally,) = read_tallies(path)
+        assert (tally["expected"], tally["picked"], tally["over"], tally["short"]) == (2, 2, 1, 0)
+        outbox.settle([wire.Result(second.id, "applied")])
+    with Outbox(path) as outbox:  # after a restart: the same, from the database
+        book = DocumentBook(outbox, SITE)
+        assert checks(book, [pick()], at) == ["over"]
+        give(book, order("SO-1", line(1, GTIN_A), version=3))  # the central service caught up
+        assert checks(book, [pick()], at) == ["over"]  # the picks it has not applied fill it

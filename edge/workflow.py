@@ -345,7 +345,9 @@ class HandheldWorkflow:
         self.session = session
         self._last_good = (code, read.symbology, read.at)
         bad = any(e.doc is not None and e.doc.check in BAD_CHECKS for e in kept)
-        return Outcome(tuple(kept), not bad, message)  # over, unexpected: kept, said
+        if bad:  # over, unexpected: said with the bad-read signal, and kept all the same
+            message = f"{message} (kept: do not scan it again)"
+        return Outcome(tuple(kept), not bad, message)
 
     def _refuse(self, read: ScanRead, reason: str) -> Outcome:
         raw = read.raw.decode("utf-8", "replace") if read.raw else read.text

@@ -72,6 +72,7 @@ def test_receiving_against_an_asn_expected_over_unexpected(hand: Hand) -> None:
     outcomes = [hand.scan(code) for code in (A, B, A, B, C)]
     assert [o.good for o in outcomes] == [True, True, True, False, False]
     assert "OVER" in outcomes[3].message and "UNEXPECTED" in outcomes[4].message
+    assert outcomes[3].message.endswith("(kept: do not scan it again)")
     assert all(len(o.events) == 1 for o in outcomes)  # bad feedback, yet every scan is kept
     assert docs(hand) == [("receive", ref("receipt", "ASN-1", c)) for c in
                           ("expected", "expected", "expected", "over", "unexpected")]

@@ -44,6 +44,7 @@ from floorsync.server.masterdata import MasterData
 
 SITE = "bench"
 BINS = 50
+WARM_UP = 4  # batches applied before the apply rates are timed
 
 
 def _gtins(count: int) -> list[str]:
@@ -157,7 +158,10 @@ def _apply_rates(store: Store, batches: list[wire.Batch], hook: BatchHook
         hook(cur, applied)
         inside[0] += time.perf_counter() - began
 
-    for n, batch in enumerate(batches):
+    for batch in batches[:WARM_UP]:  # the first batches after opening pay for a cold cache
+        store._batch_hooks[:] = [hook]
+        store.apply_batch(batch, source="mqtt")
+    for n, batch in enumerate(batches[WARM_UP:]):
         with_hook = n % 4 in (1, 2)
         store._batch_hooks[:] = [timed] if with_hook else []
         began = time.perf_counter()
@@ -183,7 +187,7 @@ def run(on_hand: int = 1_000_000, per_item: int = 10, lines: int = 10_000,
         raw_alloc_s, candidates = _raw_candidates(path, second)
         with Store(path) as store:
             hook = picking.OrderHook(store)
-            bare = _putaways(items, rng, batches, 0)
+            bare = _putaways(items, rng, batches + WARM_UP, 0)
             no_orders = _apply_rates(store, bare, hook)
 
             body = _document("BENCH-1", [f"SKU-{g}" for g in first], rng)
@@ -209,7 +213,8 @@ def run(on_hand: int = 1_000_000, per_item: int = 10, lines: int = 10_000,
                 outcomes = allocation.allocate(cur, demands, now)
             allocate_s, allocate_cpu = time.perf_counter() - began, time.process_time() - cpu
             allocated = sum(o.allocated for o in outcomes)
-            with_orders = _apply_rates(store, _putaways(items, rng, batches, 10**6), hook)
+            with_orders = _apply_rates(store, _putaways(items, rng, batches + WARM_UP, 10**6),
+                                       hook)
             (over,) = store._query(
                 "SELECT COUNT(*) FROM (SELECT a.item FROM order_allocations a JOIN stock s"
                 " ON s.item = a.item AND s.site = a.site AND s.location = a.location"

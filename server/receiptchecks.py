@@ -18,9 +18,9 @@ from typing import Any
 
 from floorsync.edge import wire
 from floorsync.server.ledger import AppliedBatch
-from floorsync.server.receiptdocs import epc_ident
+from floorsync.server.receiptdocs import epc_ident, lot_text
 from floorsync.server.receipttally import TOLERANCE, tally
-from floorsync.server.receiptviews import arrivals, chunks, epc_map, load_doc, lot_text, pallet_of
+from floorsync.server.receiptviews import Documents, arrivals, chunks, pallet_of
 
 KIND = "receipt"
 _INSERT_EXCEPTION = (
@@ -34,7 +34,7 @@ OPEN_EXCEPTION = (
 )
 
 
-def check_batch(cur: sqlite3.Cursor, applied: AppliedBatch) -> None:
+def check_batch(docs: Documents, cur: sqlite3.Cursor, applied: AppliedBatch) -> None:
     """Receive events against receipts: over, unexpected and unknown raise exceptions."""
     by_doc: dict[str, list[wire.Event]] = {}
     loose: list[wire.Event] = []
@@ -56,21 +56,23 @@ def check_batch(cur: sqlite3.Cursor, applied: AppliedBatch) -> None:
         if header is None or header[0] != applied.site or header[1] != "open":
             _unknown(cur, applied, ident, events, header)
         else:
-            _judge(cur, applied, ident, events)
+            _judge(docs, cur, applied, ident, events)
 
 
-def _judge(cur: sqlite3.Cursor, applied: AppliedBatch, ident: str, fresh: list[wire.Event]
-           ) -> None:
-    doc = load_doc(cur, ident)
-    assert doc is not None
-    counted = tally(doc.lines, doc.pallets, epc_map(doc), arrivals(cur, doc, None))
+def _judge(docs: Documents, cur: sqlite3.Cursor, applied: AppliedBatch, ident: str,
+           fresh: list[wire.Event]) -> None:
+    found = docs.laid_out(cur, ident)
+    assert found is not None
+    doc, layout = found
+    counted = tally(layout, arrivals(cur, doc, None))
     events = {e.id: e for e in fresh}
-    for ln in doc.lines:
-        count = counted.lines[ln.line]
-        over = count.received - ln.qty
-        if over > TOLERANCE and (hit := [e for e in fresh if e.id in count.over_events]):
+    by_line = {ln.line: ln for ln in doc.lines}
+    for number, overs in counted.over_events.items():
+        ln, got = by_line[number], counted.received[number]
+        over = got - ln.qty
+        if over > TOLERANCE and (hit := [e for e in fresh if e.id in overs]):
             _flag(cur, applied, ident, "receipt_over", f"line:{ln.line}", hit, ln.item,
-                  ln.lot, over, f"receipt {ident!r} line {ln.line}: {count.received:g} of"
+                  ln.lot, over, f"receipt {ident!r} line {ln.line}: {got:g} of"
                   f" {ln.item!r}{lot_text(ln.lot)} received, {ln.qty:g} expected")
     for sscc, pallet in counted.pallets.items():
         if pallet.repeats > TOLERANCE and (hit := [e for e in fresh

@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from floorsync.edge import expected, wire
@@ -139,8 +140,15 @@ class Master:
 
 @dataclass(slots=True)
 class _Reader:
+    """One document being read: its errors, and its lines as they are found good."""
+
     master: Master
     errors: list[DocError] = field(default_factory=list)
+    numbered: bool = False  # the document numbers its lines (then all must be)
+    position: int = 0  # lines met so far, good or bad: the number of an unnumbered line
+    lines: list[ReceiptLine] = field(default_factory=list)
+    by_number: dict[int, str] = field(default_factory=dict)  # line number -> its path
+    by_key: dict[tuple[str, str, str | None], str] = field(default_factory=dict)
 
     def bad(self, path: str, reason: str) -> None:
         self.errors.append(DocError(path, reason))
@@ -167,8 +175,10 @@ def sgtin(epc: str) -> tuple[str, str] | None:
     return key.gtin, key.serial
 
 
+@lru_cache(maxsize=1 << 16)
 def gtin14(text: str) -> str | None:
-    """A GTIN-8/12/13/14 as GTIN-14 with its check digit verified; None if it is not one."""
+    """A GTIN-8/12/13/14 as GTIN-14 with its check digit verified; None if it is not one.
+    Remembered: a document's GTINs are read twice (what to ask master data, then each line)."""
     if not (text.isascii() and text.isdigit() and len(text) in (8, 12, 13, 14)):
         return None
     value = text.zfill(14)
@@ -289,28 +299,21 @@ def _list(r: _Reader, value: object, path: str) -> list[Any]:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Draft:
-    path: str
-    number: int | None
-    item: str
-    sku: str
-    gtin: str | None
-    lot: str
-    qty: float
-    sscc: str | None
-
-
-def _line(r: _Reader, data: object, path: str, sscc: str | None) -> _Draft | None:
+def _line(r: _Reader, data: object, path: str, sscc: str | None) -> None:
+    """One line: checked, numbered, and kept in ``r.lines`` when good."""
+    r.position += 1
     if not isinstance(data, dict):
         r.bad(path, "must be an object")
-        return None
+        return
     before = len(r.errors)
-    _unknown_fields(r, data, _LINE, path)
+    if not data.keys() <= _LINE:
+        _unknown_fields(r, data, _LINE, path)
     number = data.get("line")
     if number is not None and (isinstance(number, bool) or not isinstance(number, int)
                                or not 1 <= number <= 10**9):
         r.bad(f"{path}.line", "must be an integer from 1 to 1000000000")
+    elif number is None and r.numbered:
+        r.bad(f"{path}.line", "some lines are numbered: number them all, or none")
     raw_gtin, raw_sku = data.get("gtin"), data.get("sku")
     gtin = sku = None
     if raw_gtin is None and raw_sku is None:
@@ -342,11 +345,25 @@ def _line(r: _Reader, data: object, path: str, sscc: str | None) -> _Draft | Non
         r.bad(f"{path}.uom", f"{str(uom)[:16]!r} is not the unit item {sku!r} is kept in"
               f" ({r.master.units.get(sku)!r}); quantities are in the item's unit")
     if len(r.errors) > before or sku is None or qty is None:
-        return None
+        return
+    number = number or r.position
+    if number in r.by_number:
+        r.bad(f"{path}.line", f"line {number} is also {r.by_number[number]}")
+        return
+    r.by_number[number] = path
+    key = (sku, lot or "", sscc)
+    if key in r.by_key:
+        r.bad(path, f"duplicate line: item {sku!r}{lot_text(lot or '')} is also {r.by_key[key]}")
+        return
+    r.by_key[key] = path
     item = raw_sku if raw_sku is not None else gtin
     assert item is not None
-    return _Draft(path, number, item, sku, gtin or r.master.first_gtin.get(sku), lot or "", qty,
-                  sscc)
+    r.lines.append(ReceiptLine(number, item, sku, gtin or r.master.first_gtin.get(sku),
+                               lot or "", qty, sscc))
+
+
+def lot_text(lot: str) -> str:
+    return f" lot {lot!r}" if lot else ""
 
 
 def read_receipt(data: object, master: Master, *, source: str = "json") -> ReceiptDoc:
@@ -366,14 +383,18 @@ def read_receipt(data: object, master: Master, *, source: str = "json") -> Recei
         if not known:
             r.bad("$.location", f"location {location!r} is not in master data for site {site!r}")
         location = code
-    drafts: list[_Draft | None] = []
     raw_lines = _list(r, data.get("lines"), "$.lines")
-    drafts += [_line(r, line, f"$.lines[{i}]", None) for i, line in enumerate(raw_lines)]
+    raw_pallets = _list(r, data.get("pallets"), "$.pallets")
+    r.numbered = any(isinstance(line, dict) and "line" in line for line in raw_lines) or any(
+        isinstance(line, dict) and "line" in line for pallet in raw_pallets
+        if isinstance(pallet, dict) and isinstance(pallet.get("lines"), list)
+        for line in pallet["lines"])
+    for i, line in enumerate(raw_lines):
+        _line(r, line, f"$.lines[{i}]", None)
     pallets: list[str] = []
     epcs: list[ReceiptEpc] = []
     seen_pallets: dict[str, str] = {}
     seen_epcs: dict[str, str] = {}
-    raw_pallets = _list(r, data.get("pallets"), "$.pallets")
     for n, pallet in enumerate(raw_pallets):
         path = f"$.pallets[{n}]"
         if not isinstance(pallet, dict):
@@ -413,48 +434,21 @@ def read_receipt(data: object, master: Master, *, source: str = "json") -> Recei
                 gtin, serial = gs or (None, None)
                 epcs.append(ReceiptEpc(epc, sscc, master.sku_of_gtin.get(gtin or ""), gtin,
                                        serial))
-        drafts += [_line(r, line, f"{path}.lines[{i}]", sscc)
-                   for i, line in enumerate(_list(r, pallet.get("lines"), f"{path}.lines"))]
-    if not drafts and not raw_pallets and "lines" in data:
+        for i, line in enumerate(_list(r, pallet.get("lines"), f"{path}.lines")):
+            _line(r, line, f"{path}.lines[{i}]", sscc)
+    if not r.position and not raw_pallets and "lines" in data:
         r.bad("$.lines", "a receipt expects something: give lines or pallets")
-    elif not drafts and not raw_pallets:
+    elif not r.position and not raw_pallets:
         r.bad("$.lines", "is required (or pallets)")
-    if len(drafts) > MAX_LINES:
+    if r.position > MAX_LINES:
         r.bad("$.lines", f"more than {MAX_LINES} lines in one receipt")
     if len(seen_epcs) > MAX_LINES:
         r.bad("$.pallets", f"more than {MAX_LINES} EPCs in one receipt")
-    lines = _numbered(r, drafts)
     if r.errors:
         raise ReceiptRejected(r.errors, len(r.errors))
     assert doc_id is not None and site is not None and supplier is not None and when is not None
-    return ReceiptDoc(doc_id, site, supplier, when, location, tuple(lines), tuple(pallets),
+    return ReceiptDoc(doc_id, site, supplier, when, location, tuple(r.lines), tuple(pallets),
                       tuple(epcs), source)
-
-
-def _numbered(r: _Reader, drafts: list[_Draft | None]) -> list[ReceiptLine]:
-    """Line numbers (given by all or none) and duplicates: one line per item, lot and pallet."""
-    good = [d for d in drafts if d is not None]
-    numbered = [d for d in good if d.number is not None]
-    if numbered and len(numbered) != len(good):
-        missing = next(d for d in good if d.number is None)
-        r.bad(f"{missing.path}.line", "some lines are numbered: number them all, or none")
-    out: list[ReceiptLine] = []
-    by_number: dict[int, str] = {}
-    by_key: dict[tuple[str, str, str | None], str] = {}
-    for n, draft in enumerate(good, start=1):
-        number = draft.number if numbered else n
-        assert number is not None
-        if number in by_number:
-            r.bad(f"{draft.path}.line", f"line {number} is also {by_number[number]}")
-        by_number.setdefault(number, draft.path)
-        key = (draft.sku, draft.lot, draft.sscc)
-        if key in by_key:
-            lot = f" lot {draft.lot!r}" if draft.lot else ""
-            r.bad(draft.path, f"duplicate line: item {draft.sku!r}{lot} is also {by_key[key]}")
-        by_key.setdefault(key, draft.path)
-        out.append(ReceiptLine(number, draft.item, draft.sku, draft.gtin, draft.lot, draft.qty,
-                               draft.sscc))
-    return out
 
 
 def to_expected(doc: ReceiptDoc, version: int) -> expected.Expected:

@@ -22,6 +22,7 @@ import logging
 import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from floorsync.edge import expected as floor
@@ -41,13 +42,12 @@ from floorsync.server.receiptepcis import Given, from_epcis
 from floorsync.server.receipttally import tally
 from floorsync.server.receiptviews import (
     HEADER,
+    Documents,
     Receipt,
     ReceiptSummary,
     arrivals,
     chunks,
     discrepancies,
-    epc_map,
-    load_doc,
     view,
 )
 
@@ -75,7 +75,8 @@ class ReceiptBook:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._listeners: list[Listener] = []
-        store.add_batch_hook(check_batch)
+        self._docs = Documents()
+        store.add_batch_hook(partial(check_batch, self._docs))
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -128,8 +129,9 @@ class ReceiptBook:
             else:
                 self._insert(cur, doc, digest, by)
                 created = True
+        self._docs.keep(doc)  # as kept (the same digest: the same content)
         receipt = self.receipt(doc.id)
-        if created:
+        if created and self._listeners:
             self._tell(doc.site, doc.id, to_expected(doc, receipt.version))
         return receipt, created
 
@@ -163,14 +165,19 @@ class ReceiptBook:
         """Master data about the keys ``data`` names, read before the write transaction."""
         gtins, skus = wanted_keys(data)
         query = self._store._query
-        sku_of_gtin = dict(_chunked(query, "SELECT gtin, sku FROM item_gtins WHERE gtin IN",
-                                    sorted(gtins)))
-        named = sorted(skus | set(sku_of_gtin.values()))
-        units = dict(_chunked(query, "SELECT sku, unit FROM items WHERE sku IN", named))
+        sku_of_gtin: dict[str, str] = {}
+        units: dict[str, str] = {}
+        for gtin, sku, unit in _chunked(
+                query, "SELECT g.gtin, g.sku, i.unit FROM item_gtins g JOIN items i"
+                " ON i.sku = g.sku WHERE g.gtin IN", sorted(gtins)):
+            sku_of_gtin[gtin], units[sku] = sku, unit
         first: dict[str, str] = {}
-        for sku, gtin in _chunked(query, "SELECT sku, gtin FROM item_gtins WHERE sku IN", named,
-                                  " ORDER BY sku, ordinal DESC"):
-            first[sku] = gtin  # the last written is the lowest ordinal
+        for sku, unit, gtin in _chunked(
+                query, "SELECT i.sku, i.unit, (SELECT g.gtin FROM item_gtins g WHERE g.sku = i.sku"
+                " ORDER BY g.ordinal LIMIT 1) FROM items i WHERE i.sku IN", sorted(skus)):
+            units[sku] = unit  # an SKU named by itself: its first GTIN goes to the floor
+            if gtin is not None:
+                first[sku] = gtin
         return Master(sku_of_gtin, units, first, self._location)
 
     def _site_of_gln(self, gln: str, extension: str) -> str | None:
@@ -205,7 +212,9 @@ class ReceiptBook:
                               (ident,)).fetchone()
         if header is None:
             raise Refused(404, "unknown receipt", f"no receipt {ident[:80]!r}")
-        return view(conn, header)
+        found = self._docs.laid_out(conn, ident)
+        assert found is not None
+        return view(conn, header, *found)
 
     def receipts(self, *, status: str | None = None, site: str | None = None,
                  after: int | None = None, limit: int = 100) -> list[ReceiptSummary]:
@@ -232,7 +241,7 @@ class ReceiptBook:
         conn = self._store._reader()
         row = conn.execute("SELECT version FROM receipts WHERE id = ? AND status = 'open'",
                            (ident,)).fetchone()
-        doc = load_doc(conn, ident)
+        doc = self._docs.get(conn, ident)
         return None if row is None or doc is None else to_expected(doc, int(row[0]))
 
     def open_expected(self) -> list[floor.Expected]:
@@ -241,7 +250,7 @@ class ReceiptBook:
         out = []
         for ident, version in conn.execute(
                 "SELECT id, version FROM receipts WHERE status = 'open' ORDER BY seq").fetchall():
-            doc = load_doc(conn, ident)
+            doc = self._docs.get(conn, ident)
             if doc is not None:
                 out.append(to_expected(doc, int(version)))
         return out
@@ -259,10 +268,11 @@ class ReceiptBook:
             site, status, location = header
             if status != "open":
                 raise Refused(409, "receipt closed", f"receipt {ident!r} is already closed")
-            doc = load_doc(cur, ident)
-            assert doc is not None
+            found = self._docs.laid_out(cur, ident)
+            assert found is not None
+            doc, layout = found
             now = self._store._arrivals.next()
-            counted = tally(doc.lines, doc.pallets, epc_map(doc), arrivals(cur, doc, None))
+            counted = tally(layout, arrivals(cur, doc, None))
             rows = discrepancies(doc, counted)
             recorded = []
             for n, (kind, line, sscc, item, lot, exp, got, detail) in enumerate(rows, start=1):
@@ -290,6 +300,6 @@ class ReceiptBook:
 def _chunked(query: Callable[..., list[Any]], sql: str, values: Sequence[Any], tail: str = ""
              ) -> list[Any]:
     rows: list[Any] = []
-    for chunk in chunks(values):
+    for chunk in chunks(values, 2000):
         rows += query(f"{sql} ({','.join('?' * len(chunk))}){tail}", list(chunk))
     return rows

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from floorsync.server.receiptdocs import ReceiptLine
+from floorsync.server.receiptdocs import ReceiptDoc, ReceiptLine
 
 TOLERANCE = 1e-9
 
@@ -44,12 +44,6 @@ class Arrival:
 
 
 @dataclass(slots=True)
-class LineCount:
-    received: float = 0.0
-    over_events: set[str] = field(default_factory=set)  # those that took it past expected
-
-
-@dataclass(slots=True)
 class PalletCount:
     by: str | None = None  # 'sscc': received whole; 'epc': some of its EPCs; None: not seen
     epcs: set[str] = field(default_factory=set)
@@ -61,28 +55,44 @@ class PalletCount:
 class UnexpectedCount:
     qty: float = 0.0
     events: set[str] = field(default_factory=set)
-    last_event: str = ""
 
 
 @dataclass(slots=True)
 class Tally:
-    lines: dict[int, LineCount]
+    received: dict[int, float]  # line number -> received
+    over_events: dict[int, set[str]]  # line number -> the events that took it past expected
     pallets: dict[str, PalletCount]
     unexpected: dict[tuple[str, str], UnexpectedCount]  # (item key, lot)
 
 
-def tally(lines: Sequence[ReceiptLine], pallets: Sequence[str], epcs: Mapping[str, str],
-          arrivals: Iterable[Arrival]) -> Tally:
-    """Lay ``arrivals`` (in ledger order) against the receipt. ``epcs``: the listed serialised
-    items' match keys -> their pallet's SSCC."""
-    counts = {ln.line: LineCount() for ln in lines}
-    on_pallet: dict[str, list[ReceiptLine]] = {}
-    by_sku: dict[str, list[ReceiptLine]] = {}
-    for ln in lines:
-        by_sku.setdefault(ln.sku, []).append(ln)
-        if ln.sscc is not None:
-            on_pallet.setdefault(ln.sscc, []).append(ln)
-    result = Tally(counts, {s: PalletCount() for s in pallets}, {})
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A receipt's document as arrivals are laid against it (made once per document: a
+    document never changes, and a large one is laid against at every batch that hits it)."""
+
+    numbers: tuple[int, ...]
+    pallets: tuple[str, ...]
+    epcs: Mapping[str, str]  # a listed serialised item's match key -> its pallet's SSCC
+    by_sku: Mapping[str, list[ReceiptLine]]
+    on_pallet: Mapping[str, list[ReceiptLine]]
+
+    @classmethod
+    def of(cls, doc: ReceiptDoc) -> Layout:
+        on_pallet: dict[str, list[ReceiptLine]] = {}
+        by_sku: dict[str, list[ReceiptLine]] = {}
+        for ln in doc.lines:
+            by_sku.setdefault(ln.sku, []).append(ln)
+            if ln.sscc is not None:
+                on_pallet.setdefault(ln.sscc, []).append(ln)
+        return cls(tuple(ln.line for ln in doc.lines), doc.pallets,
+                   {e.ident: e.sscc for e in doc.epcs}, by_sku, on_pallet)
+
+
+def tally(layout: Layout, arrivals: Iterable[Arrival]) -> Tally:
+    """Lay ``arrivals`` (in ledger order) against the receipt."""
+    on_pallet, by_sku, epcs = layout.on_pallet, layout.by_sku, layout.epcs
+    result = Tally(dict.fromkeys(layout.numbers, 0.0), {},
+                   {s: PalletCount() for s in layout.pallets}, {})
     for a in arrivals:
         if a.pallet is not None:
             _pallet(result, a, on_pallet)
@@ -103,10 +113,10 @@ def _pallet(result: Tally, a: Arrival, on_pallet: Mapping[str, list[ReceiptLine]
         count.repeat_events.add(a.event_id)
         return
     count.by = "sscc"
+    received = result.received
     for ln in on_pallet.get(a.pallet or "", ()):
-        line = result.lines[ln.line]
-        if ln.qty - line.received > TOLERANCE:
-            line.received = ln.qty
+        if ln.qty - received[ln.line] > TOLERANCE:
+            received[ln.line] = ln.qty
 
 
 def _listed(pallet: PalletCount, a: Arrival, ident: str) -> None:
@@ -122,25 +132,23 @@ def _item(result: Tally, a: Arrival, candidates: list[ReceiptLine]) -> None:
     if not candidates:
         _unexpected(result, a)
         return
-    left = a.qty
+    left, received = a.qty, result.received
     for ln in candidates:
-        count = result.lines[ln.line]
-        room = ln.qty - count.received
+        room = ln.qty - received[ln.line]
         if room > TOLERANCE and left > TOLERANCE:
             take = min(room, left)
-            count.received += take
+            received[ln.line] += take
             left -= take
     if left > TOLERANCE:
-        last = result.lines[candidates[-1].line]
-        last.received += left
-        last.over_events.add(a.event_id)
+        last = candidates[-1].line
+        received[last] += left
+        result.over_events.setdefault(last, set()).add(a.event_id)
 
 
 def _unexpected(result: Tally, a: Arrival) -> None:
     count = result.unexpected.setdefault((a.key, a.lot), UnexpectedCount())
     count.qty += a.qty
     count.events.add(a.event_id)
-    count.last_event = a.event_id
 
 
 def _candidates(lines: Sequence[ReceiptLine], lot: str) -> list[ReceiptLine]:

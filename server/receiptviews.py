@@ -10,6 +10,8 @@ document by ``server.receipttally``. A closed receipt counts what had arrived wh
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +22,9 @@ from floorsync.server.receiptdocs import (
     ReceiptEpc,
     ReceiptLine,
     epc_ident,
+    lot_text,
 )
-from floorsync.server.receipttally import TOLERANCE, Arrival, Tally, tally
+from floorsync.server.receipttally import TOLERANCE, Arrival, Layout, Tally, tally
 
 HEADER = ("id, site, supplier, expected_date, location, source, status, version, created_at,"
           " created_by, closed_at, closed_by, seq")
@@ -123,6 +126,41 @@ class ReceiptSummary:
     cursor: int
 
 
+class Documents:
+    """Accepted receipts' documents, each read once: a document never changes under its id (a
+    different one is refused), so what was read stays true. The most recently used are kept;
+    the writer's hook and the readers share them."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._docs: OrderedDict[str, tuple[ReceiptDoc, Layout]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, conn: sqlite3.Connection | sqlite3.Cursor, ident: str) -> ReceiptDoc | None:
+        found = self.laid_out(conn, ident)
+        return None if found is None else found[0]
+
+    def laid_out(self, conn: sqlite3.Connection | sqlite3.Cursor, ident: str
+                 ) -> tuple[ReceiptDoc, Layout] | None:
+        with self._lock:
+            found = self._docs.get(ident)
+            if found is not None:
+                self._docs.move_to_end(ident)
+                return found
+        doc = load_doc(conn, ident)
+        return None if doc is None else self.keep(doc)
+
+    def keep(self, doc: ReceiptDoc) -> tuple[ReceiptDoc, Layout]:
+        """``doc`` as committed, with its layout."""
+        found = (doc, Layout.of(doc))
+        with self._lock:
+            self._docs[doc.id] = found
+            self._docs.move_to_end(doc.id)
+            while len(self._docs) > self._size:
+                self._docs.popitem(last=False)
+        return found
+
+
 def load_doc(conn: sqlite3.Connection | sqlite3.Cursor, ident: str) -> ReceiptDoc | None:
     row = conn.execute("SELECT id, site, supplier, expected_date, location, source FROM receipts"
                        " WHERE id = ?", (ident,)).fetchone()
@@ -140,10 +178,6 @@ def load_doc(conn: sqlite3.Connection | sqlite3.Cursor, ident: str) -> ReceiptDo
         " ORDER BY ordinal",
         (ident,)).fetchall())
     return ReceiptDoc(row[0], row[1], row[2], row[3], row[4], lines, pallets, epcs, row[5])
-
-
-def epc_map(doc: ReceiptDoc) -> dict[str, str]:
-    return {e.ident: e.sscc for e in doc.epcs}
 
 
 def arrivals(conn: sqlite3.Connection | sqlite3.Cursor, doc: ReceiptDoc, cutoff: str | None
@@ -166,11 +200,13 @@ def arrivals(conn: sqlite3.Connection | sqlite3.Cursor, doc: ReceiptDoc, cutoff:
         rows += conn.execute(
             f"{_ARRIVALS} AND doc_id IS NULL AND sscc IN (SELECT sscc FROM receipt_pallets"
             f" WHERE receipt_id = ?){until}", (doc.site, doc.id, *extra)).fetchall()
+    # each event's master-data item: an SKU as sent, else its GTIN's (the GTINs that arrived)
     skus = {ln.sku for ln in doc.lines} | {e.sku for e in doc.epcs if e.sku}
     alias = {s: s for s in skus}
-    for chunk in chunks(sorted(skus)):
+    gtins = sorted({r[2] for r in rows if r[2] is not None})
+    for chunk in chunks(gtins):
         alias.update((g, s) for g, s in conn.execute(
-            f"SELECT gtin, sku FROM item_gtins WHERE sku IN ({','.join('?' * len(chunk))})",
+            f"SELECT gtin, sku FROM item_gtins WHERE gtin IN ({','.join('?' * len(chunk))})",
             chunk).fetchall())
     seen: set[str] = set()
     out = []
@@ -193,14 +229,14 @@ def pallet_of(sku: str | None, gtin: str | None, sscc: str | None) -> str | None
     return sscc if sscc is not None and sku is None and gtin is None else None
 
 
-def view(conn: sqlite3.Connection, header: Sequence[Any]) -> Receipt:
+def view(conn: sqlite3.Connection, header: Sequence[Any], doc: ReceiptDoc, layout: Layout
+         ) -> Receipt:
+    """The receipt of ``header`` (its row, ``HEADER``'s columns) and ``doc``, its document."""
     ident, status, closed_at = header[0], header[6], header[10]
-    doc = load_doc(conn, ident)
-    assert doc is not None
-    counted = tally(doc.lines, doc.pallets, epc_map(doc), arrivals(conn, doc, closed_at))
+    counted = tally(layout, arrivals(conn, doc, closed_at))
     lines = []
     for ln in doc.lines:
-        got = counted.lines[ln.line].received
+        got = counted.received[ln.line]
         diff = got - ln.qty
         state = ("over" if diff > TOLERANCE else "complete" if diff > -TOLERANCE else
                  "short" if status == "closed" or got > TOLERANCE else "waiting")
@@ -242,7 +278,7 @@ def discrepancies(doc: ReceiptDoc, counted: Tally
     """(kind, line, sscc, item, lot, expected, received, detail) of everything that differs."""
     out: list[tuple[str, int | None, str | None, str, str, float, float, str]] = []
     for ln in doc.lines:
-        got = counted.lines[ln.line].received
+        got = counted.received[ln.line]
         if abs(got - ln.qty) > TOLERANCE:
             kind = "over" if got > ln.qty else "short"
             out.append((kind, ln.line, ln.sscc, ln.item, ln.lot, ln.qty, got,
@@ -271,10 +307,6 @@ def discrepancies(doc: ReceiptDoc, counted: Tally
         out.append(("unexpected", None, None, key, lot, 0.0, unexpected.qty,
                     f"{unexpected.qty:g} of {key!r}{lot_text(lot)} received, not on the receipt"))
     return out
-
-
-def lot_text(lot: str) -> str:
-    return f" lot {lot!r}" if lot else ""
 
 
 def chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:

@@ -96,7 +96,8 @@ _KEYS = (
 # The candidate stock lines with their free quantity, by group: found by primary-key probes for
 # the keys (an IN list driving the stock table, the keys probed by theirs: no join for SQLite to
 # build a Bloom filter for by scanning the whole stock table, as it does with statistics). A
-# group asking for a lot takes lines of that lot only.
+# group asking for a lot takes lines of that lot only ({req}: the line's lot in a pass of
+# groups asking for lots, else ''; one probe of the keys per line, where an OR would take two).
 _SUPPLY_LINES = """
 s AS MATERIALIZED (
     SELECT k.gid, k.total, st.item, st.location, st.lot, st.quantity,
@@ -105,14 +106,14 @@ s AS MATERIALIZED (
             AND a.lot = st.lot AND a.qty > 0), 0) AS avail
     FROM stock st CROSS JOIN temp.alloc_keys k
     WHERE (st.item, st.site) IN (SELECT key, site FROM temp.alloc_keys)
-    AND k.key = st.item AND k.site = st.site AND (k.req = '' OR k.req = st.lot)
+    AND k.key = st.item AND k.site = st.site AND k.req = {req}
     AND st.quantity > 0 AND st.location NOT IN (""" + _UNPICKABLE_SQL + "))"
 
 # Where running demand and running supply of a group overlap. A group whose largest free line
 # covers its whole demand needs only that line (the rule's own first pick), so the window's sort
 # is paid only where demand spreads over several lines. CROSS JOIN: each supply line finds its
 # demand by the scratch table's index, whatever the planner guesses of its size.
-_ALLOCATE = "WITH " + _SUPPLY_LINES + """,
+_ALLOCATE_SQL = "WITH " + _SUPPLY_LINES + """,
 top AS MATERIALIZED (
     SELECT gid, MAX(avail) AS best FROM s WHERE avail > :tol GROUP BY gid),
 p AS (
@@ -135,9 +136,13 @@ ORDER BY d.k, r.s0
 """
 
 # Pickable on-hand and what is free of it, per group: why a short demand is short.
-_SUPPLY = "WITH " + _SUPPLY_LINES + """
+_SUPPLY_SQL = "WITH " + _SUPPLY_LINES + """
 SELECT gid, SUM(quantity), SUM(CASE WHEN avail > 0 THEN avail ELSE 0 END) FROM s GROUP BY gid
 """
+# by pass: groups asking for lots (True) or for any lot (False)
+_ALLOCATE = {lots: _ALLOCATE_SQL.replace("{req}", "st.lot" if lots else "''")
+             for lots in (True, False)}
+_SUPPLY = {lots: _SUPPLY_SQL.replace("{req}", "st.lot" if lots else "''") for lots in (True, False)}
 
 _INSERT_ALLOCATION = (
     "INSERT INTO order_allocations (order_id, line, site, item, location, lot, allocated, qty,"
@@ -159,7 +164,9 @@ def allocate(cur: sqlite3.Cursor, demands: Sequence[Demand], now: str) -> list[O
 def _pass(cur: sqlite3.Cursor, group: list[tuple[int, Demand]], now: str
           ) -> dict[int, Outcome]:
     _load(group, cur)
-    takes = [row for row in cur.execute(_ALLOCATE, {"tol": TOLERANCE}) if row[4] > TOLERANCE]
+    lots = bool(group[0][1].lot)  # a pass is all one or the other
+    takes = [row for row in cur.execute(_ALLOCATE[lots], {"tol": TOLERANCE})
+             if row[4] > TOLERANCE]
     by_index = dict(group)
     (before,) = cur.execute("SELECT COALESCE(MAX(id), 0) FROM order_allocations").fetchone()
     cur.executemany(_INSERT_ALLOCATION, [
@@ -180,7 +187,7 @@ def _pass(cur: sqlite3.Cursor, group: list[tuple[int, Demand]], now: str
     if short:  # the scratch tables now hold the short ones only: their groups' supply
         gids = _load([(i, outcomes[i].demand) for i in short], cur)
         supply = {gid: (float(on_hand), float(free))
-                  for gid, on_hand, free in cur.execute(_SUPPLY)}
+                  for gid, on_hand, free in cur.execute(_SUPPLY[lots])}
         for i in short:
             d = outcomes[i].demand
             on_hand, free = supply.get(gids[(d.site, d.sku, d.lot)], (0.0, 0.0))

@@ -17,7 +17,8 @@ The rule (the issue leaves it open; lots carry no expiry here, so FEFO cannot ap
 
 Set-based: each demand is an interval on its item's running demand, each stock line an interval
 on its item's running supply (window sums); an allocation is where the two overlap. One
-statement per pass, whatever the number of lines.
+statement per pass, whatever the number of lines. The scratch tables are the connection's own
+(TEMP); the SQL is what PostgreSQL also runs but for the ``temp.`` prefix SQLite wants there.
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ _SCRATCH = (
     " need DOUBLE PRECISION NOT NULL, d0 DOUBLE PRECISION NOT NULL, d1 DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS temp.alloc_demand_group ON alloc_demand (gid, d0)",
 )
-_KEYS = (
-    "INSERT OR IGNORE INTO temp.alloc_keys (key, site, req, gid, total)"
+_KEYS = (  # WHERE TRUE: SQLite then reads ON CONFLICT as the upsert's, not the join's
+    "INSERT INTO temp.alloc_keys (key, site, req, gid, total)"
     " SELECT sku, site, req, gid, total FROM temp.alloc_group UNION ALL"
     " SELECT ig.gtin, g.site, g.req, g.gid, g.total FROM temp.alloc_group g"
-    " JOIN item_gtins ig ON ig.sku = g.sku"
+    " JOIN item_gtins ig ON ig.sku = g.sku WHERE TRUE ON CONFLICT DO NOTHING"
 )
 
 # The candidate stock lines with their free quantity, by group: found by primary-key probes for

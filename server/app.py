@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from floorsync.server import picking
 from floorsync.server.api import (
+    backlog,
     counts,
     devices,
     epcis,
@@ -102,7 +103,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts, epcis, kpi, orders, receipts):
+                   exceptions, counts, epcis, kpi, orders, receipts, backlog):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)

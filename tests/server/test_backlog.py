@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from fastapi.testclient import TestClient
+
 from floorsync.edge import wire
 from floorsync.server import backlog as bl
 from floorsync.server import orders
@@ -58,3 +60,16 @@ def test_order_lines_exceptions_and_devices_but_no_backorders(store: Store) -> N
     assert [(e.kind, e.open) for e in found.exceptions] == [("order_unknown", 1)]
     (device,) = found.devices
     assert (device.device, device.backlog, device.oldest_unsynced_s) == ("hh-01", 12, 40.0)
+
+
+def test_the_backlog_endpoint_reads_and_refuses_bad_sites(client: TestClient, store: Store
+                                                          ) -> None:
+    load_items(store)
+    book_of(store).accept(document(), by="tok")
+    found = client.get("/api/v1/backlog", params={"site": "wh1"})
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert [r["id"] for r in body["receipts"]] == ["ASN-1"]
+    assert set(body) == {"generated_at", "receipts", "not_put_away", "order_lines",
+                         "exceptions", "devices"}
+    assert client.get("/api/v1/backlog", params={"site": "a/b"}).status_code == 422

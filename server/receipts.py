@@ -23,7 +23,7 @@ import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from floorsync.edge import expected as floor
 from floorsync.server.errors import Refused
@@ -73,7 +73,9 @@ class ReceiptBook:
     """The receipts of one ledger database; use ``book_of(store)``."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        # weakly: ``_books`` keeps the book while the store lives, and a book holding its store
+        # would keep that entry (and the store) for ever
+        self._store = cast(Store, weakref.proxy(store))
         self._listeners: list[Listener] = []
         self._docs = Documents()
         store.add_batch_hook(partial(check_batch, self._docs))

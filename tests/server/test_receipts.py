@@ -3,7 +3,9 @@ events applied through ``Store.apply_batch``, closed with their discrepancies.""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from floorsync.edge import expected as floor
 from floorsync.edge import wire
+from floorsync.server import receipts
 from floorsync.server.errors import Refused
 from floorsync.server.ledger import Store
 from floorsync.server.locations import LocationSpec
@@ -359,3 +362,15 @@ def test_the_book_is_one_per_store(tmp_path: Path) -> None:
         book_of(store).accept(document())
         apply(store, receive(qty=15))
         assert len(exceptions(store, "receipt_over")) == 1  # one hook, one record
+
+
+def test_a_closed_store_is_not_kept_alive_by_its_book(tmp_path: Path) -> None:
+    def use() -> weakref.ref[Store]:
+        with Store(tmp_path / "gone.db") as store:
+            book_of(store).receipts()
+            assert store in receipts._books
+            return weakref.ref(store)
+
+    gone = use()
+    gc.collect()
+    assert gone() is None

@@ -40,10 +40,22 @@ ITEMS_CSV = "sku,gtins,description,tracking\n" + "".join(
 LOCATIONS_CSV = (
     "site,code,kind,parent,name,barcodes\n"
     f"{SITE},{SITE},site,,Demo warehouse,\n{SITE},DOCK,zone,,Docks,\n"
-    f"{SITE},DOCK-1,bin,DOCK,Dock door 1,LOC:DOCK-1\n{SITE},Z1,zone,,Zone 1,\n"
+    f"{SITE},DOCK-1,bin,DOCK,Dock door 1,LOC:DOCK-1\n"
+    f"{SITE},RECV-1,bin,DOCK,Receiving 1,LOC:RECV-1\n{SITE},Z1,zone,,Zone 1,\n"
     f"{SITE},A-01,aisle,Z1,,\n{SITE},A-01-02,bin,A-01,,LOC:A-01-02\n"
     f"{SITE},A-01-03,bin,A-01,,LOC:A-01-03\n"
 )
+# The documents: an expected receipt the handheld receives against, short by two (closed at
+# the end: its discrepancy is recorded, receipt_short raised), and an order of the door's item
+# placed before any is in stock: backordered, then filled by the door's later receipts.
+RECEIPT = {"id": "ASN-DEMO", "site": SITE, "supplier": "ACME Foods", "location": "RECV-1",
+           "lines": [{"gtin": PRODUCTS[0][0], "lot": PRODUCTS[0][1], "qty": 12}]}
+ORDER = {"id": "SO-DEMO", "site": SITE, "ship_to": "Corner Shop, Leeds", "priority": 1,
+         "lines": [{"line": 1, "item": "DEMO-3", "qty": 3}]}
+HANDHELD_FIRST = [  # once: scan the ASN label, then the items (ten of the twelve came)
+    "CMD:RECEIVE", "ASN:ASN-DEMO", "QTY:10", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
+    "CMD:DONE",
+]
 HANDHELD_ROUND = [
     # receive at the dock: the location, then the items (a quantity label for a full case)
     "CMD:RECEIVE", "LOC:DOCK-1",
@@ -111,6 +123,23 @@ def _post_csv(url: str, text: str, token: str) -> None:
         response.read()
 
 
+def _post_json(url: str, body: dict[str, Any], token: str) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_log(path: Path, text: str, timeout: float, processes: _Processes) -> None:
+    """Until ``text`` shows in a child's log (the handheld's scanner open, say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not processes.failed():
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise EdgeError(f"{path.name} never said {text!r}; see {path}")
+
+
 def _wait_http(url: str, timeout: float, processes: _Processes) -> None:
     """Until the open health endpoint answers."""
     deadline = time.monotonic() + timeout
@@ -145,6 +174,10 @@ def _outbox_counts(path: Path) -> dict[str, int]:
 
 
 def _operator(scanner: ScriptedScanner, stop: threading.Event, pace: float = 0.25) -> None:
+    for code in HANDHELD_FIRST:
+        if stop.wait(pace):
+            return
+        scanner.type(code)
     while not stop.is_set():
         for code in HANDHELD_ROUND:
             if stop.wait(pace):
@@ -177,6 +210,9 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         _wait_http(f"{api}/health", 30, processes)
         _post_csv(f"{api}/items/import", ITEMS_CSV, write_token)
         _post_csv(f"{api}/locations/import", LOCATIONS_CSV, write_token)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        _post_json(f"{api}/receipts", {**RECEIPT, "expected_date": today}, write_token)
+        _post_json(f"{api}/orders", {**ORDER, "due": today}, write_token)
 
         master, slave = open_pty()
         handheld = _edge_config(
@@ -197,9 +233,11 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         print(f"  write token: {write_token}")
         print(f'  try: curl -H "Authorization: Bearer {read_token}" {api}/stock')
         print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick")
-        print("  dock-1: RFID dock door receiving pallets of tagged cases", flush=True)
+        print("  dock-1: RFID dock door receiving pallets of tagged cases")
+        print("  documents: receipt ASN-DEMO (12 expected at RECV-1), order SO-DEMO (3 of the"
+              " door's item, none in stock yet: backordered)", flush=True)
 
-        time.sleep(1.0)  # let the handheld agent open its port
+        _wait_log(data / "hh-01.log", "scanner hh-01 online", 60, processes)
         operator = threading.Thread(
             target=_operator, args=(ScriptedScanner(master), stop), daemon=True
         )
@@ -213,7 +251,7 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
                 break
         stop.set()
         operator.join(2)
-        return _finish(api, read_token, data, processes)
+        return _finish(api, read_token, write_token, data, processes)
     finally:
         stop.set()
         processes.stop_all()
@@ -234,7 +272,25 @@ def _print_progress(api: str, token: str) -> None:
     print(f"  applied {summary['events']} events | stock {shown}{more}", flush=True)
 
 
-def _finish(api: str, token: str, data: Path, processes: _Processes) -> int:
+def _documents(api: str, token: str, write_token: str) -> None:
+    """Close the receipt (its shortage recorded) and say what became of the backorder."""
+    request = urllib.request.Request(
+        f"{api}/receipts/{RECEIPT['id']}/close", data=json.dumps({"by": "demo"}).encode(),
+        method="POST", headers={"Content-Type": "application/json",
+                                "Authorization": f"Bearer {write_token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        receipt = json.loads(response.read())
+    (line,) = receipt["lines"]
+    print(f"receipt {receipt['id']}: expected {line['expected']:g}, received"
+          f" {line['received']:g}, {line['status']} {abs(line['difference']):g}; closed with"
+          f" {len(receipt['discrepancies'])} discrepancy", flush=True)
+    for b in _get(f"{api}/backorders?order={ORDER['id']}&status=all", token)["items"]:
+        filled = sum(f["qty"] for f in b["fills"])
+        print(f"order {b['order_id']} line {b['line']}: backordered {b['qty']:g} ({b['why']}),"
+              f" {filled:g} filled by later receipts (backorder {b['status']})", flush=True)
+
+
+def _finish(api: str, token: str, write_token: str, data: Path, processes: _Processes) -> int:
     """Let the edges drain, stop them, and print what was captured, applied, pending, rejected."""
     outboxes = [data / "hh-01-outbox.db", data / "dock-1-outbox.db"]
     deadline = time.monotonic() + 15
@@ -247,6 +303,7 @@ def _finish(api: str, token: str, data: Path, processes: _Processes) -> int:
     processes.stop("dock-1")
     counts = [_outbox_counts(p) for p in outboxes]
     summary = _get(f"{api}/summary", token)
+    _documents(api, token, write_token)
     captured = sum(c.get("captured", 0) for c in counts)
     pending = sum(c.get("pending", 0) + c.get("sent", 0) for c in counts)
     rejected = sum(c.get("rejected", 0) for c in counts)

@@ -19,7 +19,7 @@ from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtoc
 
 from floorsync.cli import build_parser
 from floorsync.edge import config as edge_config
-from floorsync.edge import wire
+from floorsync.edge import expected, wire
 from floorsync.edge.errors import ConfigError
 from floorsync.localbroker import Mosquitto
 from floorsync.server.settings import ENV_PREFIX, Settings
@@ -30,11 +30,13 @@ DEVICE_PATTERNS = {
     ("write", "floorsync/v1/+/%u/events"),
     ("write", "floorsync/v1/+/%u/status"),
     ("read", "floorsync/v1/+/%u/acks"),
+    ("read", "floorsync/v1/+/docs/#"),
 }
 CENTRAL_TOPICS = {
     ("read", "floorsync/v1/+/+/events"),
     ("read", "floorsync/v1/+/+/status"),
     ("write", "floorsync/v1/+/+/acks"),
+    ("readwrite", "floorsync/v1/+/docs/#"),
 }
 
 
@@ -280,6 +282,16 @@ def test_production_config_runs_and_acl_keeps_devices_apart(
         central.publish(wire.acks_topic("wh1", "hh-07"), b"ack for hh-07")
         central.publish(wire.acks_topic("wh1", "hh-08"), b"ack for hh-08")
         assert hh07.drain() == [(wire.acks_topic("wh1", "hh-07"), b"ack for hh-07")]
+
+        # the documents: the central service publishes them retained, edges read them; an edge
+        # cannot publish one (its message never reaches a reader)
+        docs = expected.docs_topic("wh1", "receipt", "ASN-1")
+        assert central.subscribe(expected.docs_filter("wh1")) == [1]
+        central.client.publish(docs, b"the list", qos=1, retain=True).wait_for_publish(10)
+        hh07.publish(expected.docs_topic("wh1", "receipt", "FORGED"), b"forged list")
+        assert central.drain() == [(docs, b"the list")]
+        assert hh07.subscribe(expected.docs_filter("wh1")) == [1]
+        assert hh07.drain() == [(docs, b"the list")]  # retained: there before it subscribed
     finally:
         for peer in (central, hh07, stranger):
             peer.close()

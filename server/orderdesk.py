@@ -14,6 +14,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from floorsync.edge.expected import Expected
 from floorsync.server.ledger import Store
@@ -32,7 +33,10 @@ class OrderDesk:
     """The orders of one store; ``desk_of(store)`` finds it."""
 
     def __init__(self, store: Store, render: Render, opened: Opened) -> None:
-        self._store, self._render, self._opened = store, render, opened
+        # weakly: ``_desks`` keeps the desk while the store lives; a desk holding its store
+        # strongly would keep both for ever
+        self._store = cast(Store, weakref.proxy(store))
+        self._render, self._opened = render, opened
         self._listeners: list[Listener] = []
         self._pending: set[str] = set()
         self._wake = threading.Condition()

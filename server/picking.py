@@ -30,8 +30,10 @@ costs one indexed look-up.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from floorsync.edge import wire
 from floorsync.server import allocation, backorders, orderdesk, orders
@@ -56,8 +58,9 @@ def install(store: Store) -> orderdesk.OrderDesk:
     returns the store's order desk, which tells listeners of changed orders after commit."""
     if not any(isinstance(h, OrderHook) for h in store._batch_hooks):
         store.add_batch_hook(OrderHook(store))
-    return orderdesk.open_desk(store, lambda order_id: orders.floor_copy(store, order_id),
-                               lambda: orders.expected(store))
+    held = cast(Store, weakref.proxy(store))  # the desk lives as long as the store, not longer
+    return orderdesk.open_desk(store, lambda order_id: orders.floor_copy(held, order_id),
+                               lambda: orders.expected(held))
 
 
 @dataclass(slots=True)

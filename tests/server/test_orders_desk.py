@@ -3,14 +3,16 @@ change: accepted, picked, filled, shipped (withdrawn), cancelled (withdrawn)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from floorsync.edge.expected import Expected, decode_expected, encode_expected
+from floorsync.server import orderdesk, picking
 from floorsync.server import orders as od
-from floorsync.server import picking
 from floorsync.server.ledger import Store
 from tests.server.orderkit import SITE, G, apply, order_doc, pick, receive, ship, with_items
 
@@ -84,3 +86,15 @@ def test_a_cancel_withdraws_and_tells_the_order_that_got_the_stock(
     copy = news["SO-2"]
     assert copy is not None and [(ln.qty, ln.location) for ln in copy.lines] == [(2, "A-01")]
     assert od.expected(store) == [copy]
+
+
+def test_a_closed_store_is_not_kept_alive_by_its_order_desk(tmp_path: Path) -> None:
+    def use() -> weakref.ref[Store]:
+        with Store(tmp_path / "gone.db") as store:
+            picking.install(store)
+            assert store in orderdesk._desks
+            return weakref.ref(store)
+
+    gone = use()
+    gc.collect()
+    assert gone() is None

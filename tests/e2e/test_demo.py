@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,12 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
                      re.M), result.stdout
     assert ("receipt ASN-DEMO: expected 12, received 10, short 2; closed with 1 discrepancy"
             in result.stdout), result.stdout
+    # the receipt reached the handheld's edge over the broker before the goods: the edge checked
+    # the ten cases against its own copy (with no copy its check would say "unknown")
+    with sqlite3.connect(tmp_path / "central.db") as db:
+        checked = db.execute("SELECT doc_kind, doc_check, SUM(qty) FROM events"
+                             " WHERE doc_id = 'ASN-DEMO' GROUP BY 1, 2").fetchall()
+    assert checked == [("receipt", "expected", 10.0)]
     # the order placed before any stock: backordered, then filled by the door's receipts
     assert re.search(r"^order SO-DEMO line 1: backordered 3 \(no stock\), 3 filled by later"
                      r" receipts \(backorder filled\)$", result.stdout, re.M), result.stdout

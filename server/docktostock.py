@@ -34,6 +34,7 @@ from floorsync.server.kpi import Span, instant_sql, invalid, read, to_ms, weight
 from floorsync.server.ledger import Store
 from floorsync.server.posting import CLOCK_AHEAD
 
+HORIZON_DAYS = 7  # a unit waiting at the dock longer before ``from`` is put away untimed
 MAX_HORIZON_DAYS = 366
 
 DEFINITION = (
@@ -67,7 +68,7 @@ flows AS MATERIALIZED (
     FROM dock d
     JOIN movements m ON m.item = d.item AND m.location = d.location AND m.lot = d.lot
     JOIN events e ON e.id = m.event_id
-    WHERE m.id >= :id0 AND m.site = :site AND {_MT} >= :t0
+    WHERE m.id >= :id0 AND m.site = :site
 ),
 opening AS (
     SELECT line, SUM(qty) AS qty FROM (
@@ -75,13 +76,13 @@ opening AS (
         JOIN stock s ON s.item = d.item AND s.site = :site AND s.location = d.location
             AND s.lot = d.lot
         UNION ALL
-        SELECT line, -qty FROM flows
+        SELECT line, -qty FROM flows WHERE t >= :t0
     ) AS lines GROUP BY line
 ),
 moves (line, unit, t, id, type, qty) AS MATERIALIZED (
     SELECT line, '', :t0 - 1, 0, 'opening', qty FROM opening WHERE ABS(qty) > :eps
     UNION ALL
-    SELECT line, unit, t, id, type, qty FROM flows WHERE t < :end
+    SELECT line, unit, t, id, type, qty FROM flows WHERE t >= :t0 AND t < :end
 ),
 ins AS (
     SELECT line, unit, t, type = 'receive' AS timed, SUM(qty) OVER w AS upto,
@@ -180,7 +181,7 @@ def _summary(put: float, timed: list[tuple[float, float]]) -> DockToStock:
     )
 
 
-def dock_to_stock(store: Store, site: str, span: Span, *, horizon_days: int = 30
+def dock_to_stock(store: Store, site: str, span: Span, *, horizon_days: int = HORIZON_DAYS
                   ) -> DockToStockReport:
     """Dock-to-stock times of the units ``site`` put away in ``span``, per period."""
     if not 0 <= horizon_days <= MAX_HORIZON_DAYS:

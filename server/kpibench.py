@@ -28,7 +28,7 @@ from typing import Any
 
 from floorsync.edge import wire
 from floorsync.server import checks
-from floorsync.server.docktostock import dock_to_stock
+from floorsync.server.docktostock import HORIZON_DAYS, dock_to_stock
 from floorsync.server.kpi import span
 from floorsync.server.ledger import Store
 from floorsync.server.masterdata import MasterData
@@ -175,7 +175,7 @@ def run(days: int = 90, receipts: int = 2000, counts: int = 200, repeat: int = 5
             end = (START + timedelta(days=days)).date()
             month = span((end - timedelta(days=30)).isoformat(), end.isoformat(), "day", "UTC")
             week = span((end - timedelta(days=7)).isoformat(), end.isoformat(), "day", "UTC")
-            since = checks.utc_text(month.start - timedelta(days=30))
+            since = checks.utc_text(month.start - timedelta(days=HORIZON_DAYS))
 
             def raw() -> None:  # every row dated since the horizon, as the text orders them
                 store._query("SELECT item, location, lot, qty, event_time FROM movements"

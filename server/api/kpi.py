@@ -232,7 +232,7 @@ def dock_to_stock(
     store: StoreDep, site: Site, start: From, to: To, period: Period = "day", tz: Tz = "UTC",
     horizon_days: Annotated[int, Query(
         ge=0, le=d2s.MAX_HORIZON_DAYS,
-        description="how far before from receives are looked for")] = 30,
+        description="how far before from receives are looked for")] = d2s.HORIZON_DAYS,
 ) -> DockToStockOut:
     """Dock-to-stock time: receive to put-away, per unit, first in first out."""
     window = span(start, to, period, tz)

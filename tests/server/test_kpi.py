@@ -272,7 +272,7 @@ def test_units_leave_the_dock_first_in_first_out(reader: TestClient, store: Stor
     assert stats(found["total"]) == (12, 12, 0, 11700, 9000, 18000, 18000)
     assert [(p["period"], p["units"]) for p in found["periods"]] == [
         ("2026-03-01", 0), ("2026-03-02", 12), ("2026-03-03", 0)]
-    assert found["parameters"]["horizon_days"] == 30
+    assert found["parameters"]["horizon_days"] == 7
     assert "first in, first out" in found["definition"]
     # the 1 h put-away alone: from is an instant
     early = get(reader, "dock-to-stock", **{"from": "2026-03-02T08:00:00Z",

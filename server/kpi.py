@@ -25,6 +25,7 @@ from floorsync.server.ledger import Store
 
 PERIODS = ("day", "week", "month")
 MAX_BUCKETS = 1000
+YEARS = (1971, 2999)  # a horizon of a year before, a day of offsets after: still datetimes
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -57,17 +58,24 @@ def to_ms(moment: datetime) -> int:
 
 
 def bound(text: str, zone: tzinfo, what: str) -> datetime:
-    """``from``/``to``: a date (the start of that day in ``zone``) or a time with its offset."""
+    """``from``/``to``: a date (the start of that day in ``zone``) or a time with its offset,
+    in the years ``YEARS``."""
     if _DATE.match(text):
         try:
             day = date.fromisoformat(text)
         except ValueError:
             raise invalid(f"{what} {text!r} is not a date") from None
-        return start_of(day, zone)
-    try:
-        return wire.parse_time(text, what).astimezone(UTC)
-    except wire.WireError as exc:
-        raise invalid(f"{exc} (give a date YYYY-MM-DD or a time with its UTC offset)") from None
+        moment = None
+    else:
+        try:
+            moment = wire.parse_time(text, what)
+        except wire.WireError as exc:
+            raise invalid(f"{exc} (give a date YYYY-MM-DD or a time with its UTC offset)"
+                          ) from None
+        day = moment.date()
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise invalid(f"{what} {text!r} is outside the years {YEARS[0]} to {YEARS[1]}")
+    return start_of(day, zone) if moment is None else moment.astimezone(UTC)
 
 
 def start_of(day: date, zone: tzinfo) -> datetime:

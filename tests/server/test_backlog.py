@@ -15,7 +15,10 @@ from floorsync.server.receipts import book_of
 from tests.server import orderkit as ok
 from tests.server.receiptfixtures import GTIN_A, document, load_items, receive
 
-LATER = datetime.now(UTC) + timedelta(hours=1)
+
+def later() -> datetime:
+    """An hour from now: what was done now has waited an hour by then."""
+    return datetime.now(UTC) + timedelta(hours=1)
 
 
 def test_receipts_open_and_received_not_put_away(store: Store) -> None:
@@ -24,7 +27,7 @@ def test_receipts_open_and_received_not_put_away(store: Store) -> None:
     assert bl.backlog(store, "wh1").receipts[0].received == 0
     store.apply_batch(wire.Batch("wh1", "door-1", wire.utc_now(),
                                  (receive(qty=6), receive(qty=1))), source="mqtt")
-    found = bl.backlog(store, "wh1", LATER)
+    found = bl.backlog(store, "wh1", later())
     (receipt,) = found.receipts
     assert (receipt.id, receipt.expected, receipt.received) == ("ASN-1", 19, 7)
     assert receipt.age_s > 0
@@ -36,7 +39,7 @@ def test_receipts_open_and_received_not_put_away(store: Store) -> None:
                       wire.Item(gtin=GTIN_A), 4, "DOCK-1", "A-01-01", "op-1")
     results = store.apply_batch(wire.Batch("wh1", "hh-1", wire.utc_now(), (away,)), source="mqtt")
     assert [r.status for r in results] == ["applied"]
-    (line,) = bl.backlog(store, "wh1", LATER).not_put_away
+    (line,) = bl.backlog(store, "wh1", later()).not_put_away
     assert line.qty == 3
     book_of(store).close("ASN-1", by="tok")
     assert bl.backlog(store, "wh1").receipts == []
@@ -51,7 +54,7 @@ def test_order_lines_exceptions_and_devices_but_no_backorders(store: Store) -> N
     ok.apply(store, ok.pick("SO-9", "A", 1, "A-01", to="PACK-1"))  # unknown order: exception
     store.update_presence("wh1", "hh-01", wire.Status(
         "online", wire.utc_now(), backlog=12, last_seq=3, oldest_unsynced_s=40.0))
-    found = bl.backlog(store, "wh1", LATER)
+    found = bl.backlog(store, "wh1", later())
     states = {(b.order_id, b.line, b.state): b.qty for b in found.order_lines}
     assert states == {("SO-1", 1, "allocated"): 2, ("SO-1", 1, "picked"): 1}
     assert all(b.age_s > 3500 for b in found.order_lines)

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from floorsync.edge.errors import EdgeError
@@ -125,31 +125,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data)
 
 
+# Benchmarks of one package, run in this process; each returns a dict of figures.
+IN_PROCESS_SUITES = ("devices", "floor", "ledger", "direction", "receipts", "orders", "epcis",
+                     "kpi")
+
+
+def _run_in_process_suite(args: argparse.Namespace) -> Mapping[str, object]:
+    if args.suite == "devices":
+        from floorsync.devices.bench import run
+
+        return run(seconds=args.seconds)
+    if args.suite == "floor":
+        from floorsync.edge.floorbench import run as run_floor
+
+        return run_floor()
+    if args.suite == "direction":
+        from floorsync.edge.dockbench import run as run_direction
+
+        return run_direction(scenarios=args.scenarios, seed=args.seed)
+    if args.suite == "receipts":
+        from floorsync.server.receiptbench import run as run_receipts
+
+        return run_receipts()
+    if args.suite == "orders":
+        from floorsync.server.orderbench import run as run_orders
+
+        return run_orders(on_hand=args.on_hand)
+    if args.suite == "epcis":
+        from floorsync.server.epcisbench import run_epcis_export
+
+        return run_epcis_export()
+    if args.suite == "kpi":
+        from floorsync.server.kpibench import run as run_kpi
+
+        return run_kpi()
+    from floorsync.server.bench import run as run_ledger
+
+    return run_ledger(on_hand=args.on_hand)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite in ("devices", "floor", "ledger", "direction"):
+    if args.suite in IN_PROCESS_SUITES:
         import json
 
-        if args.suite == "devices":
-            from floorsync.devices.bench import run
-
-            result = run(seconds=args.seconds)
-        elif args.suite == "floor":
-            from floorsync.edge.floorbench import run as run_floor
-
-            result = run_floor()
-        elif args.suite == "direction":
-            from floorsync.edge.dockbench import run as run_direction
-
-            result = run_direction(scenarios=args.scenarios, seed=args.seed)
-        else:
-            from floorsync.server.bench import run as run_ledger
-
-            result = run_ledger(on_hand=args.on_hand)
+        result = _run_in_process_suite(args)
         if args.json:
             print(json.dumps(result))
         else:
             for key, value in result.items():
-                print(f"{key:28} {value:>12,.2f}" if value is not None else f"{key:28} n/a")
+                shown = (f"{value:>12,.2f}" if isinstance(value, int | float)
+                         else "n/a" if value is None else str(value))
+                print(f"{key:32} {shown}")
         return 0
     from floorsync.bench import reader as readerbench
 
@@ -289,17 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
     p.add_argument("suite", nargs="?",
-                   choices=("e2e", "reader", "devices", "floor", "ledger", "direction"),
+                   choices=("e2e", "reader", *IN_PROCESS_SUITES),
                    default="e2e",
                    help="e2e (default): the durable path, then the reader path; reader: a "
                    "network reader's messages through journal, door and outbox beside raw "
                    "paho; devices: framing, decoding; "
                    "floor: door logic and handheld scan durability; ledger: apply rate and "
                    "stock lookups with many on-hand rows; direction: tag crossings a door "
-                   "gets right on generated dock traffic, per scenario kind")
+                   "gets right on generated dock traffic, per scenario kind; receipts, "
+                   "orders: a 10,000-line document accepted (orders: and allocated against "
+                   "--on-hand stock lines); epcis: the export's rate and memory; kpi: the "
+                   "KPIs on a 90-day ledger")
     p.add_argument("--scenarios", type=int, default=450, help="direction: scenarios")
     p.add_argument("--seed", type=int, default=1, help="direction: traffic seed")
-    p.add_argument("--on-hand", type=int, default=1_000_000, help="ledger: stock lines")
+    p.add_argument("--on-hand", type=int, default=1_000_000, help="ledger, orders: stock lines")
     p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")

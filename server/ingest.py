@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from floorsync.edge import wire
+from floorsync.server import brokerlink
 from floorsync.server.errors import StoreError
 from floorsync.server.ledger import Incoming, Store
 from floorsync.server.settings import Settings, broker_address
@@ -76,6 +77,7 @@ class _Work:
     incoming: Incoming | None = None  # events to apply
     reject: tuple[str, bytes, str, tuple[str, ...]] | None = None  # reason, payload, topic, ids
     status: wire.Status | None = None
+    claimed: tuple[str, str] | None = None  # the payload's (site, device), not the topic's
 
     @property
     def events(self) -> int:
@@ -123,8 +125,7 @@ class MqttIngest:
                 clean_session=False,
                 manual_ack=True,
             )
-        if self._settings.mqtt_username:
-            client.username_pw_set(self._settings.mqtt_username, self._settings.mqtt_password)
+        self._broker_errors = brokerlink.configure(client, self._settings, log, "ingest")
         # paho takes seconds as floats here, whatever its annotation says
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
@@ -220,6 +221,7 @@ class MqttIngest:
             log.error("broker %s:%s refused the connection: %s", self._host, self._port, reason)
             return
         _no_delay(client)
+        self._broker_errors.connected()
         self._halted = False
         # Every time: a shared subscription does not survive a broker restart.
         _, self._subscribe_mid = client.subscribe([(self._events_filter, 1), (STATUS_FILTER, 1)])
@@ -307,7 +309,8 @@ class MqttIngest:
                 f" on topic of device {site}/{device}"
             )
             ids = tuple([e.id for e in batch.events] + [b.id for b in batch.invalid if b.id])
-            return replace(work, reject=(reason, payload, msg.topic, ids))
+            return replace(work, reject=(reason, payload, msg.topic, ids),
+                           claimed=(batch.site, batch.device))
         return replace(work, incoming=Incoming(batch, "mqtt", msg.topic, payload))
 
     # --- the writer -----------------------------------------------------------------------
@@ -397,6 +400,20 @@ class MqttIngest:
     def _reject(self, work: _Work) -> tuple[wire.Result, ...]:
         assert work.reject is not None
         reason, payload, topic, ids = work.reject
+        if work.claimed is not None and work.site and work.device:
+            count = self._store.record_topic_mismatch(
+                topic=topic, site=work.site, device=work.device, reason=reason,
+                payload=payload, event_ids=ids,
+            )
+            # Names only: both were checked by the decoder (1-64 of A-Z a-z 0-9 . _ -), so
+            # they cannot forge a log line; the payload itself is never logged.
+            log.warning(
+                "topic/payload mismatch on %s: the payload claims site %s device %s"
+                " (%d event(s) rejected; %d such batch(es) from %s/%s so far)",
+                topic, work.claimed[0], work.claimed[1], len(ids), count, work.site,
+                work.device,
+            )
+            return wire.results_for(ids, "rejected", reason)
         log.warning("rejected message on %s: %s", topic, reason)
         self._store.record_rejection(
             source="mqtt", reason=reason, payload=payload, topic=topic, site=work.site,

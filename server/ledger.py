@@ -61,6 +61,12 @@ _UPSERT_DEVICE_SEEN = (
     " THEN excluded.last_seq ELSE devices.last_seq END,"
     " events = devices.events + excluded.events"
 )
+_COUNT_MISMATCH = (
+    "INSERT INTO devices (site, device, topic_mismatches, topic_mismatch_at) VALUES (?, ?, 1, ?)"
+    " ON CONFLICT (site, device) DO UPDATE SET"
+    " topic_mismatches = devices.topic_mismatches + 1,"
+    " topic_mismatch_at = excluded.topic_mismatch_at"
+)
 _UPSERT_PRESENCE = (
     "INSERT INTO devices (site, device, online, status_at, last_seq) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (site, device) DO UPDATE SET online = excluded.online,"
@@ -296,6 +302,23 @@ class Store(Posting, LedgerQueries):
         ids: Sequence[str | None] = list(event_ids) or [None]
         with self._transaction() as cur:
             self._reject(cur, [(now, source, topic, site, device, i, reason, text) for i in ids])
+
+    def record_topic_mismatch(
+        self, *, topic: str, site: str, device: str, reason: str, payload: bytes,
+        event_ids: Sequence[str] = (),
+    ) -> int:
+        """A batch whose payload names another site or device than its topic: rejected like
+        any bad input, and counted on the topic's device (the broker's ACL vouches for that
+        one, not for the payload). Returns that device's count so far."""
+        now, text = self._arrivals.next(), _truncate(payload)
+        ids: Sequence[str | None] = list(event_ids) or [None]
+        with self._transaction() as cur:
+            self._reject(cur, [(now, "mqtt", topic, site, device, i, reason, text) for i in ids])
+            cur.execute(_COUNT_MISMATCH, (site, device, now))
+            (count,) = cur.execute(
+                "SELECT topic_mismatches FROM devices WHERE site = ? AND device = ?",
+                (site, device)).fetchone()
+        return int(count)
 
     def update_presence(self, site: str, device: str, status: wire.Status) -> None:
         """The edge's retained presence: online/offline, its last sequence number, and its

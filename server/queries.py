@@ -61,6 +61,8 @@ class DeviceRow:
     backlog: int | None
     oldest_unsynced_s: float | None = None  # age of the oldest unconfirmed event, at backlog_at
     backlog_at: str | None = None  # when the edge measured backlog (its clock)
+    topic_mismatches: int = 0  # batches it sent claiming another site or device
+    topic_mismatch_at: str | None = None  # when the last of them arrived
 
 
 def item_location_filter(
@@ -150,12 +152,13 @@ class LedgerQueries(Database):
     def devices(self) -> list[DeviceRow]:
         rows = self._query(
             "SELECT site, device, last_seen, last_seq, events, online, status_at, backlog,"
-            " oldest_unsynced_s, backlog_at FROM devices ORDER BY site, device"
+            " oldest_unsynced_s, backlog_at, topic_mismatches, topic_mismatch_at FROM devices"
+            " ORDER BY site, device"
         )
         return [
             DeviceRow(s, d, seen, seq, n, None if on is None else bool(on), at, backlog,
-                      None if oldest is None else float(oldest), backlog_at)
-            for s, d, seen, seq, n, on, at, backlog, oldest, backlog_at in rows
+                      None if oldest is None else float(oldest), backlog_at, int(mism), mism_at)
+            for s, d, seen, seq, n, on, at, backlog, oldest, backlog_at, mism, mism_at in rows
         ]
 
     def summary(self) -> dict[str, int]:

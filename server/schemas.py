@@ -93,6 +93,11 @@ class Device(BaseModel):
         None, description="age in seconds of the oldest of those events, at backlog_at")
     backlog_at: str | None = Field(
         None, description="when the edge measured backlog and oldest_unsynced_s (its clock)")
+    topic_mismatches: int = Field(
+        0, description="batches this device published on its own topic naming another site or"
+        " device in the payload: each rejected (see /rejections), counted here")
+    topic_mismatch_at: str | None = Field(
+        None, description="when the central service received the last of them")
 
 
 class Problem(BaseModel):

@@ -33,6 +33,7 @@ def devices(store: StoreDep, settings: SettingsDep) -> list[Device]:
             online=is_online(r, settings.online_after_s, now), last_seq=r.last_seq,
             backlog=r.backlog, events=r.events, status_at=r.status_at,
             oldest_unsynced_s=r.oldest_unsynced_s, backlog_at=r.backlog_at,
+            topic_mismatches=r.topic_mismatches, topic_mismatch_at=r.topic_mismatch_at,
         )
         for r in store.devices()
     ]

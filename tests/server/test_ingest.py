@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -132,8 +133,10 @@ def test_bad_event_beside_good_ones(ingest: MqttIngest, edge: Edge, store: Store
     assert_still_applies(edge, store)
 
 
-def test_spoofed_device_is_rejected(ingest: MqttIngest, edge: Edge, store: Store) -> None:
+def test_spoofed_device_is_rejected(ingest: MqttIngest, edge: Edge, store: Store,
+                                    caplog: pytest.LogCaptureFixture) -> None:
     e = event("receive", qty=9)
+    caplog.set_level(logging.WARNING, logger="floorsync.server.ingest")
     edge.publish(payload(edge.site, "hh-99", e))  # claims another device, on our topic
     (result,) = edge.next_ack().results
     assert (result.id, result.status) == (e.id, "rejected")
@@ -145,6 +148,13 @@ def test_spoofed_device_is_rejected(ingest: MqttIngest, edge: Edge, store: Store
     # listed beside the ledger's exceptions, open until a person dismisses it
     assert store._query("SELECT kind, status, rejection_id, event_id FROM exceptions") == [
         ("rejected", "open", rejection.id, e.id)]
+    # counted on the device the topic names (the sender), logged with what the payload claimed
+    (row,) = [r for r in store.devices() if r.device == DEV]
+    assert row.topic_mismatches == 1 and row.topic_mismatch_at == rejection.received_at
+    assert [r for r in store.devices() if r.device == "hh-99"] == []
+    (line,) = [r.getMessage() for r in caplog.records if "mismatch" in r.getMessage()]
+    assert f"on {wire.events_topic(edge.site, DEV)}" in line
+    assert f"claims site {edge.site} device hh-99" in line and e.id not in line
     assert_still_applies(edge, store)
 
 

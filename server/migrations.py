@@ -567,4 +567,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX orders_closed ON orders (site, closed_at) WHERE status = 'closed'
         """,
     ),
+    (
+        # A device that publishes, on its own topic, a batch claiming another site or device
+        # (server/ingest.py): counted on the topic's device, the one the broker authenticated.
+        "0012_topic_mismatches",
+        """
+        ALTER TABLE devices ADD COLUMN topic_mismatches BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE devices ADD COLUMN topic_mismatch_at TEXT
+        """,
+    ),
 )

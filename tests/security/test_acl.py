@@ -29,6 +29,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from floorsync.edge import expected, wire
 from floorsync.localbroker import Mosquitto
+from tests.e2e.conftest import CentralProcess
+from tests.server import helpers
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 NOT_AUTHORIZED = 0x87
@@ -308,3 +310,85 @@ def test_known_limitation_the_acl_knows_no_site(
     assert a.publish(wire.events_topic(OTHER_SITE, A), b"A at wh2") == SUCCESS
     assert central.until(wire.events_topic(OTHER_SITE, A), b"A at wh2")[-1].topic == (
         wire.events_topic(OTHER_SITE, A))
+
+
+# --- the central service's own check, end to end -------------------------------------------
+
+
+def test_central_rejects_counts_and_logs_a_batch_claiming_another_device(
+    broker: Mosquitto, protocol: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ACL lets A publish only on its own topic, but not decide what it says there: a
+    batch on A's topic claiming B (or another site) is rejected by the real central service,
+    counted on A, logged, and B's ledger stays as it was."""
+    monkeypatch.setenv("FLOORSYNC_MQTT_USERNAME", CENTRAL)
+    monkeypatch.setenv("FLOORSYNC_MQTT_PASSWORD", PASSWORDS[CENTRAL])
+    server = CentralProcess(tmp_path / "central.db", broker.url, protocol)
+    a, b = fresh(broker, A, protocol), fresh(broker, B, protocol)
+    try:
+        server.start()
+        assert a.subscribe(wire.acks_topic(SITE, A)) == [1]
+        assert b.subscribe(wire.acks_topic(SITE, B)) == [1]
+        own = helpers.event(qty=2)
+        b.publish(wire.events_topic(SITE, B), helpers.payload(SITE, B, own))
+        assert ack(b, SITE, B) == {own.id: ("applied", None)}
+        before = (devices(server)[B], server.get("stock")["items"], server.get("movements"))
+
+        as_b = [helpers.event(qty=50, dst="A-01-01"), helpers.event(qty=7, dst="A-01-01")]
+        assert a.publish(wire.events_topic(SITE, A),
+                         helpers.payload(SITE, B, *as_b)) == SUCCESS  # its own topic
+        as_wh2 = helpers.event(qty=3)
+        a.publish(wire.events_topic(SITE, A), helpers.payload(OTHER_SITE, A, as_wh2))
+        first, second = ack(a, SITE, A), ack(a, SITE, A)
+        assert {i: s for i, (s, _) in (first | second).items()} == {
+            e.id: "rejected" for e in [*as_b, as_wh2]}
+        assert first[as_b[0].id][1] == (
+            f"spoofed: payload device {SITE}/{B} on topic of device {SITE}/{A}")
+        assert second[as_wh2.id][1] == (
+            f"spoofed: payload device {OTHER_SITE}/{A} on topic of device {SITE}/{A}")
+
+        # counted on the sender, the device the broker authenticated
+        seen = devices(server)
+        assert seen[A]["topic_mismatches"] == 2 and seen[A]["events"] == 0
+        assert seen[A]["topic_mismatch_at"] is not None
+        # B's ledger untouched: its row, the stock, the movements
+        assert (seen[B], server.get("stock")["items"], server.get("movements")) == before
+        assert seen[B]["topic_mismatches"] == 0 and set(seen) == {A, B}
+        # kept with the reason, each listed as an open 'rejected' exception
+        rejected = server.get("rejections")["items"]
+        assert sorted(r["event_id"] for r in rejected) == sorted(e.id for e in [*as_b, as_wh2])
+        assert {(r["topic"], r["site"], r["device"]) for r in rejected} == {
+            (wire.events_topic(SITE, A), SITE, A)}
+        kinds = [(x["kind"], x["status"]) for x in server.get("exceptions")["items"]]
+        assert kinds == [("rejected", "open")] * 3
+
+        # the log names the topic and what the payload claimed, never the payload
+        log = server.database.with_suffix(".log").read_text()
+        lines = [line for line in log.splitlines() if "topic/payload mismatch" in line]
+        assert len(lines) == 2, log
+        assert f"mismatch on {wire.events_topic(SITE, A)}: the payload claims site {SITE}" \
+               f" device {B} (2 event(s) rejected; 1 such batch(es) from {SITE}/{A} so far)" \
+               in lines[0]
+        assert f"claims site {OTHER_SITE} device {A}" in lines[1] and "so far" in lines[1]
+        for e in [*as_b, as_wh2]:
+            assert e.id not in log
+        assert '"events"' not in log and "09501101530003" not in log  # nothing of the batch
+    finally:
+        a.close()
+        b.close()
+        server.stop()
+
+
+def ack(peer: Peer, site: str, device: str) -> dict[str, tuple[str, str | None]]:
+    """The next application ack on ``device``'s acks topic: {event id: (status, reason)}."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = peer.received.get(timeout=max(deadline - time.monotonic(), 0.01))
+        if got.topic == wire.acks_topic(site, device):
+            decoded = wire.decode_ack(got.payload)
+            assert decoded.device == device
+            return {r.id: (r.status, r.reason) for r in decoded.results}
+
+
+def devices(server: CentralProcess) -> dict[str, dict[str, Any]]:
+    return {d["device"]: d for d in server.get("devices")}

@@ -28,11 +28,18 @@ Choices (FIELD-NOTES, paho-mqtt 2.x):
 - Bad messages are reported to `on_error` and acknowledged like any other, so they do not come
   back for ever: payloads over ``max_payload`` bytes (default 1 MiB) unparsed, and a parser that
   raises (a bug: the parsers report bad input, they do not raise) with its exception.
+- TLS with ``mqtts://`` (port 8883 by default): the broker's certificate must chain to
+  ``ca_file`` (or the system trust store) and name the broker's host; ``cert_file``/``key_file``
+  for a broker that wants client certificates. ``username``/``password`` are the MQTT login.
+  A broker that fails verification or refuses the login is an offline reader retried with the
+  capped backoff, its reason logged once (`supervise`), never a crash: the cause is on the
+  operator's side, and the reader comes online by itself once it is fixed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from floorsync.devices.base import DeviceError, DeviceGone
+from floorsync.devices.rfid import tls
 from floorsync.devices.rfid.base import (
     OnError,
     OnRead,
@@ -59,11 +67,26 @@ from floorsync.devices.rfid.base import (
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (or ``host:port``) -> (host, port); TLS is not handled here."""
+    """``mqtt://host:port`` (or ``host:port``, or ``mqtts://``) -> (host, port)."""
+    return broker_address(url)[:2]
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls): ``mqtts://`` is TLS with port 8883 by default, ``mqtt://`` 1883."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise DeviceError(f"broker must look like mqtt://host:port (got {url!r})")
-    return parts.hostname, parts.port or 1883
+    try:
+        port = parts.port
+    except ValueError:
+        raise DeviceError(f"broker URL has a bad port: {url!r}") from None
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+        raise DeviceError(f"broker must look like mqtt://host:port or mqtts://host:port "
+                          f"(got {url!r})")
+    secure = parts.scheme in ("mqtts", "ssl")
+    return parts.hostname, port or (8883 if secure else 1883), secure
+
+
+# CONNACK reasons meaning the login was refused: MQTT 3.1.1 codes 4 and 5, MQTT 5 134 and 135.
+_LOGIN_REFUSED = (4, 5, 134, 135)
 
 
 class _BufferedClient(mqtt.Client):
@@ -122,8 +145,19 @@ class MqttTagReader:
         linger_s: float = 0.003,
         receive_max: int = 1000,
         max_payload: int = 1024 * 1024,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
-        self.host, self.port = parse_broker_url(broker_url)
+        self.host, self.port, secure = broker_address(broker_url)
+        if not secure and (ca_file or cert_file or key_file):
+            raise DeviceError(f"{name}: ca_file/cert_file/key_file need an mqtts:// broker "
+                              f"(got {broker_url!r})")
+        # Built now: a missing or mismatched file is a configuration error at start.
+        self.tls_context: ssl.SSLContext | None = (
+            tls.client_context(ca_file, cert_file, key_file, what=f"{name}: broker TLS")
+            if secure else None
+        )
         self.max_payload = max_payload
         self.batch = batch
         self.linger_s = linger_s
@@ -170,12 +204,17 @@ class MqttTagReader:
         )
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
+        if self.tls_context is not None:
+            client.tls_set_context(self.tls_context)
 
         def on_connect(
             client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any
         ) -> None:
             if reason.is_failure:
-                state["refused"] = str(reason)
+                hint = ""
+                if reason.value in _LOGIN_REFUSED:
+                    hint = " (check the portal's username and password)"
+                state["refused"] = f"{reason}{hint}"
                 return
             client.subscribe(self.topic, qos=1)
 
@@ -251,7 +290,8 @@ class MqttTagReader:
                 client.connect(self.host, self.port, self.keepalive, **kwargs)
             except (OSError, ValueError) as exc:
                 raise DeviceGone(
-                    f"{self.name}: cannot connect to {self.host}:{self.port}: {exc}"
+                    f"{self.name}: cannot connect to {self.host}:{self.port}: "
+                    f"{tls.describe(exc)}"
                 ) from exc
             since = 0.0  # when the oldest unacknowledged message came
             try:

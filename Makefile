@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 ARGS   ?=
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test lint bench chaos clean lock
 
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	@test -x $(PY) || $$(sh deploy/bootstrap.sh python) -m venv $(VENV)
@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
+	@sh deploy/bootstrap.sh systemd
 	-@sh deploy/bootstrap.sh faketime
 	$(PY) -m pytest $(ARGS)
 
@@ -37,6 +38,15 @@ chaos: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
 	-@sh deploy/bootstrap.sh faketime
 	$(VENV)/bin/floorsync chaos --faults 1000 $(ARGS)
+
+# Pinned, hashed dependencies of the edge and server extras for deployments (deploy/install.sh
+# installs them with --require-hashes). Run monthly or on a security advisory, then the tests,
+# then commit deploy/constraints/ (deploy/README.md). Upgrades every pin within pyproject's ranges.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --upgrade --quiet \
+	--custom-compile-command 'make lock'
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra edge $(LOCK_FLAGS) -o deploy/constraints/edge.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra server $(LOCK_FLAGS) -o deploy/constraints/server.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

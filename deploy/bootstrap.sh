@@ -6,6 +6,8 @@
 #   deploy/bootstrap.sh mosquitto   -> makes sure mosquitto is installed
 #   deploy/bootstrap.sh faketime    -> makes sure libfaketime is installed (the fault campaign
 #                                      steps an edge's clock back; without it that fault is skipped)
+#   deploy/bootstrap.sh systemd     -> makes sure systemd-analyze is installed (tests/deploy check the
+#                                      units with it; installing the package starts nothing)
 set -eu
 
 as_root() {
@@ -59,6 +61,12 @@ faketime)
         apt_install libfaketime
     fi
     ;;
+systemd)
+    if ! command -v systemd-analyze >/dev/null 2>&1; then
+        echo "bootstrap: installing systemd (systemd-analyze checks the units in deploy/systemd)" >&2
+        apt_install systemd
+    fi
+    ;;
 *)
-    echo "usage: $0 python|mosquitto|faketime" >&2; exit 2 ;;
+    echo "usage: $0 python|mosquitto|faketime|systemd" >&2; exit 2 ;;
 esac

@@ -1,0 +1,83 @@
+#!/bin/sh
+# Install floorsync on a host: the steps of deploy/README.md's "Install" section, as one script,
+# so the steps that are documented are the steps that are tested (tests/deploy/test_install.py).
+#   deploy/install.sh edge      a scanner or reader host: the edge extra only, no web stack
+#   deploy/install.sh server    the central host
+# Environment:
+#   DESTDIR         install under this root instead of / (packaging, and the tests). Then no user
+#                   is created, no file is given group floorsync (that needs root), no venv is
+#                   made unless FLOORSYNC_VENV=yes (its scripts would name DESTDIR), and neither
+#                   systemctl nor udevadm is run.
+#   FLOORSYNC_VENV  yes/no: make /opt/floorsync/venv and install the pinned dependencies into it
+#                   (default: yes without DESTDIR, no with it).
+#   FLOORSYNC_SOURCE  what pip installs as floorsync itself (default: this checkout).
+#   PYTHON          the interpreter for the venv (default: python3).
+# Existing configuration (/etc/floorsync/edge.toml, server.env) is never overwritten.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+role=${1:-}
+case "$role" in
+edge|server) ;;
+*) echo "usage: $0 edge|server" >&2; exit 2 ;;
+esac
+
+D=${DESTDIR:-}
+if [ -n "$D" ]; then
+    own=
+    venv=${FLOORSYNC_VENV:-no}
+else
+    if [ "$(id -u)" != 0 ]; then
+        echo "install: run as root (or set DESTDIR to install under another root)" >&2
+        exit 1
+    fi
+    own="-g floorsync"
+    venv=${FLOORSYNC_VENV:-yes}
+    if ! id -u floorsync >/dev/null 2>&1; then
+        useradd --system --home-dir /var/lib/floorsync --shell /usr/sbin/nologin floorsync
+    fi
+fi
+
+# /etc/floorsync holds the device's broker password or the service's tokens: group floorsync only.
+install -d -m 0755 "$D/etc" "$D/etc/systemd/system"
+# shellcheck disable=SC2086  # $own is empty or two words
+install -d -m 0750 $own "$D/etc/floorsync"
+
+if [ "$venv" = yes ]; then
+    # The pinned, hashed dependencies of the role's extra first, then floorsync without deps:
+    # nothing unpinned is resolved on the host (deploy/constraints/, `make lock`).
+    "${PYTHON:-python3}" -m venv "$D/opt/floorsync/venv"
+    "$D/opt/floorsync/venv/bin/pip" install --require-hashes --no-deps \
+        -r "$here/constraints/$role.txt"
+    "$D/opt/floorsync/venv/bin/pip" install --no-deps "${FLOORSYNC_SOURCE:-$here/..}"
+fi
+
+config() {  # config SOURCE TARGET: the example, mode 0640, unless the operator's copy exists
+    if [ -e "$D/etc/floorsync/$2" ]; then
+        echo "install: keeping /etc/floorsync/$2"
+    else
+        # shellcheck disable=SC2086
+        install -m 0640 $own "$here/examples/$1" "$D/etc/floorsync/$2"
+        echo "install: wrote /etc/floorsync/$2 from deploy/examples/$1: edit it"
+    fi
+}
+
+if [ "$role" = edge ]; then
+    config handheld.toml edge.toml
+    install -d -m 0755 "$D/etc/udev" "$D/etc/udev/rules.d" "$D/etc/modules-load.d"
+    install -m 0644 "$here/udev/99-floorsync.rules" "$D/etc/udev/rules.d/"
+    install -m 0644 "$here/modules-load/floorsync.conf" "$D/etc/modules-load.d/"
+else
+    config server.env server.env
+fi
+install -m 0644 "$here/systemd/floorsync-$role.service" "$D/etc/systemd/system/"
+
+if [ -z "$D" ]; then
+    if [ "$role" = edge ]; then
+        systemctl restart systemd-modules-load.service
+        udevadm control --reload
+        udevadm trigger --subsystem-match=tty --subsystem-match=input
+    fi
+    systemctl daemon-reload
+    echo "install: then: systemctl enable --now floorsync-$role"
+fi

@@ -12,6 +12,8 @@ Example (``deploy/examples/handheld.toml``)::
 
     [sync]
     broker = "mqtt://central.example:1883"
+    # with TLS: broker = "mqtts://central.example:8883", ca_file = "/etc/floorsync/ca.crt",
+    # and for mutual TLS cert_file and key_file (``edge.sync.SyncSettings``; floorsync enroll)
 
     [[scanners]]
     name = "hh-07"
@@ -245,6 +247,7 @@ class EdgeConfig:
     def validate(self) -> EdgeConfig:
         if not self.journal_cap_mb > 0:
             raise ConfigError("[journal] cap_mb must be positive")
+        self.sync.check()  # TLS files only with mqtts://, cert and key together
         try:
             wire.check_name(self.site, "site")
             wire.check_name(self.device, "device")

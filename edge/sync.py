@@ -29,6 +29,7 @@ import os
 import random
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,41 @@ class SyncSettings:
     purge_interval_s: float = 60.0
     drain_s: float = 5.0  # at stop, while connected: wait this long for the backlog's acks
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log or a repr
+    # TLS (``mqtts://``): the CA that signed the broker's certificate (None: the system's
+    # trusted CAs), and for mutual TLS this device's certificate and key (its CN is the device
+    # name, the broker's username for it). The broker's host name is always verified.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def check(self) -> None:
+        """Raise ConfigError for TLS settings that cannot work or would be silently ignored."""
+        _, _, tls = parse_broker(self.broker)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("[sync] cert_file and key_file go together (mutual TLS)")
+        given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+        if given and not tls:
+            raise ConfigError(
+                f"[sync] {', '.join(given)} set but broker {self.broker!r} is plain MQTT: use "
+                "mqtts://host:8883 (TLS settings are never ignored silently)"
+            )
+
+
+def tls_context(settings: SyncSettings) -> ssl.SSLContext:
+    """Certificate and host name verification always on (TLS 1.2 at least); the CA file or
+    the system's CAs; the client certificate for mutual TLS. Unreadable files: ConfigError."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
+        if settings.cert_file is not None:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        files = ", ".join(f"{k} = {v!r}" for k, v in (
+            ("ca_file", settings.ca_file), ("cert_file", settings.cert_file),
+            ("key_file", settings.key_file)) if v is not None)
+        raise ConfigError(f"[sync] cannot use the TLS files ({files}): {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def parse_broker(url: str) -> tuple[str, int, bool]:
@@ -118,6 +153,7 @@ class Syncer:
         self.site = wire.check_name(site, "site")
         self.device = wire.check_name(device, "device")
         self.settings = settings
+        settings.check()
         self.host, self.port, tls = parse_broker(settings.broker)
         self.events_topic = wire.events_topic(site, device)
         self.acks_topic = wire.acks_topic(site, device)
@@ -163,6 +199,9 @@ class Syncer:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._tls = tls
+        self._socket_error: str | None = None  # paho's last error before a CONNACK (TLS alerts)
+        self._answered = False  # the broker sent a CONNACK on this connection attempt
         self._client = self._make_client(tls)
         outbox.listeners.append(self.notify)
 
@@ -179,7 +218,7 @@ class Syncer:
         if self.settings.username:
             client.username_pw_set(self.settings.username, self.settings.password)
         if tls:
-            client.tls_set()
+            client.tls_set_context(tls_context(self.settings))
         client.max_inflight_messages_set(self.settings.window + 4)
         client.max_queued_messages_set(0)
         client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
@@ -339,10 +378,24 @@ class Syncer:
             self._set_state("connecting", f"connecting to {self.host}:{self.port}")
         if time.monotonic() - self._will_at >= self.settings.status_interval_s:
             self._refresh_will()
+        self._socket_error, self._answered = None, False
+        self._client.on_log = self._on_paho_log  # only until connected (no cost on the hot path)
         try:
             self._client.reconnect()
+        except ssl.SSLCertVerificationError as exc:
+            self._connect_failed(
+                f"TLS: the broker at {self.host}:{self.port} is not trusted "
+                f"({exc.verify_message}): its certificate must be signed by the CA in [sync] "
+                "ca_file and name the host in the broker URL", logging.ERROR)
+        except ssl.SSLError as exc:
+            self._connect_failed(
+                f"TLS handshake with {self.host}:{self.port} failed: {exc}", logging.ERROR)
         except (OSError, mqtt.WebsocketConnectionError) as exc:
             self._connect_failed(f"connect to {self.host}:{self.port} failed: {exc}")
+
+    def _on_paho_log(self, _c: mqtt.Client, _u: object, level: int, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and " on socket" in message:  # a TLS alert, a reset
+            self._socket_error = message
 
     def _connect_failed(self, error: str, level: int = logging.WARNING) -> None:
         """Logged once when retrying starts, not per attempt; the status file has the rest."""
@@ -495,10 +548,12 @@ class Syncer:
 
     def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object,
                     _p: object) -> None:
+        self._answered = True
         if getattr(reason, "is_failure", False):
             self._connect_failed(f"broker refused the connection: {reason}", logging.ERROR)
             return
         no_delay(client)
+        client.on_log = None
         self._session_up = True
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()
@@ -535,6 +590,15 @@ class Syncer:
                        _p: object) -> None:
         was_up, self._session_up = self._session_up, False
         self.stats.disconnected_at = time.monotonic()
+        if not (was_up or self._answered or self._stop.is_set()):
+            # closed before its CONNACK: with TLS, typically the broker refusing our
+            # certificate (or the lack of one); paho reports that only in its log
+            why = self._socket_error or str(reason)
+            hint = ("; a mutual-TLS listener needs a valid client certificate of its CA "
+                    "([sync] cert_file, key_file), not revoked" if self._tls else "")
+            self._connect_failed(
+                f"broker {self.host}:{self.port} closed the connection before accepting it: "
+                f"{why}{hint}", logging.ERROR if self._tls else logging.WARNING)
         if was_up and not self._stop.is_set():
             self.stats.last_error = f"disconnected: {reason}"
             self._set_state(

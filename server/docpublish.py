@@ -54,6 +54,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from floorsync.edge import expected as floor
 from floorsync.edge import wire
+from floorsync.server import brokerlink
 from floorsync.server.settings import Settings, broker_address
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,8 @@ class DocumentPublisher:
         else:
             self._client = Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=MQTTProtocolVersion.MQTTv311, clean_session=True)
-        if settings.mqtt_username:
-            self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self._broker_errors = brokerlink.configure(self._client, settings, log,
+                                                   "document publisher")
         self._client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(0)  # re-sends all go out at the CONNACK
         self._client.on_connect = self._on_connect
@@ -209,6 +210,7 @@ class DocumentPublisher:
         if isinstance(sock, socket.socket):  # small PUBACKs must not wait for a delayed ACK
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._broker_errors.connected()
         self._connection += 1
         self._connected.set()
         self._jobs.put(_Connected(self._connection))

@@ -46,7 +46,12 @@ class Settings:
     client_id: str = "floorsync-central"
     shared_group: str | None = None
     mqtt_username: str | None = None  # the central service's broker identity (deploy/mosquitto)
-    mqtt_password: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    # mqtts:// brokers (server.brokerlink): the CA of the broker's certificate (None: the
+    # system's CAs; the host name is always verified), and for mutual TLS our certificate+key
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     online_after_s: float = 60
@@ -70,6 +75,7 @@ class Settings:
             )
         if self.broker is not None:
             broker_address(self.broker)
+        check_mqtt_tls(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -105,6 +111,8 @@ def _convert(name: str, raw: str) -> Any:
         return parse_tokens(raw)
     if name == "tokens_file" and not raw.strip():
         return None
+    if name in _MQTT_TLS_FILES:
+        return Path(raw.strip()) if raw.strip() else None
     return raw
 
 
@@ -174,13 +182,37 @@ def read_tokens_file(path: Path) -> dict[str, frozenset[str]]:
     return tokens
 
 
+_MQTT_TLS_FILES = ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+
+
+def broker_uses_tls(url: str) -> bool:
+    """``mqtts://`` (or ``ssl://``): TLS with certificate and host name verification."""
+    return urlsplit(url if "://" in url else f"mqtt://{url}").scheme in ("mqtts", "ssl")
+
+
+def check_mqtt_tls(settings: Settings) -> None:
+    """TLS files only with an mqtts:// broker (never ignored silently); cert and key together."""
+    given = [n for n in _MQTT_TLS_FILES if getattr(settings, n) is not None]
+    if (settings.mqtt_cert_file is None) != (settings.mqtt_key_file is None):
+        raise ConfigError("mqtt_cert_file and mqtt_key_file go together (mutual TLS)")
+    if given and (settings.broker is None or not broker_uses_tls(settings.broker)):
+        names = ", ".join(ENV_PREFIX + n.upper() for n in given)
+        raise ConfigError(f"{names} set but the broker is not mqtts://host:8883")
+    for name in given:
+        path = Path(getattr(settings, name))
+        if not path.is_file():
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
+        object.__setattr__(settings, name, path)
+
+
 def broker_address(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (port defaults to 1883) as (host, port)."""
+    """``mqtt://host:port`` (port defaults to 1883) or ``mqtts://host:port`` (8883; TLS) as
+    (host, port)."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ConfigError(f"broker URL must be mqtt://host:port, not {url!r}")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
+        raise ConfigError(f"broker URL must be mqtt://host:port or mqtts://host:port, not {url!r}")
     try:
-        port = parts.port or 1883
+        port = parts.port or (8883 if parts.scheme in ("mqtts", "ssl") else 1883)
     except ValueError:
         raise ConfigError(f"broker URL has a bad port: {url!r}") from None
     if not parts.hostname:

@@ -134,16 +134,13 @@ def decode_expected(payload: bytes | str) -> Expected:
     """Validate one document message; raises WireError with the reason."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise wire.WireError(f"document message over {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise wire.WireError(f"document message is not JSON: {exc}") from None
+    data = wire.load_json(payload, "document message")
     if not isinstance(data, dict):
         raise wire.WireError("document message must be an object")
     if data.get("v") != wire.VERSION:
         raise wire.WireError(f"unsupported document version {data.get('v')!r}")
     kind = data.get("kind")
-    if kind not in wire.DOC_KINDS:
+    if not wire.is_one_of(kind, wire.DOC_KINDS):
         raise wire.WireError(f"kind must be one of {sorted(wire.DOC_KINDS)}")
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:

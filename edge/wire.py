@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 VERSION = 1
 TOPIC_ROOT = "floorsync/v1"
@@ -303,6 +303,12 @@ def encode_event(event: Event) -> str:
     return _COMPACT.encode(event_to_dict(event))
 
 
+def is_one_of(value: object, names: frozenset[str]) -> TypeGuard[str]:
+    """``value in names`` for any JSON value: a list or object there is no name, not a
+    TypeError (unhashable) escaping the decoder."""
+    return isinstance(value, str) and value in names
+
+
 def _opt_str(data: dict[str, Any], key: str, what: str, limit: int = 256) -> str | None:
     value = data.get(key)
     if value is None:
@@ -366,7 +372,7 @@ def _read_from_dict(data: object) -> SourceRead:
     if not isinstance(data, dict):
         raise WireError("read must be an object")
     kind = data.get("kind")
-    if kind not in READ_KINDS:
+    if not is_one_of(kind, READ_KINDS):
         raise WireError(f"read.kind must be one of {sorted(READ_KINDS)}")
     antenna, reads, rssi = data.get("antenna"), data.get("reads"), data.get("rssi")
     for name, value in (("antenna", antenna), ("reads", reads)):
@@ -386,9 +392,9 @@ def _doc_from_dict(data: object) -> DocRef:
     if not isinstance(data, dict):
         raise WireError("doc must be an object")
     kind, check = data.get("kind"), data.get("check")
-    if kind not in DOC_KINDS:
+    if not is_one_of(kind, DOC_KINDS):
         raise WireError(f"doc.kind must be one of {sorted(DOC_KINDS)}")
-    if check is not None and check not in DOC_CHECKS:
+    if check is not None and not is_one_of(check, DOC_CHECKS):
         raise WireError(f"doc.check must be one of {sorted(DOC_CHECKS)}")
     return DocRef(kind, check_name(data.get("id"), "doc.id"), check)
 
@@ -426,7 +432,7 @@ def event_from_dict(data: object) -> Event:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq < 2**63:
         raise WireError("seq must be a positive integer below 2**63")
     kind = data.get("type")
-    if kind not in MOVEMENT_TYPES:
+    if not is_one_of(kind, MOVEMENT_TYPES):
         raise WireError(f"type must be one of {sorted(MOVEMENT_TYPES)} (got {kind!r})")
     when = data.get("time")
     parse_time(when, "time")
@@ -465,6 +471,18 @@ def event_from_dict(data: object) -> Event:
         count=count,
         doc=None if doc is None else _doc_from_dict(doc),
     )
+
+
+def load_json(payload: bytes | str, what: str) -> Any:
+    """``json.loads`` with every way it fails as a WireError: bad JSON, bad UTF-8, and nesting
+    deeper than the interpreter's recursion limit (``[[[[...`` raises RecursionError, not
+    ValueError; a few kilobytes of it would otherwise escape every decoder below)."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise WireError(f"{what} is not JSON: nested too deep") from None
 
 
 # --- the batch ----------------------------------------------------------------------------
@@ -524,10 +542,7 @@ def decode_batch(payload: bytes | str) -> Batch:
         payload = payload.encode()
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"payload is not JSON: {exc}") from None
+    data = load_json(payload, "payload")
     if not isinstance(data, dict):
         raise WireError("payload must be a JSON object")
     if data.get("v") != VERSION:
@@ -571,8 +586,8 @@ def readable_id(raw: object) -> str | None:
 def salvage_ids(payload: bytes | str) -> list[str]:
     """Event ids from a payload whose envelope was rejected, so each can be acked as rejected."""
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(payload, "payload")
+    except WireError:
         return []
     events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(events, list):
@@ -611,10 +626,7 @@ def decode_ack(payload: bytes | str) -> Ack:
     """Read an ack. A result with a status this edge does not know is kept as it is (not
     settled, so the event is sent again and answered ``duplicate``); its neighbours still
     count."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"ack is not JSON: {exc}") from None
+    data = load_json(payload, "ack")
     if not isinstance(data, dict) or data.get("v") != VERSION:
         raise WireError("ack must be a v1 object")
     device = check_name(data.get("device"), "device")
@@ -670,10 +682,7 @@ def _count(value: object) -> int | None:
 def decode_status(payload: bytes | str) -> Status:
     """Read presence; figures that are absent or malformed read as null (an older edge sends
     neither ``oldest_unsynced_s`` nor ``measured_at``: its ``at`` is when it measured)."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"status is not JSON: {exc}") from None
+    data = load_json(payload, "status")
     if not isinstance(data, dict) or data.get("state") not in ("online", "offline"):
         raise WireError("status must be an object with state online or offline")
     at = data.get("at")

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "chaos": "randomized fault campaign over both paths: counts lost and doubled events",
     "decode": "interpret a scanned code or an EPC (GS1 via biip, EPC via epcpy)",
     "devices": "list serial ports and input devices that look like scanners",
+    "token": "make an API token for the central service (the plain token once, its hash line)",
 }
 
 
@@ -260,6 +261,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from floorsync import tokens
+
+    print(tokens.render(tokens.new(args.name, args.scopes)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floorsync",
@@ -365,7 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help=COMMANDS["devices"])
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_devices)
+    _add_token_parser(sub)
     return parser
+
+
+def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("token", help=COMMANDS["token"])
+    token_sub = p.add_subparsers(dest="token_command", required=True, metavar="new")
+    new = token_sub.add_parser("new", help="a new token: print it once and its tokens-file line")
+    new.add_argument("name", help="who holds it (recorded in the audit log), e.g. dashboard")
+    new.add_argument("--scopes", default="read", help="read, write or admin (default read)")
+    new.set_defaults(func=cmd_token)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from floorsync.edge import wire
 from floorsync.server import picking
 from floorsync.server.api import (
+    audit,
     backlog,
     counts,
     devices,
@@ -29,11 +32,12 @@ from floorsync.server.api import (
     receipts,
     stock,
 )
-from floorsync.server.auth import AuthError, document_denials
+from floorsync.server.auth import document_denials
 from floorsync.server.docpublish import DocumentPublisher
 from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
+from floorsync.server.limits import BodyLimit, BodyTooLarge, RateLimiter
 from floorsync.server.receipts import book_of
 from floorsync.server.settings import Settings
 
@@ -44,11 +48,12 @@ log = logging.getLogger(__name__)
 
 
 def problem(
-    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None,
+    **extra: object,
 ) -> JSONResponse:
     """RFC 9457 problem details, the one error shape of this API."""
     return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra},
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,
@@ -62,8 +67,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """
     if settings.auth and not settings.tokens:
         raise ConfigError(
-            "no API tokens: set FLOORSYNC_TOKENS (token=read,write;token=admin) or"
-            " FLOORSYNC_TOKENS_FILE, or FLOORSYNC_AUTH=off to serve the API to anyone"
+            "no API tokens: set FLOORSYNC_TOKENS_FILE (lines that 'floorsync token new NAME"
+            " --scopes read' prints) or FLOORSYNC_TOKENS, or FLOORSYNC_AUTH=off to serve the"
+            " API to anyone"
         )
     if not settings.auth:
         log.warning("FLOORSYNC_AUTH=off: the HTTP API is open to anyone who can reach it")
@@ -102,11 +108,22 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.token_rate = RateLimiter(settings.rate_token_per_s, settings.rate_token_burst)
+    app.state.device_rate = RateLimiter(settings.rate_device_per_s, settings.rate_device_burst)
     for module in (health, stock, movements, events, devices, items, locations, ledger,
-                   exceptions, counts, epcis, kpi, orders, receipts, backlog):
+                   exceptions, counts, epcis, kpi, orders, receipts, backlog, audit):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)
+    documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes
+                 for path in ("orders", "receipts", "items/import", "locations/import")}
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes,
+                       limits={f"{API_PREFIX}/events": wire.MAX_PAYLOAD_BYTES, **documents})
+    if settings.cors_origins:  # closed by default: no CORS headers at all
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PUT"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], allow_credentials=False)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -133,7 +150,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        title = exc.title if isinstance(exc, AuthError) else str(exc.detail)
-        return problem(exc.status_code, title, str(exc.detail), exc.headers)
+        title = getattr(exc, "title", None) or str(exc.detail)
+        extra = {"limit": exc.limit} if isinstance(exc, BodyTooLarge) else {}
+        return problem(exc.status_code, title, str(exc.detail), exc.headers, **extra)
 
     return app

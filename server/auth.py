@@ -2,22 +2,29 @@
 
 Routes declare what they need with ``dependencies=[Depends(require("write"))]``. No token, or one
 the server does not know: 401 with ``WWW-Authenticate: Bearer``; a known token without the scope:
-403. Tokens are compared in constant time, against every configured token, so neither a match
-nor its position shows in the timing. With ``Settings.auth`` off every route is open.
+403. The server keeps only each token's SHA-256 (``server/tokens.py``): the request's token is
+hashed and compared in constant time against every configured digest, so neither a match nor
+its position shows in the timing. The matching entry's *name* is what the request is known by
+(``request.state.token_name``: the audit log, ``resolved_token``, ``created_by``); the token
+itself is never stored or logged. An authenticated request then takes one from its token's
+rate bucket (429 with ``Retry-After`` when empty). With ``Settings.auth`` off every route is
+open, and requests share the rate bucket of their client address.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from floorsync.server import tokens
+from floorsync.server.limits import RateLimited, RateLimiter
 from floorsync.server.schemas import Problem, inline_schema
-from floorsync.server.settings import SCOPES, Settings
+from floorsync.server.settings import Settings
+from floorsync.server.tokens import SCOPES, TokenEntry
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -37,14 +44,20 @@ class AuthError(HTTPException):
         self.title = title
 
 
-def scopes_of(token: str, tokens: Mapping[str, frozenset[str]]) -> frozenset[str] | None:
-    """The scopes of ``token``, or None. Every configured token is compared, in constant time."""
-    given = token.encode("utf-8", "surrogateescape")
-    found: frozenset[str] | None = None
-    for known, scopes in tokens.items():
-        if hmac.compare_digest(given, known.encode("utf-8")):
-            found = scopes
-    return found
+def scopes_of(token: str, entries: Iterable[TokenEntry]) -> frozenset[str] | None:
+    """The scopes of ``token``, or None. Every configured digest is compared, in constant time."""
+    entry = tokens.match(token, entries)
+    return None if entry is None else entry.scopes
+
+
+def take_rate(request: Request, key: str) -> None:
+    """One request from ``key``'s bucket (the app's per-token limiter), or 429."""
+    limiter: RateLimiter | None = getattr(request.app.state, "token_rate", None)
+    if limiter is None:
+        return
+    wait = limiter.take(key)
+    if wait > 0:
+        raise RateLimited("this token", wait)
 
 
 def require(scope: str) -> Callable[..., None]:
@@ -58,24 +71,29 @@ def require(scope: str) -> Callable[..., None]:
     ) -> None:
         settings: Settings = request.app.state.settings
         if not settings.auth:
+            client = request.client.host if request.client else "unknown"
+            take_rate(request, f"client:{client}")
             return
         if credentials is None:
             raise AuthError(401, "unauthorized", "send Authorization: Bearer <token>",
                             f'Bearer scope="{scope}"')
-        granted = scopes_of(credentials.credentials, settings.tokens)
-        if granted is None:
+        entry = tokens.match(credentials.credentials, settings.token_entries)
+        if entry is None:
             raise AuthError(401, "unauthorized", "the bearer token is not valid",
                             'Bearer error="invalid_token"')
-        if scope not in granted:
+        if scope not in entry.scopes:
             raise AuthError(403, "forbidden", f"the token lacks the {scope!r} scope",
                             f'Bearer error="insufficient_scope", scope="{scope}"')
+        request.state.token_name = entry.name
+        take_rate(request, f"token:{entry.name}")
 
     check.scope = scope  # type: ignore[attr-defined]
     return check
 
 
 def document_denials(app: FastAPI) -> None:
-    """401 and 403 in the OpenAPI document of every operation that requires a scope.
+    """401, 403 and 429 in the OpenAPI document of every operation that requires a scope, and
+    413 in every operation with a request body.
 
     The scope itself is in the operation's security requirement (``{"bearer": ["write"]}``).
     """
@@ -86,7 +104,15 @@ def document_denials(app: FastAPI) -> None:
         document = generate()
         for operations in document.get("paths", {}).values():
             for operation in operations.values():
-                if not isinstance(operation, dict) or not operation.get("security"):
+                if not isinstance(operation, dict):
+                    continue
+                if "requestBody" in operation:
+                    operation.setdefault("responses", {}).setdefault("413", {
+                        "description": "the body is over this route's limit (problem+json"
+                        " with ``limit`` in bytes); nothing was done",
+                        "content": schema,
+                    })
+                if not operation.get("security"):
                     continue
                 scopes = sorted({s for req in operation["security"] for v in req.values()
                                  for s in v})
@@ -99,6 +125,12 @@ def document_denials(app: FastAPI) -> None:
                     "description": f"the token lacks the {' or '.join(scopes)} scope",
                     "content": schema,
                 })
+                responses.setdefault("429", {
+                    "description": "too many requests for this token (or device); nothing was"
+                    " done: retry after the Retry-After header's seconds",
+                    "content": schema,
+                })["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                                 "description": "seconds to wait"}}
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

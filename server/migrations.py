@@ -576,4 +576,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE devices ADD COLUMN topic_mismatch_at TEXT
         """,
     ),
+    (
+        # Who did what through the API (server/audit.py): the token's name, never the token.
+        # Read by id (the cursor), by actor or action then id, or from a time on.
+        "0013_audit",
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX audit_actor ON audit (actor, id);
+        CREATE INDEX audit_action ON audit (action, id);
+        CREATE INDEX audit_at ON audit (at)
+        """,
+    ),
 )

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from floorsync.server import tokens as t
 from floorsync.server.errors import ConfigError
+from floorsync.server.tokens import TokenEntry
 
 ENV_PREFIX = "FLOORSYNC_"
 PROTOCOLS = ("5", "3.1.1")
 _NONE_WORDS = ("", "none", "off", "disabled")
 _ON_WORDS = ("on", "true", "yes", "1")
 _OFF_WORDS = ("off", "false", "no", "0")
-# Each scope with the scopes it implies: admin implies write implies read.
-SCOPES: Mapping[str, frozenset[str]] = MappingProxyType({
-    "read": frozenset({"read"}),
-    "write": frozenset({"read", "write"}),
-    "admin": frozenset({"read", "write", "admin"}),
-})
-_TOKEN_FORBIDDEN = set(" \t\r\n=;,#")
+MIB = 1024 * 1024
+DOCUMENT_CAP = 32 * MIB  # the routes' own caps (orders, receipts, CSV imports) hold beyond it
+_LIMITS = ("max_body_bytes", "max_document_bytes", "rate_token_burst", "rate_device_burst")
+_RATES = ("rate_token_per_s", "rate_device_per_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +32,18 @@ class Settings:
     ``broker=None`` runs HTTP only (edges POST their batches). The embedded amqtt broker speaks
     MQTT 3.1.1 only, so the protocol is a setting rather than a constant.
 
-    ``tokens`` maps each bearer token to its scopes, implied ones included (admin implies write
-    implies read); ``tokens_file`` adds one ``token scopes`` per line. With ``auth`` on (the
-    default) the HTTP app refuses to start without a token; ``auth=False`` opens every route.
-    Tokens never appear in the repr.
+    ``tokens``: hashed entries (``server.tokens.TokenEntry``), or an older mapping of plain
+    token to scopes that is hashed here (each then named by its fingerprint); ``tokens_file``
+    adds one ``NAME sha256:HEX SCOPES`` per line. Afterwards ``tokens`` holds only
+    ``TokenEntry`` values (name, digest, scopes with the implied ones): no plain token is kept.
+    With ``auth`` on (the default) the HTTP app refuses to start without a token;
+    ``auth=False`` opens every route.
+
+    Limits (``server/limits.py``): request bodies up to ``max_body_bytes`` (1 MiB), except
+    ``POST /events`` (the wire's 8 MiB) and the documents (orders, receipts, CSV imports:
+    ``max_document_bytes``, at most 32 MiB); per token and per device (an HTTP batch's
+    ``device``) token buckets refilled at ``rate_*_per_s`` holding ``rate_*_burst`` requests
+    (``rate_*_per_s=0``: no limit). ``cors_origins``: none by default, so no CORS headers.
     """
 
     database: Path = Path("floorsync.db")
@@ -56,19 +62,34 @@ class Settings:
     http_port: int = 8000
     online_after_s: float = 60
     auth: bool = True
-    tokens: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    tokens: Mapping[str, Any] | Iterable[TokenEntry] = field(default=(), repr=False)
     tokens_file: Path | None = None
+    max_body_bytes: int = 1 * MIB
+    max_document_bytes: int = DOCUMENT_CAP
+    rate_token_per_s: float = 200.0
+    rate_token_burst: int = 2000
+    rate_device_per_s: float = 20.0
+    rate_device_burst: int = 200
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        tokens = {t: expand_scopes(s, where=f"token {_hint(t)}") for t, s in self.tokens.items()}
-        for token in tokens:
-            check_token(token)
+        if isinstance(self.tokens, Mapping):
+            entries = [t.plain_entry(token, scopes, "token")
+                       for token, scopes in self.tokens.items()]
+        else:
+            entries = list(self.tokens)
         if self.tokens_file is not None:
-            for token, scopes in read_tokens_file(self.tokens_file).items():
-                if token in tokens:
-                    raise ConfigError(f"token {_hint(token)} is defined twice")
-                tokens[token] = scopes
-        object.__setattr__(self, "tokens", MappingProxyType(tokens))
+            entries += t.read_file(self.tokens_file)
+        object.__setattr__(self, "tokens", t.check_unique(entries))
+        for name in _LIMITS:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in _RATES:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 (no limit) or more")
+        if self.max_document_bytes > DOCUMENT_CAP:
+            raise ConfigError(f"max_document_bytes is at most {DOCUMENT_CAP} (the routes' caps)")
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         if self.mqtt_protocol not in PROTOCOLS:
             raise ConfigError(
                 f"mqtt_protocol must be one of {PROTOCOLS}, not {self.mqtt_protocol!r}"
@@ -91,12 +112,17 @@ class Settings:
                 values[name] = Path(values[name])
         return cls(**values)
 
+    @property
+    def token_entries(self) -> tuple[TokenEntry, ...]:
+        """``tokens`` after ``__post_init__``: the hashed entries."""
+        return cast(tuple[TokenEntry, ...], self.tokens)
+
 
 def _convert(name: str, raw: str) -> Any:
     try:
-        if name == "http_port":
+        if name in ("http_port", *_LIMITS):
             return int(raw)
-        if name == "online_after_s":
+        if name in ("online_after_s", *_RATES):
             return float(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not a number: {raw!r}") from None
@@ -108,7 +134,9 @@ def _convert(name: str, raw: str) -> Any:
             raise ConfigError(f"{ENV_PREFIX}AUTH must be on or off, not {raw!r}")
         return word in _ON_WORDS
     if name == "tokens":
-        return parse_tokens(raw)
+        return t.parse_env(raw)
+    if name == "cors_origins":
+        return tuple(o.strip() for o in raw.split(",") if o.strip())
     if name == "tokens_file" and not raw.strip():
         return None
     if name in _MQTT_TLS_FILES:
@@ -116,70 +144,14 @@ def _convert(name: str, raw: str) -> Any:
     return raw
 
 
-def _hint(token: str) -> str:
-    """Enough of a token to find it in a config, never the whole secret."""
-    return repr(token[:4] + "...") if len(token) > 8 else "(short)"
+def parse_tokens(raw: str) -> tuple[TokenEntry, ...]:
+    """``FLOORSYNC_TOKENS`` (see ``server.tokens.parse_env``)."""
+    return t.check_unique(t.parse_env(raw))
 
 
-def check_token(token: str) -> None:
-    if len(token) < 8:
-        raise ConfigError(f"token {_hint(token)} is shorter than 8 characters")
-    if not token.isprintable() or _TOKEN_FORBIDDEN & set(token):
-        raise ConfigError(f"token {_hint(token)} has whitespace or one of = ; , #")
-
-
-def expand_scopes(scopes: str | frozenset[str] | set[str], *, where: str) -> frozenset[str]:
-    """``"read,write"`` (or a set) as the scopes granted, implied ones included."""
-    names = [s.strip().lower() for s in scopes.split(",")] if isinstance(scopes, str) else scopes
-    granted: set[str] = set()
-    for name in names:
-        if name not in SCOPES:
-            raise ConfigError(f"{where}: unknown scope {name!r} (read, write or admin)")
-        granted |= SCOPES[name]
-    if not granted:
-        raise ConfigError(f"{where}: no scopes")
-    return frozenset(granted)
-
-
-def parse_tokens(raw: str) -> dict[str, frozenset[str]]:
-    """``FLOORSYNC_TOKENS``: ``token=scope,scope;token=scope`` (whitespace around ignored)."""
-    tokens: dict[str, frozenset[str]] = {}
-    for n, entry in enumerate(raw.split(";"), 1):
-        if not entry.strip():
-            continue
-        token, sep, scopes = entry.partition("=")
-        token = token.strip()
-        where = f"{ENV_PREFIX}TOKENS entry {n}"
-        if not sep:
-            raise ConfigError(f"{where}: expected token=scopes")
-        check_token(token)
-        if token in tokens:
-            raise ConfigError(f"token {_hint(token)} is defined twice")
-        tokens[token] = expand_scopes(scopes, where=where)
-    return tokens
-
-
-def read_tokens_file(path: Path) -> dict[str, frozenset[str]]:
-    """One ``token scope[,scope]`` per line; blank lines and ``#`` comments ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the tokens file {path}: {exc}") from None
-    tokens: dict[str, frozenset[str]] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        where = f"{path}:{n}"
-        if len(parts) != 2:
-            raise ConfigError(f"{where}: expected 'token scopes'")
-        token, scopes = parts
-        check_token(token)
-        if token in tokens:
-            raise ConfigError(f"{where}: token {_hint(token)} is defined twice")
-        tokens[token] = expand_scopes(scopes.replace(" ", ""), where=where)
-    return tokens
+def read_tokens_file(path: Path) -> tuple[TokenEntry, ...]:
+    """A tokens file (see ``server.tokens.read_file``)."""
+    return t.check_unique(t.read_file(path))
 
 
 _MQTT_TLS_FILES = ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from floorsync.edge import wire
 from floorsync.server import counts as cs
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.deps import StoreDep, parse_cursor
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.schemas import Problem
@@ -108,9 +109,11 @@ async def list_counts(
 
 @router.post("/counts", response_model=CountOut, status_code=201, dependencies=WRITE,
              responses=_ERRORS)
-async def open_count(store: StoreDep, body: CountOpen) -> CountOut:
+async def open_count(store: StoreDep, body: CountOpen, audit: AuditDep) -> CountOut:
     """Start counting a location; its on-hand now is what is expected."""
-    return _out(await run_in_threadpool(cs.open_count, store, body.site, body.location, body.by))
+    count = await run_in_threadpool(cs.open_count, store, body.site, body.location, body.by)
+    await _audit(audit, "count.open", count, body.by)
+    return _out(count)
 
 
 @router.get("/counts/{ident}", response_model=CountOut, dependencies=READ, responses=_ERRORS)
@@ -129,20 +132,32 @@ async def record_lines(store: StoreDep, ident: Ident, body: CountLinesIn) -> Cou
 
 @router.post("/counts/{ident}/close", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def close(store: StoreDep, ident: Ident, body: ByIn) -> CountOut:
+async def close(store: StoreDep, ident: Ident, body: ByIn, audit: AuditDep) -> CountOut:
     """Finish counting: what was not counted was not there. Posts the adjustment at once when
     nothing moved at the location meanwhile, else the count waits for ``decide``."""
-    return _out(await run_in_threadpool(cs.close, store, ident, body.by))
+    count = await run_in_threadpool(cs.close, store, ident, body.by)
+    await _audit(audit, "count.close", count, body.by)
+    return _out(count)
 
 
 @router.post("/counts/{ident}/decide", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def decide(store: StoreDep, ident: Ident, body: DecideIn) -> CountOut:
+async def decide(store: StoreDep, ident: Ident, body: DecideIn, audit: AuditDep) -> CountOut:
     """Moves happened during the count: keep counted, or keep the difference."""
-    return _out(await run_in_threadpool(cs.decide, store, ident, body.keep, body.by))
+    count = await run_in_threadpool(cs.decide, store, ident, body.keep, body.by)
+    await _audit(audit, "count.decide", count, body.by)
+    return _out(count)
 
 
 @router.post("/counts/{ident}/cancel", response_model=CountOut, dependencies=WRITE,
              responses=_ERRORS)
-async def cancel(store: StoreDep, ident: Ident, body: ByIn) -> CountOut:
-    return _out(await run_in_threadpool(cs.cancel, store, ident, body.by))
+async def cancel(store: StoreDep, ident: Ident, body: ByIn, audit: AuditDep) -> CountOut:
+    count = await run_in_threadpool(cs.cancel, store, ident, body.by)
+    await _audit(audit, "count.cancel", count, body.by)
+    return _out(count)
+
+
+async def _audit(audit: AuditDep, action: str, count: cs.Count, by: str) -> None:
+    await audit.later(action, f"count/{count.id}", by=by, site=count.site,
+                      location=count.location, status=count.status, decision=count.decision,
+                      adjustment_event_id=count.adjustment_event_id)

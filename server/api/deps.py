@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -29,12 +28,11 @@ def get_ingest(request: Request) -> MqttIngest | None:
 
 
 def get_caller(request: Request) -> str | None:
-    """Which token made the request, as a fingerprint that is safe to store and show."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
-    return f"sha256:{digest[:12]}"
+    """Which token made the request: its configured name (a plain token from the older
+    configuration goes by its fingerprint, ``sha256:`` + 12 hex), safe to store and show.
+    None when auth is off. Set by the route's scope check, which runs before this."""
+    name: str | None = getattr(request.state, "token_name", None)
+    return name
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from floorsync.edge import wire
 from floorsync.server import checks
 from floorsync.server import exceptionlog as xl
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.deps import CallerDep, StoreDep, parse_cursor
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.ledgerviews import parse_at
@@ -54,7 +55,8 @@ class ExceptionOut(BaseModel):
     detail: str
     resolved_at: str | None
     resolved_by: str | None
-    resolved_token: str | None = Field(description="fingerprint of the token that resolved it")
+    resolved_token: str | None = Field(description="the name of the token that resolved it"
+                                       " (a plain token's: sha256: and 12 hex of its hash)")
     reason: str | None
     adjustment_event_id: str | None = Field(description="the adjustment posted to resolve it")
     held_by_count_id: int | None = Field(
@@ -155,16 +157,19 @@ async def get_exception(store: StoreDep, ident: Ident) -> ExceptionDetail:
 
 @router.post("/exceptions/{ident}/resolve", response_model=ExceptionDetail, dependencies=WRITE,
              responses=_ERRORS)
-async def resolve(store: StoreDep, ident: Ident, body: ResolveIn, caller: CallerDep
-                  ) -> ExceptionDetail:
+async def resolve(store: StoreDep, ident: Ident, body: ResolveIn, caller: CallerDep,
+                  audit: AuditDep) -> ExceptionDetail:
     """Post an adjustment (``lines``, or the exception's own remedy) or dismiss with a reason.
 
-    Only an open exception can be resolved (409 otherwise); who (``by``), the token's
-    fingerprint and the time are recorded.
+    Only an open exception can be resolved (409 otherwise); who (``by``), the token's name
+    and the time are recorded, on the exception and in the audit log.
     """
     lines = None if body.lines is None else [
         xl.AdjustmentLine(ln.item, ln.location, ln.qty, ln.lot) for ln in body.lines]
     row, held = await run_in_threadpool(
         lambda: xl.resolve(store, ident, action=body.action, by=body.by, reason=body.reason,
                            lines=lines, site=body.site, token=caller))
+    await audit.later("exception.resolve", f"exception/{ident}", kind=row.kind,
+                      action=body.action, by=body.by, reason=body.reason,
+                      adjustment_event_id=row.adjustment_event_id)
     return _detail(row, held)

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.deps import StoreDep
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.csvimport import ImportRejected
@@ -187,9 +188,11 @@ def item_spec(sku: str, body: ItemFields) -> ItemSpec:
     "/items", status_code=201, response_model=ItemOut, responses=problems(400, 409),
     dependencies=WRITE,
 )
-def create_item(body: ItemCreate, masterdata: MasterDataDep) -> ItemOut:
+def create_item(body: ItemCreate, masterdata: MasterDataDep, audit: AuditDep) -> ItemOut:
     """A new item; 409 when the SKU exists or a GTIN belongs to another item."""
-    return item_out(masterdata.create_item(item_spec(body.sku, body)))
+    item = masterdata.create_item(item_spec(body.sku, body))
+    audit("item.create", f"item/{item.sku}", **asdict(item))
+    return item_out(item)
 
 
 @router.get("/items", response_model=ItemPage, responses=problems(400), dependencies=READ)
@@ -217,10 +220,12 @@ def list_items(
                                      "TSHIRT-M,09501101530003|4006381333931,T-shirt M,lot,EA\n"),
     dependencies=WRITE,
 )
-async def import_items(request: Request, masterdata: MasterDataDep) -> ImportResult:
+async def import_items(request: Request, masterdata: MasterDataDep, audit: AuditDep
+                       ) -> ImportResult:
     """Upsert items from a CSV file in one transaction: every row or none."""
     text = await read_csv_body(request)
     summary = await run_in_threadpool(masterdata.import_items, text)
+    await audit.later("item.import", "items", characters=len(text), **asdict(summary))
     return ImportResult(**asdict(summary))
 
 
@@ -242,6 +247,9 @@ def get_item(sku: str, masterdata: MasterDataDep) -> ItemOut:
     "/items/{sku}", response_model=ItemOut, responses=problems(400, 404, 409),
     dependencies=WRITE,
 )
-def update_item(sku: str, body: ItemFields, masterdata: MasterDataDep) -> ItemOut:
+def update_item(sku: str, body: ItemFields, masterdata: MasterDataDep, audit: AuditDep
+                ) -> ItemOut:
     """Replace an existing item's fields, GTINs included (create items with POST)."""
-    return item_out(masterdata.update_item(item_spec(sku, body)))
+    item = masterdata.update_item(item_spec(sku, body))
+    audit("item.update", f"item/{item.sku}", **asdict(item))
+    return item_out(item)

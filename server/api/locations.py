@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.items import (
     Limit,
     MasterDataDep,
@@ -65,9 +66,12 @@ def page_of(rows: list[Location], limit: int, *, site_in_cursor: bool) -> Locati
     "/locations", status_code=201, response_model=LocationOut, responses=problems(400, 404, 409),
     dependencies=WRITE,
 )
-def create_location(body: LocationCreate, masterdata: MasterDataDep) -> LocationOut:
+def create_location(body: LocationCreate, masterdata: MasterDataDep, audit: AuditDep
+                    ) -> LocationOut:
     """A new location. Its parent must exist (404); a new site gets its virtual locations."""
-    return location_out(masterdata.create_location(location_spec(body.site, body.code, body)))
+    location = masterdata.create_location(location_spec(body.site, body.code, body))
+    audit("location.create", f"location/{location.site}/{location.code}", **asdict(location))
+    return location_out(location)
 
 
 @router.get("/locations", response_model=LocationPage, responses=problems(400), dependencies=READ)
@@ -113,10 +117,12 @@ def location_by_barcode(
                                          "wh1,A-01-02,bin,A-01,,LOC:A-01-02|A-01-02\n"),
     dependencies=WRITE,
 )
-async def import_locations(request: Request, masterdata: MasterDataDep) -> ImportResult:
+async def import_locations(request: Request, masterdata: MasterDataDep, audit: AuditDep
+                           ) -> ImportResult:
     """Upsert locations from a CSV file in one transaction: every row or none."""
     text = await read_csv_body(request)
     summary = await run_in_threadpool(masterdata.import_locations, text)
+    await audit.later("location.import", "locations", characters=len(text), **asdict(summary))
     return ImportResult(**asdict(summary))
 
 
@@ -124,10 +130,13 @@ async def import_locations(request: Request, masterdata: MasterDataDep) -> Impor
     "/locations/{site}/virtual", response_model=list[LocationOut], responses=problems(400),
     dependencies=WRITE,
 )
-def ensure_virtual(site: str, masterdata: MasterDataDep) -> list[LocationOut]:
+def ensure_virtual(site: str, masterdata: MasterDataDep, audit: AuditDep
+                   ) -> list[LocationOut]:
     """The site's virtual locations (receiving, shipping, customer, supplier, lost), made if
     missing, with the site's root. Idempotent."""
-    return [location_out(v) for v in masterdata.ensure_virtual(site)]
+    made = masterdata.ensure_virtual(site)
+    audit("location.virtual", f"site/{site}", codes=[v.code for v in made])
+    return [location_out(v) for v in made]
 
 
 @router.get(
@@ -143,10 +152,12 @@ def get_location(site: str, code: str, masterdata: MasterDataDep) -> LocationOut
     dependencies=WRITE,
 )
 def update_location(
-    site: str, code: str, body: LocationFields, masterdata: MasterDataDep
+    site: str, code: str, body: LocationFields, masterdata: MasterDataDep, audit: AuditDep
 ) -> LocationOut:
     """Replace an existing location's fields; a move that would put it inside itself is 409."""
-    return location_out(masterdata.update_location(location_spec(site, code, body)))
+    location = masterdata.update_location(location_spec(site, code, body))
+    audit("location.update", f"location/{location.site}/{location.code}", **asdict(location))
+    return location_out(location)
 
 
 @router.get(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from floorsync.edge import wire
 from floorsync.server import backorders as bo
 from floorsync.server import orders as od
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.deps import StoreDep, parse_cursor
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.errors import BadRequest, Refused
@@ -281,10 +282,13 @@ def pick_list(store: StoreDep, order_id: OrderId) -> PickListOut:
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut, dependencies=WRITE,
              responses={404: _PROBLEM, 409: _PROBLEM})
-def cancel_order(store: StoreDep, order_id: OrderId, body: CancelIn) -> OrderOut:
+def cancel_order(store: StoreDep, order_id: OrderId, body: CancelIn, audit: AuditDep
+                 ) -> OrderOut:
     """Cancel an open order: its stock is free again (other orders' backorders first), its
     backorders are cancelled. 409 unless it is open."""
-    return _order_out(od.cancel(store, order_id, body.by, body.reason))
+    view = od.cancel(store, order_id, body.by, body.reason)
+    audit("order.cancel", f"order/{order_id}", by=body.by, reason=body.reason, site=view.site)
+    return _order_out(view)
 
 
 # --- backorders ------------------------------------------------------------------------------

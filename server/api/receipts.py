@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from floorsync.edge import expected as floor
 from floorsync.edge import wire
 from floorsync.server import receipts as rb
+from floorsync.server.api.audit import AuditDep
 from floorsync.server.api.deps import CallerDep, StoreDep, parse_cursor
 from floorsync.server.auth import READ, WRITE
 from floorsync.server.receiptdocs import DocError, ReceiptRejected
@@ -322,8 +323,15 @@ async def get_receipt(store: StoreDep, ident: Ident) -> Response:
 
 @router.post("/receipts/{ident}/close", response_model=ReceiptOut, dependencies=WRITE,
              responses={404: _PROBLEM, 409: _PROBLEM})
-async def close_receipt(store: StoreDep, ident: Ident, body: CloseIn) -> Response:
+async def close_receipt(store: StoreDep, ident: Ident, body: CloseIn, audit: AuditDep
+                        ) -> Response:
     """Close it: every difference is recorded, what did not come raises ``receipt_short``, and
     the floor's copy is withdrawn. Later receive events against it raise ``receipt_unknown``."""
     book = rb.book_of(store)
-    return await run_in_threadpool(lambda: _json(book.close(ident, by=body.by)))
+
+    def close() -> Response:
+        receipt = book.close(ident, by=body.by)
+        audit("receipt.close", f"receipt/{ident}", by=body.by, site=receipt.site)
+        return _json(receipt)
+
+    return await run_in_threadpool(close)

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from floorsync.cli import main
-from floorsync.server import auth
+from floorsync.server import auth, tokens
 from floorsync.server.app import API_PREFIX, create_app
 from floorsync.server.errors import ConfigError
 from floorsync.server.settings import Settings, parse_tokens, read_tokens_file
@@ -31,6 +31,7 @@ from tests.server.helpers import (
 
 HEALTH = f"{API_PREFIX}/health"
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+ADMIN_ONLY = {("POST", f"{API_PREFIX}/ledger/rebuild"), ("GET", f"{API_PREFIX}/audit")}
 
 
 def operations(app: FastAPI) -> list[tuple[str, str]]:
@@ -93,15 +94,12 @@ def test_a_wrong_token_is_401(app: FastAPI, client: TestClient) -> None:
 def test_read_token_reads_but_may_not_write(app: FastAPI, client: TestClient) -> None:
     for method, path in operations(app):
         response = call(client, method, path, READ_TOKEN)
-        if method in WRITES:
+        if method in WRITES or (method, path) in ADMIN_ONLY:
             assert response.status_code == 403, (method, path, response.text)
             assert response.headers["content-type"] == "application/problem+json"
             assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
         else:
             assert response.status_code not in (401, 403), (method, path, response.text)
-
-
-ADMIN_ONLY = {("POST", f"{API_PREFIX}/ledger/rebuild")}
 
 
 @pytest.mark.parametrize("token", [WRITE_TOKEN, ADMIN_TOKEN])
@@ -146,7 +144,8 @@ def test_openapi_documents_bearer_and_denials(client: TestClient) -> None:
             assert {"401", "403"} <= set(op["responses"]), (method, path)
             assert "application/problem+json" in op["responses"]["401"]["content"]
             scopes.add((method, op["security"][0]["bearer"][0]))
-    assert scopes == {("get", "read"), ("post", "write"), ("put", "write"), ("post", "admin")}
+    assert scopes == {("get", "read"), ("post", "write"), ("put", "write"), ("post", "admin"),
+                      ("get", "admin")}
 
 
 def test_constant_time_comparison_against_every_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,44 +156,65 @@ def test_constant_time_comparison_against_every_token(monkeypatch: pytest.Monkey
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    tokens = api_settings(Path("unused.db")).tokens
-    assert auth.scopes_of(READ_TOKEN, tokens) == {"read"}
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
+    entries = api_settings(Path("unused.db")).token_entries
+    assert auth.scopes_of(READ_TOKEN, entries) == {"read"}
     assert len(compared) == len(TOKENS)  # no early exit on a match
+    assert all(len(a) == len(b) == 32 for a, b in compared)  # digests, never the token
     compared.clear()
-    assert auth.scopes_of("nope-nope-nope", tokens) is None
+    assert auth.scopes_of("nope-nope-nope", entries) is None
     assert len(compared) == len(TOKENS)
-    assert auth.scopes_of("tëst-nön-ascii", tokens) is None  # bytes, so no TypeError
+    assert auth.scopes_of("tëst-nön-ascii", entries) is None  # bytes, so no TypeError
 
 
-def test_scopes_imply_each_other() -> None:
+def hashed(token: str) -> str:
+    return tokens.hash_text(token)
+
+
+def test_scopes_imply_each_other_and_plain_tokens_are_hashed() -> None:
     s = Settings(tokens={"aaaaaaaa": "read", "bbbbbbbb": "write", "cccccccc": "admin"})
-    assert s.tokens == {"aaaaaaaa": {"read"}, "bbbbbbbb": {"read", "write"},
-                        "cccccccc": {"read", "write", "admin"}}
-    assert "aaaaaaaa" not in repr(s)
+    assert [(e.name, e.scopes) for e in s.token_entries] == [
+        (tokens.fingerprint("aaaaaaaa"), {"read"}),
+        (tokens.fingerprint("bbbbbbbb"), {"read", "write"}),
+        (tokens.fingerprint("cccccccc"), {"read", "write", "admin"})]
+    assert [e.digest for e in s.token_entries] == [tokens.digest(t) for t in
+                                                  ("aaaaaaaa", "bbbbbbbb", "cccccccc")]
+    assert "aaaaaaaa" not in repr(s) and "aaaaaaaa" not in repr(s.token_entries)
+    assert tokens.digest("aaaaaaaa").hex() not in repr(s.token_entries)
 
 
 def test_tokens_env_format() -> None:
-    assert parse_tokens(" tok1-abcdef=read,write ; tok2-abcdef=admin;") == {
-        "tok1-abcdef": {"read", "write"}, "tok2-abcdef": {"read", "write", "admin"}
-    }
+    h1, h2 = hashed("tok1-abcdef"), hashed("tok2-abcdef")
+    entries = parse_tokens(f" dash={h1}:read,write ; tok3-abcdef=admin; ci={h2}:admin;")
+    assert [(e.name, e.scopes) for e in entries] == [
+        ("dash", {"read", "write"}), (tokens.fingerprint("tok3-abcdef"), {"read", "write",
+                                                                           "admin"}),
+        ("ci", {"read", "write", "admin"})]
+    assert entries[0].digest == tokens.digest("tok1-abcdef")
     for bad in ("tok1-abcdef", "tok1-abcdef=", "tok1-abcdef=root", "short=read",
-                "tok1-abcdef=read;tok1-abcdef=write", "tok 1-abcdef=read"):
+                "tok1-abcdef=read;tok1-abcdef=write", "tok 1-abcdef=read",
+                f"dash={h1}", f"dash={h1}:sudo", "dash=sha256:abcd:read", f"bad name={h1}:read",
+                f"a={h1}:read;b={h1}:write"):
         with pytest.raises(ConfigError):
             parse_tokens(bad)
 
 
 def test_tokens_file(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("# token scopes\n\nfile-token-1 read\n  file-token-2   read, write \n"
-                    "file-token-3 admin\n")
-    assert read_tokens_file(path) == {
-        "file-token-1": {"read"}, "file-token-2": {"read", "write"},
-        "file-token-3": {"read", "write", "admin"},
-    }
-    for bad in ("lonely-token\n", "file-token-1 sudo\n", "file-token-1 read\nfile-token-1 write\n"):
+    path.write_text(f"# name hash scopes\n\nreader {hashed('file-token-1')} read\n"
+                    f"  writer   {hashed('file-token-2')}   read, write \n"
+                    f"boss {hashed('file-token-3').upper().replace('SHA256', 'sha256')} admin\n")
+    assert [(e.name, e.scopes, e.digest) for e in read_tokens_file(path)] == [
+        ("reader", {"read"}, tokens.digest("file-token-1")),
+        ("writer", {"read", "write"}, tokens.digest("file-token-2")),
+        ("boss", {"read", "write", "admin"}, tokens.digest("file-token-3")),
+    ]
+    for bad in ("lonely-token\n", "file-token-1 read\n",  # plain tokens are refused here
+                f"reader {hashed('x')} sudo\n", f"reader {hashed('x')}\n",
+                "reader sha256:1234 read\n", f"r {hashed('x')} read\nw {hashed('x')} write\n",
+                f"bad/name {hashed('x')} read\n"):
         path.write_text(bad)
-        with pytest.raises(ConfigError, match=str(path)):
+        with pytest.raises(ConfigError, match=str(path) + "|twice"):
             read_tokens_file(path)
     with pytest.raises(ConfigError, match="cannot read"):
         read_tokens_file(tmp_path / "missing")
@@ -204,15 +224,32 @@ def test_tokens_from_env_and_file_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "tokens"
-    path.write_text("file-token-1 admin\n")
-    monkeypatch.setenv("FLOORSYNC_TOKENS", "env-token-1=read")
+    path.write_text(f"ops {hashed('file-token-1')} admin\n")
+    monkeypatch.setenv("FLOORSYNC_TOKENS", f"dash={hashed('env-token-1')}:read")
     monkeypatch.setenv("FLOORSYNC_TOKENS_FILE", str(path))
     s = Settings.from_env()
-    assert s.tokens == {"env-token-1": {"read"}, "file-token-1": {"read", "write", "admin"}}
+    assert {(e.name, e.scopes) for e in s.token_entries} == {
+        ("dash", frozenset({"read"})), ("ops", frozenset({"read", "write", "admin"}))}
     assert s.auth and s.tokens_file == path
-    path.write_text("env-token-1 admin\n")
+    path.write_text(f"ops {hashed('env-token-1')} admin\n")
     with pytest.raises(ConfigError, match="twice"):
         Settings.from_env()
+
+
+def test_token_new_command_prints_the_token_once_and_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "new", "dashboard", "--scopes", "write"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    token, line = out[1].strip(), out[3].strip()
+    assert len(token) >= 43 and token not in line
+    assert line == f"dashboard {hashed(token)} write"
+    path = tmp_path / "tokens"
+    path.write_text(line + "\n")
+    (entry,) = read_tokens_file(path)
+    assert (entry.name, entry.scopes) == ("dashboard", {"read", "write"})
+    assert main(["token", "new", "two words"]) == 2
+    assert main(["token", "new", "x", "--scopes", "root"]) == 2
 
 
 def test_no_tokens_refuses_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

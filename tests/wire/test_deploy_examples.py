@@ -123,7 +123,9 @@ def test_server_env_names_are_settings_fields(
     for key in fields:
         monkeypatch.delenv(key, raising=False)
     tokens = tmp_path / "tokens"  # the example names /etc/floorsync/tokens; here a copy of it
-    tokens.write_text("# token scopes\ndashboard-token-1234 read\nedge-token-12345678 write\n")
+    tokens.write_text("# name hash scopes\n"  # as floorsync token new prints them
+                      f"dashboard sha256:{'1' * 64} read\n"
+                      f"edge-http sha256:{'2' * 64} write\n")
     env["FLOORSYNC_TOKENS_FILE"] = str(tokens)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

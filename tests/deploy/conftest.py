@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,18 @@ def systemd_analyze() -> str:
     return require_tool("systemd-analyze", minimum=252, install="sh deploy/bootstrap.sh systemd")
 
 
-def install(role: str, destdir: Path) -> subprocess.CompletedProcess[str]:
+def install(
+    role: str, destdir: Path, *, venv: bool = False, source: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """deploy/install.sh ROLE into destdir; with venv, the venv too (pip, from PyPI), floorsync
+    itself from source."""
+    env = {**os.environ, "DESTDIR": str(destdir), "FLOORSYNC_VENV": "yes" if venv else "no",
+           "PYTHON": sys.executable}
+    if source:
+        env["FLOORSYNC_SOURCE"] = str(source)
     return subprocess.run(
-        ["sh", str(DEPLOY / "install.sh"), role],
-        env={**os.environ, "DESTDIR": str(destdir)},
-        capture_output=True, text=True, timeout=60,
+        ["sh", str(DEPLOY / "install.sh"), role], env=env,
+        capture_output=True, text=True, timeout=240,
     )
 
 

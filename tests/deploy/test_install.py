@@ -5,12 +5,17 @@ operator edited is kept."""
 from __future__ import annotations
 
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 
 from .conftest import DEPLOY, install
+from .test_locks import read_lock
 
 SECRET = 0o640   # config with passwords or tokens: owner and group floorsync only
 PUBLIC = 0o644
@@ -79,3 +84,44 @@ def test_install_refuses_an_unknown_role(tmp_path: Path) -> None:
     done = install("dock", tmp_path)
     assert done.returncode == 2 and "usage" in done.stderr
     assert not (tmp_path / "etc").exists()
+
+
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                    ".*_cache", "*.db", "*.db-wal", "*.db-shm")
+# The modules a host of each role runs, and what must not be on an edge host.
+ROLE_MODULES = {
+    "edge": ["floorsync.cli", "floorsync.edge.sync", "floorsync.edge.agent", "floorsync.devices"],
+    "server": ["floorsync.cli", "floorsync.server.app", "floorsync.server.run"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["edge", "server"])
+def test_install_makes_a_venv_from_the_lock_alone(role: str, tmp_path: Path) -> None:
+    """The whole install, venv included (from PyPI, with --require-hashes): exactly the pinned
+    versions land, nothing is missing for the role's modules, and an edge has no web stack."""
+    # floorsync itself from a copy of the checkout, so pip's build leaves nothing in the tree
+    source = tmp_path / "source"
+    shutil.copytree(DEPLOY.parent, source, symlinks=True, ignore=NOT_SOURCE)
+    root = tmp_path / "root"
+    done = install(role, root, venv=True, source=source)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    python = root / "opt/floorsync/venv/bin/python"
+    pip = [str(python), "-m", "pip"]
+    check = subprocess.run([*pip, "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    frozen = subprocess.run([*pip, "freeze", "--all", "--exclude", "floorsync"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    installed = {canonicalize_name(n): v for n, _, v in (line.partition("==") for line in frozen)}
+    pinned = {name: str(pin.version) for name, pin in read_lock(role).items()
+              if not pin.marker or Marker(pin.marker).evaluate()}
+    # venv's own pip and setuptools stay unless the lock pins them
+    assert {n: v for n, v in installed.items() if n not in {"pip", "setuptools"} or n in pinned} \
+        == pinned
+    probe = "import importlib, sys\n" + "".join(
+        f"importlib.import_module({m!r})\n" for m in ROLE_MODULES[role]
+    ) + "print('fastapi' in sys.modules or importlib.util.find_spec('fastapi') is not None)"
+    ran = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == ("False" if role == "edge" else "True")
+    assert (root / "opt/floorsync/venv/bin/floorsync").is_file()

@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "chaos": "randomized fault campaign over both paths: counts lost and doubled events",
     "decode": "interpret a scanned code or an EPC (GS1 via biip, EPC via epcpy)",
     "devices": "list serial ports and input devices that look like scanners",
+    "enroll": "give a device its broker identity (password or client certificate) and edge TOML",
+    "revoke": "take a device's broker identity back (password entry, certificate via the CRL)",
     "token": "make an API token for the central service (the plain token once, its hash line)",
 }
 
@@ -205,6 +207,7 @@ EXTRA_OF = {
     "fastapi": "server", "starlette": "server", "uvicorn": "server", "pydantic": "server",
     "amqtt": "server", "server": "server", "paho": "edge", "serial": "edge", "evdev": "edge",
     "biip": "edge", "epcpy": "edge", "sqlite_utils": "edge", "sllurp": "llrp",
+    "cryptography": "server",
 }
 
 IDENTITY_KEYS = ("kind", "gtin", "lot", "serial", "expiry", "quantity", "sscc", "gln", "epc",
@@ -265,6 +268,25 @@ def cmd_token(args: argparse.Namespace) -> int:
     from floorsync import tokens
 
     print(tokens.render(tokens.new(args.name, args.scopes)), end="")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from floorsync import enroll
+
+    done = enroll.enroll(
+        args.device, args.site, out=args.out or Path(args.device), cert=args.cert,
+        broker=args.broker, passwd=args.passwd, ca_dir=args.ca_dir, ca_file=args.ca_file,
+        device_dir=args.device_dir, days=args.days)
+    print(enroll.report_enrollment(done))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from floorsync import enroll
+
+    print(enroll.report_revocation(
+        enroll.revoke(args.device, passwd=args.passwd, ca_dir=args.ca_dir), args.passwd))
     return 0
 
 
@@ -373,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help=COMMANDS["devices"])
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_devices)
+    _add_enroll_parsers(sub)
     _add_token_parser(sub)
     return parser
 
@@ -386,6 +409,40 @@ def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     new.set_defaults(func=cmd_token)
 
 
+def _add_enroll_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    passwd = Path("/etc/mosquitto/floorsync.passwd")
+    ca_dir = Path("/etc/mosquitto/ca")
+    p = sub.add_parser("enroll", help=COMMANDS["enroll"], description=(
+        "Run on the broker host. Password (default): a random password is added to mosquitto's "
+        "password file and printed once. --cert: a client certificate of the site CA for the "
+        "mutual-TLS listener (CN = DEVICE). Writes OUT/edge.toml (mode 0600) for the device; "
+        "the ACL's %u patterns cover the device, nothing is added to it. Then reload "
+        "mosquitto."))
+    p.add_argument("device", help="the device name: its MQTT username and certificate CN")
+    p.add_argument("--site", required=True)
+    p.add_argument("--cert", action="store_true",
+                   help="a client certificate (mutual TLS) instead of a password")
+    p.add_argument("--out", type=Path, help="where to write the device's files (default ./DEVICE)")
+    p.add_argument("--broker", help="the URL the device connects to (default "
+                   "mqtts://THIS-HOST:8883, with --cert :8884)")
+    p.add_argument("--passwd", type=Path, default=passwd, help=f"password file ({passwd})")
+    p.add_argument("--ca-dir", type=Path, default=ca_dir,
+                   help=f"site CA: ca.crt, ca.key, crl.pem, issued.tsv ({ca_dir})")
+    p.add_argument("--ca-file", type=Path, help="CA the device verifies the broker with "
+                   "(default with --cert: the site CA's ca.crt; without: the system's CAs)")
+    p.add_argument("--device-dir", type=Path, default=Path("/etc/floorsync"),
+                   help="where the device will keep ca.crt and its certificate (/etc/floorsync)")
+    p.add_argument("--days", type=int, default=825, help="certificate validity (825)")
+    p.set_defaults(func=cmd_enroll)
+    p = sub.add_parser("revoke", help=COMMANDS["revoke"], description=(
+        "Removes the device's password entry and adds its certificates to the CRL; then "
+        "reload mosquitto (SIGHUP): the device is refused on its next connect."))
+    p.add_argument("device")
+    p.add_argument("--passwd", type=Path, default=passwd, help=f"password file ({passwd})")
+    p.add_argument("--ca-dir", type=Path, default=ca_dir, help=f"site CA directory ({ca_dir})")
+    p.set_defaults(func=cmd_revoke)
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Error roots of our packages, those importable here (an edge host has no server)."""
     roots: list[type[BaseException]] = [EdgeError]
@@ -395,6 +452,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         roots.append(DeviceError)
     except ImportError:
         pass
+    if "floorsync.enroll" in sys.modules:
+        roots.append(sys.modules["floorsync.enroll"].EnrollError)
     if "floorsync.server.errors" in sys.modules:
         roots.append(sys.modules["floorsync.server.errors"].ServerError)
     return tuple(roots)

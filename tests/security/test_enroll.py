@@ -1,0 +1,291 @@
+"""``floorsync enroll`` and ``floorsync revoke`` against a real mosquitto running the production
+config's TLS listeners: an enrolled device (password or client certificate) connects and syncs
+with the edge TOML it was given; after ``revoke`` and a SIGHUP it is refused on its next connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
+
+from floorsync.cli import main
+from floorsync.edge import config as edge_config
+from floorsync.edge.config import EdgeConfig
+from floorsync.edge.outbox import Outbox
+from floorsync.edge.sync import Syncer
+from floorsync.server.ingest import MqttIngest
+from floorsync.server.ledger import Store
+from floorsync.server.settings import Settings
+from tests.factories import events
+from tests.security.pki import TestCA
+from tests.security.tlsbroker import TlsBroker
+
+CENTRAL = ("floorsync-central", "central-pw")
+
+
+@pytest.fixture
+def site_ca(tmp_path: Path) -> TestCA:
+    """The site CA as enroll expects it: ca.crt, ca.key (and an empty crl.pem) in one dir."""
+    ca = TestCA.create(tmp_path / "ca", name="wh1 site CA")
+    ca.crl([], path=ca.directory / "crl.pem")
+    return ca
+
+
+@pytest.fixture
+def broker(tmp_path: Path, site_ca: TestCA) -> Iterator[TlsBroker]:
+    server = site_ca.server("broker")
+    tls = TlsBroker.build(tmp_path, site_ca, server, passwords=dict([CENTRAL]),
+                          crl=site_ca.directory / "crl.pem")
+    with tls:
+        yield tls
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def reload(broker: TlsBroker) -> None:
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGHUP)
+
+
+def try_login(broker: TlsBroker, url_port: int, ca: Path, *, login: tuple[str, str] | None = None,
+              cert: tuple[Path, Path] | None = None) -> str:
+    """One raw connection attempt over TLS: 'Success', a refusal reason, or 'closed'."""
+    client = Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex}",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    client.tls_set_context(context)
+    if login is not None:
+        client.username_pw_set(*login)
+    result: list[str] = []
+    client.on_connect = lambda c, u, f, rc, p: result.append(str(rc))
+    try:
+        client.connect("localhost", url_port, 5)
+        deadline = time.monotonic() + 5
+        while not result and time.monotonic() < deadline:
+            if client.loop(0.1) != 0:
+                return "closed"
+        return result[0] if result else "closed"
+    except OSError as exc:
+        return f"closed ({exc})"
+    finally:
+        client.disconnect()
+
+
+def wait_login(expect_ok: bool, attempt: object, what: str) -> None:
+    """After a SIGHUP: poll until the broker answers as expected (it reloads in its loop)."""
+    deadline = time.monotonic() + 15
+    last = ""
+    while time.monotonic() < deadline:
+        last = attempt()  # type: ignore[operator]
+        if (last == "Success") == expect_ok:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: still {last!r} after 15 s")
+
+
+@contextmanager
+def central(broker: TlsBroker, ca: Path, database: Path) -> Iterator[Store]:
+    settings = Settings(database=database, broker=broker.tls_url, mqtt_ca_file=ca,
+                        mqtt_username=CENTRAL[0], mqtt_password=CENTRAL[1],
+                        client_id=f"floorsync-central-{uuid.uuid4().hex[:6]}")
+    with Store(database) as store, MqttIngest(store, settings) as ingest:
+        assert ingest.wait_ready(15), "central service did not connect"
+        yield store
+
+
+def syncs(config: EdgeConfig, directory: Path, store: Store, count: int = 50) -> None:
+    with Outbox(directory / f"{uuid.uuid4().hex}.db") as outbox:
+        outbox.add(events(count))
+        before = store.summary()["events"]
+        with Syncer(outbox, config.site, config.device, config.sync) as syncer:
+            assert syncer.wait_synced(30), syncer.stats.last_error
+    deadline = time.monotonic() + 10
+    while store.summary()["events"] < before + count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.summary()["events"] == before + count
+
+
+def refused(config: EdgeConfig, directory: Path) -> str:
+    """The edge tries to connect (three times) and is refused; its events stay in the outbox."""
+    with Outbox(directory / f"{uuid.uuid4().hex}.db") as outbox:
+        outbox.add(events(3))
+        syncer = Syncer(outbox, config.site, config.device, config.sync).start()
+        try:
+            deadline = time.monotonic() + 20
+            while syncer.stats.connect_attempts < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert syncer.stats.connect_attempts >= 3 and syncer.stats.connects == 0
+            error = syncer.stats.last_error or ""
+        finally:
+            syncer.stop()
+        assert outbox.stats().backlog == 3
+    return error
+
+
+# --- the commands exist -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["enroll", "revoke"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"floorsync {command}" in out and "reload mosquitto" in out
+
+
+# --- password enrollment ------------------------------------------------------------------------
+
+
+def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
+    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "hh-9"
+    code, text, err = run_cli(
+        capsys, "enroll", "hh-9", "--site", "wh1", "--out", str(out),
+        "--broker", broker.tls_url, "--passwd", str(broker.passwd),
+        "--ca-file", str(site_ca.cert), "--device-dir", str(out))
+    assert code == 0, err
+    password = next(line.split(": ", 1)[1] for line in text.splitlines()
+                    if "password (shown once" in line)
+    assert len(password) >= 32 and text.count(password) == 1
+    assert "ACL: nothing to add" in text and "reload mosquitto" in text
+    assert "hh-9:" in broker.passwd.read_text() and password not in broker.passwd.read_text()
+    toml = out / "edge.toml"
+    assert stat.S_IMODE(toml.stat().st_mode) == 0o600
+    config = edge_config.load(toml)  # the edge's own loader takes it
+    assert (config.site, config.device, config.sync.username) == ("wh1", "hh-9", "hh-9")
+    assert config.sync.password == password and config.sync.ca_file == str(out / "ca.crt")
+
+    def login() -> str:
+        return try_login(broker, broker.tls_port, site_ca.cert, login=("hh-9", password))
+
+    reload(broker)
+    wait_login(True, login, "enrolled password after SIGHUP")
+    with central(broker, site_ca.cert, tmp_path / "central.db") as store, Outbox(
+        tmp_path / "connected.db"
+    ) as outbox:
+        syncs(config, tmp_path, store)
+        connected = Syncer(outbox, config.site, config.device, config.sync).start()
+        try:
+            deadline = time.monotonic() + 15
+            while not connected.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert connected.connected
+
+            code, text, err = run_cli(capsys, "revoke", "hh-9", "--passwd", str(broker.passwd),
+                                      "--ca-dir", str(site_ca.directory))
+            assert code == 0, err
+            assert "password entry removed" in text and "reload mosquitto" in text
+            assert "hh-9:" not in broker.passwd.read_text()
+            reload(broker)
+            wait_login(False, login, "revoked password after SIGHUP")
+            # mosquitto drops the connection made with the removed password at the reload
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and (
+                connected.connected or not connected.stats.connect_attempts
+            ):
+                time.sleep(0.05)
+            assert connected.stats.connects == 1 and "Not authorized" in (
+                connected.stats.last_error or ""), connected.stats.last_error
+        finally:
+            connected.stop()
+        error = refused(config, tmp_path)
+        assert "Not authorized" in error, error
+    # the password never reached a log line
+    assert not [r for r in caplog.records if password in r.getMessage()]
+
+
+# --- certificate enrollment -----------------------------------------------------------------
+
+
+def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
+    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "dock-9"
+    code, text, err = run_cli(
+        capsys, "enroll", "dock-9", "--site", "wh1", "--cert", "--out", str(out),
+        "--broker", broker.mtls_url, "--passwd", str(broker.passwd),
+        "--ca-dir", str(site_ca.directory), "--device-dir", str(out))
+    assert code == 0, err
+    assert "password" not in text and "CN dock-9" in text
+    assert stat.S_IMODE((out / "dock-9.key").stat().st_mode) == 0o600
+    config = edge_config.load(out / "edge.toml")
+    assert config.sync.username is None and config.sync.password is None
+    assert config.sync.cert_file == str(out / "dock-9.crt")
+    assert "dock-9" in (site_ca.directory / "issued.tsv").read_text()
+    cert = (out / "dock-9.crt", out / "dock-9.key")
+
+    def login() -> str:
+        return try_login(broker, broker.mtls_port, site_ca.cert, cert=cert)
+
+    assert login() == "Success"  # no reload needed to admit a new certificate of the CA
+    with central(broker, site_ca.cert, tmp_path / "central.db") as store:
+        syncs(config, tmp_path, store)
+
+        code, text, err = run_cli(capsys, "revoke", "dock-9", "--passwd", str(broker.passwd),
+                                  "--ca-dir", str(site_ca.directory))
+        assert code == 0, err
+        assert "added to the CRL" in text
+        assert login() == "Success"  # mosquitto reads the CRL at start and on SIGHUP only
+        reload(broker)
+        wait_login(False, login, "revoked certificate after SIGHUP")
+        error = refused(config, tmp_path)
+        assert "closed the connection before accepting it" in error, error
+        assert "revoked" in error, error  # the TLS alert names the reason
+
+    # enrolling again after revocation issues a new certificate, which works
+    code, text, err = run_cli(
+        capsys, "enroll", "dock-9", "--site", "wh1", "--cert", "--out", str(tmp_path / "again"),
+        "--broker", broker.mtls_url, "--passwd", str(broker.passwd),
+        "--ca-dir", str(site_ca.directory), "--device-dir", str(tmp_path / "again"))
+    assert code == 0, err
+    again = (tmp_path / "again" / "dock-9.crt", tmp_path / "again" / "dock-9.key")
+    assert try_login(broker, broker.mtls_port, site_ca.cert, cert=again) == "Success"
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def test_enroll_and_revoke_refuse_with_a_message(
+    tmp_path: Path, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    passwd = tmp_path / "passwd"
+    common = ("--passwd", str(passwd), "--ca-dir", str(site_ca.directory))
+    ok = run_cli(capsys, "enroll", "hh-1", "--site", "wh1", "--out", str(tmp_path / "a"),
+                 *common)
+    assert ok[0] == 0, ok[2]
+    cases = {
+        ("enroll", "hh-1", "--site", "wh1", "--out", str(tmp_path / "b")): "already enrolled",
+        ("enroll", "floorsync-central", "--site", "wh1"): "reserved",
+        ("enroll", "a/b", "--site", "wh1"): "device must be",
+        ("enroll", "hh-2", "--site", "wh 1"): "site must be",
+        ("revoke", "hh-404"): "not enrolled",
+    }
+    for argv, message in cases.items():
+        code, _, err = run_cli(capsys, *argv, *common)
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+        assert err.startswith(f"floorsync {argv[0]}: ")
+    code, _, err = run_cli(capsys, "enroll", "dock-1", "--site", "wh1", "--cert",
+                           "--out", str(tmp_path / "c"), "--passwd", str(passwd),
+                           "--ca-dir", str(tmp_path / "no-ca"))
+    assert code == 2 and "cannot use the site CA" in err
+    assert not (tmp_path / "c").exists()  # nothing written before the CA was checked

@@ -306,7 +306,19 @@ def _section(data: Any, where: str, known: set[str]) -> dict[str, Any]:
 
 
 def load(path: Path | None, **overrides: Any) -> EdgeConfig:
-    """Read a TOML file (optional), then apply non-None overrides (command-line options)."""
+    """Read a TOML file (optional), then apply non-None overrides (command-line options).
+
+    A value of a type no check expects (``[outbox] path = false``, ``broker = []``,
+    ``journal_cap_mb = []``) is a ConfigError too, never a TypeError or ValueError from deep
+    inside; so is TOML nested past the recursion limit (``a = [[[[...``), which tomllib
+    raises as RecursionError (found by tests/fuzz/test_config.py)."""
+    try:
+        return _load(path, **overrides)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"config {path}: a setting has the wrong type or value: {exc}") from None
+
+
+def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
     data: dict[str, Any] = {}
     if path is not None:
         try:

@@ -12,9 +12,11 @@ Run on the broker host, by the operator who administers mosquitto. Two kinds of 
 
 Either way the device's name is its MQTT username, so the ACL's pattern rules
 (``deploy/mosquitto/floorsync.acl``: ``pattern write floorsync/v1/+/%u/events`` ...) already give
-it exactly its own topics: enrollment writes no per-device ACL entry. (The patterns do not pin a
-device to its site; the central service checks the site in every payload against the topic, and
-device names are unique per broker: enrollment refuses a name already enrolled.)
+it exactly its own topics: enrollment adds no per-device ACL entry. The patterns do not pin a
+device to its site (deploy/README.md, "the ACL knows no site"), so enrollment also writes
+``acl.txt``, the device's ``user`` block naming its site, for a broker whose ACL replaces the
+patterns with one such block per device. Device names are unique per broker: enrollment
+refuses a name already enrolled.
 
 The edge TOML written for the device holds its credentials (mode 0600): the password is printed
 once, for the operator, and is never logged. ``revoke`` removes the password entry
@@ -47,7 +49,8 @@ DEFAULT_PASSWD = Path("/etc/mosquitto/floorsync.passwd")
 DEFAULT_CA_DIR = Path("/etc/mosquitto/ca")
 DEFAULT_DEVICE_DIR = Path("/etc/floorsync")
 ACL_NOTE = ("nothing to add: the pattern rules of deploy/mosquitto/floorsync.acl cover it "
-            "(%u = {device}: its own events, status and acks, and the documents)")
+            "(%u = {device}: its own events, status and acks, and the documents); {acl} has "
+            "its site-pinned user block, for an ACL without the patterns (deploy/README.md)")
 RELOAD = ("reload mosquitto so that it re-reads its password file and CRL: "
           "systemctl reload mosquitto (or kill -HUP the broker's pid)")
 
@@ -204,6 +207,10 @@ def _issue(ca_dir: Path, device: str, site: str, days: int) -> tuple[bytes, byte
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -261,6 +268,15 @@ def edge_toml(device: str, site: str, broker: str, *, password: str | None = Non
         lines += [f"cert_file = {_toml(str(cert_file))}  # CN = {device}",
                   f"key_file = {_toml(str(key_file))}"]
     return "\n".join(lines) + "\n"
+
+
+def acl_block(device: str, site: str) -> str:
+    """The device's topics, pinned to its site (mosquitto ``user`` block)."""
+    return (f"user {device}\n"
+            f"topic write floorsync/v1/{site}/{device}/events\n"
+            f"topic write floorsync/v1/{site}/{device}/status\n"
+            f"topic read floorsync/v1/{site}/{device}/acks\n"
+            f"topic read floorsync/v1/{site}/docs/#\n")
 
 
 def _default_broker(cert: bool) -> str:
@@ -325,9 +341,10 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
         text = edge_toml(device, site, broker, password=password, ca_file=device_ca)
     config = out / "edge.toml"
     _write(config, text, 0o600)
+    _write(out / "acl.txt", acl_block(device, site), 0o644)
     return Enrollment(device=device, site=site, config=config, broker=broker, password=password,
                       certificate=cert_path, key=key_path, serial=serial,
-                      acl=ACL_NOTE.format(device=device))
+                      acl=ACL_NOTE.format(device=device, acl=out / "acl.txt"))
 
 
 def revoke(device: str, *, passwd: Path = DEFAULT_PASSWD,

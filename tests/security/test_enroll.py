@@ -28,7 +28,7 @@ from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
 from tests.factories import events
 from tests.security.pki import TestCA
-from tests.security.tlsbroker import TlsBroker
+from tests.security.tlsbroker import ACL, TlsBroker
 
 CENTRAL = ("floorsync-central", "central-pw")
 
@@ -168,6 +168,10 @@ def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
                     if "password (shown once" in line)
     assert len(password) >= 32 and text.count(password) == 1
     assert "ACL: nothing to add" in text and "reload mosquitto" in text
+    assert (out / "acl.txt").read_text().splitlines() == [
+        "user hh-9", "topic write floorsync/v1/wh1/hh-9/events",
+        "topic write floorsync/v1/wh1/hh-9/status", "topic read floorsync/v1/wh1/hh-9/acks",
+        "topic read floorsync/v1/wh1/docs/#"]
     assert "hh-9:" in broker.passwd.read_text() and password not in broker.passwd.read_text()
     toml = out / "edge.toml"
     assert stat.S_IMODE(toml.stat().st_mode) == 0o600
@@ -260,6 +264,55 @@ def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
     assert code == 0, err
     again = (tmp_path / "again" / "dock-9.crt", tmp_path / "again" / "dock-9.key")
     assert try_login(broker, broker.mtls_port, site_ca.cert, cert=again) == "Success"
+
+
+def test_the_site_pinned_acl_block_keeps_a_device_to_its_site(
+    tmp_path: Path, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acl.txt, with the central service's block and no device patterns, on a real mosquitto:
+    the device publishes under its own site only (closing the patterns' known gap)."""
+    passwd = tmp_path / "floorsync.passwd"
+    out = tmp_path / "hh-5"
+    code, _, err = run_cli(capsys, "enroll", "hh-5", "--site", "wh1", "--out", str(out),
+                              "--passwd", str(passwd), "--ca-dir", str(site_ca.directory))
+    assert code == 0, err
+    password = edge_config.load(out / "edge.toml").sync.password
+    assert password is not None
+    deploy_acl = ACL.read_text()
+    central_block = deploy_acl[deploy_acl.index("user floorsync-central"):]
+    acl = tmp_path / "pinned.acl"
+    acl.write_text((out / "acl.txt").read_text() + "\n" + central_block)
+    broker = TlsBroker.build(tmp_path, site_ca, site_ca.server("broker"),
+                             passwords=dict([CENTRAL]), passwd=passwd, acl=acl)
+    received: list[str] = []
+    with broker:
+        central_peer = Client(CallbackAPIVersion.VERSION2, client_id="central-peer",
+                              protocol=MQTTProtocolVersion.MQTTv5)
+        device = Client(CallbackAPIVersion.VERSION2, client_id="hh-5",
+                        protocol=MQTTProtocolVersion.MQTTv5)
+        subscribed: list[bool] = []
+        for client, login in ((central_peer, CENTRAL), (device, ("hh-5", password))):
+            client.tls_set_context(ssl.create_default_context(cafile=str(site_ca.cert)))
+            client.username_pw_set(*login)
+            client.connect("localhost", broker.tls_port)
+            client.loop_start()
+        try:
+            central_peer.on_message = lambda c, u, m: received.append(m.topic)
+            central_peer.on_subscribe = lambda *a: subscribed.append(True)
+            central_peer.subscribe("floorsync/v1/+/+/events", qos=1)
+            deadline = time.monotonic() + 10
+            while not subscribed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for site in ("wh2", "wh1"):  # wh1 last: once it arrives, wh2's would have too
+                device.publish(f"floorsync/v1/{site}/hh-5/events", b"x", qos=1).wait_for_publish(10)
+            deadline = time.monotonic() + 10
+            while "floorsync/v1/wh1/hh-5/events" not in received and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            for client in (central_peer, device):
+                client.disconnect()
+                client.loop_stop()
+    assert received == ["floorsync/v1/wh1/hh-5/events"], received
 
 
 # --- refusals -------------------------------------------------------------------------------

@@ -65,9 +65,11 @@ class TlsBroker(Mosquitto):
     def build(cls, directory: Path, ca: TestCA, server: Issued,
               passwords: Mapping[str, str] | None = None,
               extra_listeners: Sequence[tuple[Issued, Path]] = (),
-              passwd: Path | None = None, crl: Path | None = None) -> TlsBroker:
+              passwd: Path | None = None, crl: Path | None = None,
+              acl: Path = ACL) -> TlsBroker:
         """``extra_listeners``: (server certificate, CA file) pairs, each on its own port
-        (``extra_ports``). ``passwd``/``crl``: files to use (default: new ones here)."""
+        (``extra_ports``). ``passwd``/``crl``: files to use (default: new ones here);
+        ``acl``: another ACL file than deploy's."""
         broker = cls(directory / "broker")
         broker.passwd = passwd or directory / "floorsync.passwd"
         for user, password in (passwords or {}).items():
@@ -84,7 +86,7 @@ class TlsBroker(Mosquitto):
             "listener": f"{broker.port} 127.0.0.1",
             "persistence_location": f"{broker.directory}/",
             "password_file": str(broker.passwd),
-            "acl_file": str(ACL),
+            "acl_file": str(acl),
             "log_dest": f"file {broker.directory}/mosquitto.log",
         }
         lines = [f"{k} {moved.get(k, v)}" for k, v in active]

@@ -210,6 +210,7 @@ class MqttTagReader:
         def on_connect(
             client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any
         ) -> None:
+            state["answered"] = True  # the broker answered the login (CONNACK)
             if reason.is_failure:
                 hint = ""
                 if reason.value in _LOGIN_REFUSED:
@@ -317,7 +318,13 @@ class MqttTagReader:
                     if state.get("refused"):
                         raise DeviceGone(f"{self.name}: broker refused: {state['refused']}")
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or state.get("lost"):
-                        raise DeviceGone(f"{self.name}: connection lost: {state.get('lost', rc)}")
+                        lost = state.get("lost", rc)
+                        if not state.get("answered"):
+                            raise DeviceGone(
+                                f"{self.name}: the broker closed the connection before answering "
+                                f"the login ({lost}): check mqtt:// or mqtts:// for its port, "
+                                "and whether it requires a client certificate (cert_file)")
+                        raise DeviceGone(f"{self.name}: connection lost: {lost}")
                     if state.get("connected"):
                         mark_online()
             finally:

@@ -319,21 +319,10 @@ def test_reader_broker_config_keeps_acknowledged_reads_through_a_crash(tmp_path:
     while the edge was away are delivered to the edge's session after a SIGKILL and restart."""
     import signal
 
-    broker = Mosquitto(tmp_path / "broker")
-    passwd = tmp_path / "readers.passwd"
-    for i, user in enumerate(("zebra-1", "edge-1")):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
-                        "pw"], check=True, capture_output=True)
-    moved = {"listener": f"{broker.port} 127.0.0.1", "password_file": str(passwd),
-             "persistence_location": f"{broker.directory}/"}
-    lines = []
-    for line in (DEPLOY / "mosquitto" / "reader-broker.conf").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            lines.append(f"{key} {moved.get(key, value.strip())}")
-    if os.geteuid() == 0:
-        lines.append("user root")
-    broker.config.write_text("\n".join(lines) + "\n")
+    from tests.devices.rfid.readerbroker import reader_broker
+
+    # the plain loopback listener only (the TLS one: tests/devices/rfid/test_mqtt_reader_tls.py)
+    broker, _ = reader_broker(tmp_path / "broker", {"zebra-1": "pw", "edge-1": "pw"})
 
     def client(name: str) -> Client:
         c = Client(CallbackAPIVersion.VERSION2, client_id=name,

@@ -71,6 +71,13 @@ class PortalConfig:
     ``zebra-http`` (listens on ``host``:``http_port``), ``llrp`` (``host``; needs the llrp
     extra), ``replay`` (``path`` of JSON lines, ``realtime``).
 
+    Network readers' security (deploy/devices/rfid-readers.md): MQTT readers log in to the
+    reader broker with ``username``/``password``; ``mqtts://`` brokers are verified against
+    ``ca_file`` (the system's CAs without it; the host name always), with ``cert_file`` and
+    ``key_file`` as a client certificate. HTTP receivers require the readers' HTTP Basic
+    (``username``/``password``) or Bearer ``token`` when set, serve HTTPS with ``cert_file``
+    and ``key_file``, and refuse bodies over ``max_body_mb``.
+
     Floor logic (``edge.portal``): ``antennas`` maps antenna numbers to roles, as a table
     ``{"1" = "outside", "2" = "inside"}`` or a list ``[{antenna = 1, role = "outside"}]``;
     roles are ``outside``, ``inside`` and ``door`` (in the frame, no side). Without it every
@@ -94,6 +101,13 @@ class PortalConfig:
     topic: str | None = None
     client_id: str | None = None  # MQTT readers; default floorsync-{site}-{device}-{name}
     protocol: str = "3.1.1"  # MQTT readers: "3.1.1" (as readers publish; lighter) or "5"
+    username: str | None = None  # MQTT: broker login; HTTP: the Basic credentials required
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)  # HTTP: the Bearer token required
+    ca_file: str | None = None  # MQTT (mqtts://): the CA the broker's certificate chains to
+    cert_file: str | None = None  # MQTT: client certificate; HTTP: the receiver's own (HTTPS)
+    key_file: str | None = None
+    max_body_mb: float = 16.0  # HTTP: larger bodies are refused (413)
     host: str = "127.0.0.1"
     http_port: int = 8080
     path: str | None = None
@@ -172,6 +186,7 @@ class PortalConfig:
                 raise ConfigError(f"{where}: {key} must be a positive number of seconds")
         if self.gpi is not None and (isinstance(self.gpi, bool) or not isinstance(self.gpi, int)):
             raise ConfigError(f"{where}: gpi must be an input number")
+        self._check_security(where)
         try:
             parse_patterns(self.include + self.company_prefixes)
             parse_patterns(self.exclude)
@@ -179,6 +194,43 @@ class PortalConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
 
+    def _check_security(self, where: str) -> None:
+        """Credentials and TLS files only where the reader kind uses them, never ignored."""
+        given = [k for k in _SECURITY if getattr(self, k) is not None]
+        for key in given:
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {key} must be non-empty text")
+        mqtt, http = self.reader.endswith("-mqtt"), self.reader.endswith("-http")
+        if given and not (mqtt or http):
+            raise ConfigError(f"{where}: {', '.join(given)} only apply to the network readers "
+                              "(impinj-mqtt, zebra-mqtt, impinj-http, zebra-http)")
+        if (self.username is None) != (self.password is None):
+            raise ConfigError(f"{where}: username and password go together")
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError(f"{where}: key_file needs cert_file")
+        if mqtt:
+            if self.token is not None:
+                raise ConfigError(f"{where}: token is for HTTP readers; an MQTT reader logs in "
+                                  "with username and password")
+            tls_files = [k for k in ("ca_file", "cert_file", "key_file") if k in given]
+            if tls_files and not (self.broker or "").lower().startswith(("mqtts://", "ssl://")):
+                raise ConfigError(f"{where}: {', '.join(tls_files)} need an mqtts:// broker "
+                                  f"(got {self.broker!r})")
+        if http:
+            if self.ca_file is not None:
+                raise ConfigError(f"{where}: ca_file is for MQTT readers (an HTTP receiver "
+                                  "serves TLS with cert_file and key_file)")
+            if isinstance(self.max_body_mb, bool) or not (
+                isinstance(self.max_body_mb, int | float) and 0 < self.max_body_mb <= 1024
+            ):
+                raise ConfigError(f"{where}: max_body_mb must be a number of MiB, 0-1024")
+        for key in ("ca_file", "cert_file", "key_file"):
+            if key in given and not Path(getattr(self, key)).is_file():
+                raise ConfigError(f"{where}: {key} {getattr(self, key)!r}: no such file")
+
+
+_SECURITY = ("username", "password", "token", "ca_file", "cert_file", "key_file")
 _ROLES = ("outside", "inside", "door")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, Protocol
 
-from floorsync.devices.base import ScanRead, TagRead, now
+from floorsync.devices.base import DeviceError, ScanRead, TagRead, now
 from floorsync.devices.framing import FrameDecoder
 from floorsync.edge.config import READERS, SUFFIXES, PortalConfig, ScannerConfig
 from floorsync.edge.errors import ConfigError
@@ -92,13 +92,19 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
 
             if not (config.broker and config.topic):
                 raise ConfigError(f"portal {config.name}: {kind} needs 'broker' and 'topic'")
-            return MqttTagReader(config.broker, config.topic, parser, name=config.name,
-                                 client_id=client_id or config.client_id, on_error=on_error,
-                                 protocol=5 if config.protocol == "5" else 4)
+            return _built(config, lambda: MqttTagReader(
+                config.broker or "", config.topic or "", parser, name=config.name,
+                client_id=client_id or config.client_id, on_error=on_error,
+                protocol=5 if config.protocol == "5" else 4,
+                username=config.username, password=config.password, ca_file=config.ca_file,
+                cert_file=config.cert_file, key_file=config.key_file))
         from floorsync.devices.rfid.http_receiver import HttpTagReceiver
 
-        return HttpTagReceiver(config.host, config.http_port, parser, name=config.name,
-                               on_error=on_error)
+        return _built(config, lambda: HttpTagReceiver(
+            config.host, config.http_port, parser, name=config.name, on_error=on_error,
+            username=config.username, password=config.password, token=config.token,
+            cert_file=config.cert_file, key_file=config.key_file,
+            max_body=int(config.max_body_mb * 1024 * 1024)))
     if kind == "llrp":
         from floorsync.devices.rfid.llrp import LlrpTagReader
 
@@ -111,6 +117,14 @@ def make_tag_reader(config: PortalConfig, on_error: Callable[[str, bytes], None]
         return ReplayReader(config.path, name=config.name, realtime=config.realtime,
                             on_error=on_error)
     raise ConfigError(f"portal {config.name}: reader must be one of {READERS} (got {kind!r})")
+
+
+def _built(config: PortalConfig, build: Callable[[], Any]) -> Any:
+    """A network reader, its TLS files loaded now: a bad file is a ConfigError at start."""
+    try:
+        return build()
+    except DeviceError as exc:
+        raise ConfigError(f"portal {config.name}: {exc}") from None
 
 
 def simulated_pallets(config: PortalConfig) -> Iterator[list[TagRead]]:

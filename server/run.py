@@ -1,6 +1,15 @@
-"""Run the central service under uvicorn (the ``floorsync server`` command calls ``serve``)."""
+"""Run the central service under uvicorn (the ``floorsync server`` command calls ``serve``).
+
+HTTPS is uvicorn's own TLS (``ssl_certfile``/``ssl_keyfile`` from ``http_cert_file`` and
+``http_key_file``); with ``http_ca_file`` a client must present a certificate issued by that CA
+(``ssl_cert_reqs`` CERT_REQUIRED), refused in the handshake otherwise. A reverse proxy that
+terminates TLS in front of a loopback-bound service is the alternative (deploy/README.md).
+"""
 
 from __future__ import annotations
+
+import ssl
+from typing import Any
 
 import uvicorn
 
@@ -8,6 +17,23 @@ from floorsync.server.app import create_app
 from floorsync.server.settings import Settings
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's keyword arguments for ``settings`` (host, port and TLS)."""
+    options: dict[str, Any] = {"host": settings.http_host, "port": settings.http_port}
+    if settings.http_cert_file is not None:
+        options["ssl_certfile"] = str(settings.http_cert_file)
+        options["ssl_keyfile"] = str(settings.http_key_file)
+    if settings.http_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.http_ca_file)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
+
+
+def uvicorn_config(settings: Settings, **extra: Any) -> uvicorn.Config:
+    """The uvicorn configuration `serve` runs (tests run it with `uvicorn.Server`)."""
+    return uvicorn.Config(create_app(settings), **uvicorn_options(settings), **extra)
+
+
 def serve(settings: Settings) -> None:
     """Blocks until interrupted; the app's lifespan opens the store and starts ingest."""
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port)
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))

@@ -60,6 +60,11 @@ class Settings:
     mqtt_key_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # HTTPS for the API (server.run, uvicorn's ssl_* options): our certificate and key; with
+    # http_ca_file, clients must present a certificate issued by that CA (mutual TLS)
+    http_cert_file: Path | None = None
+    http_key_file: Path | None = None
+    http_ca_file: Path | None = None
     online_after_s: float = 60
     auth: bool = True
     tokens: Mapping[str, Any] | Iterable[TokenEntry] = field(default=(), repr=False)
@@ -97,6 +102,7 @@ class Settings:
         if self.broker is not None:
             broker_address(self.broker)
         check_mqtt_tls(self)
+        check_http_tls(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -139,6 +145,8 @@ def _convert(name: str, raw: str) -> Any:
         return tuple(o.strip() for o in raw.split(",") if o.strip())
     if name == "tokens_file" and not raw.strip():
         return None
+    if name in _HTTP_TLS_FILES:
+        return Path(raw.strip()) if raw.strip() else None
     if name in _MQTT_TLS_FILES:
         return Path(raw.strip()) if raw.strip() else None
     return raw
@@ -155,6 +163,24 @@ def read_tokens_file(path: Path) -> tuple[TokenEntry, ...]:
 
 
 _MQTT_TLS_FILES = ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+
+
+_HTTP_TLS_FILES = ("http_cert_file", "http_key_file", "http_ca_file")
+
+
+def check_http_tls(settings: Settings) -> None:
+    """HTTPS files: certificate and key together, a client CA only with them, all readable."""
+    if (settings.http_cert_file is None) != (settings.http_key_file is None):
+        raise ConfigError("http_cert_file and http_key_file go together (HTTPS)")
+    if settings.http_ca_file is not None and settings.http_cert_file is None:
+        raise ConfigError("http_ca_file (client certificates) needs http_cert_file and "
+                          "http_key_file (HTTPS)")
+    for name in _HTTP_TLS_FILES:
+        if getattr(settings, name) is not None:
+            path = Path(getattr(settings, name))
+            if not path.is_file():
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
+            object.__setattr__(settings, name, path)
 
 
 def broker_uses_tls(url: str) -> bool:

@@ -91,5 +91,5 @@ def test_a_certificate_that_does_not_match_its_key_is_a_config_error(
     one, other = ca.server("one"), ca.server("other")
     config = load(tmp_path, f'reader = "zebra-http"\ncert_file = "{one.cert}"\n'
                             f'key_file = "{other.key}"')
-    with pytest.raises(ConfigError, match="portal door-01: .*cannot use certificate"):
+    with pytest.raises(ConfigError, match=r"portal door-01: .*cannot use certificate"):
         make_tag_reader(config.portals[0], lambda reason, raw: None)

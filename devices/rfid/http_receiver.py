@@ -243,10 +243,10 @@ class HttpTagReceiver:
                     if length < 0:
                         raise ValueError
                 except ValueError:
-                    raise _Refused(400, f"bad Content-Length {length_header[:40]!r}") from None
+                    raise _Refused(400, f"bad Content-Length: {length_header[:40]!r}") from None
                 if length > receiver.max_body:
                     raise _Refused(413, f"body of {length} bytes over the {receiver.max_body}"
-                                        "-byte limit", unread=unread)
+                                        "-byte cap", unread=unread)
                 return False, length
 
             def handle_expect_100(self) -> bool:
@@ -290,7 +290,7 @@ class HttpTagReceiver:
                         break
                     if total + size > receiver.max_body:
                         raise _Refused(413, f"chunked body over the {receiver.max_body}-byte "
-                                            "limit", unread=MAX_LINGER)
+                                            "cap", unread=MAX_LINGER)
                     parts.append(self._read_exact(size, "chunk"))
                     total += size
                     if self._read_exact(2, "chunk end") != b"\r\n":

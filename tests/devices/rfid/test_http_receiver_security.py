@@ -198,9 +198,9 @@ def test_declared_oversized_body_is_413_unread(guarded: Running) -> None:
             + f"Authorization: {basic()}\r\n\r\n".encode())
     answer = guarded.raw(head, then=b"[" * 4096)
     assert status_of(answer) == 413
-    assert b"body of 2000000000 bytes over the 100000-byte limit" in answer
+    assert b"body of 2000000000 bytes over the 100000-byte cap" in answer
     assert b"Connection: close" in answer
-    assert guarded.drain_errors() == ["body of 2000000000 bytes over the 100000-byte limit"]
+    assert guarded.drain_errors() == ["body of 2000000000 bytes over the 100000-byte cap"]
     assert_still_serving(guarded)
 
 
@@ -216,11 +216,11 @@ def test_chunked_bodies_read_and_capped(guarded: Running) -> None:
     # chunks adding up past 100 kB: 413 once the cap is passed, the rest never read
     big = b"e000\r\n" + b" " * 0xE000 + b"\r\n"
     answer = guarded.raw(head + big, then=big)
-    assert status_of(answer) == 413 and b"chunked body over the 100000-byte limit" in answer
+    assert status_of(answer) == 413 and b"chunked body over the 100000-byte cap" in answer
     # one chunk declaring more than the cap: refused from its size line
     answer = guarded.raw(head + b"FFFFFFFFFFFF\r\n")
     assert status_of(answer) == 413
-    assert guarded.drain_errors() == ["chunked body over the 100000-byte limit"] * 2
+    assert guarded.drain_errors() == ["chunked body over the 100000-byte cap"] * 2
     assert_still_serving(guarded)
 
 
@@ -231,8 +231,8 @@ def test_chunked_bodies_read_and_capped(guarded: Running) -> None:
     (b"Transfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding 'gzip' not supported (chunked only)"),
     (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
      "both Content-Length and Transfer-Encoding"),
-    (b"Content-Length: -4\r\n\r\n", "bad Content-Length '-4'"),
-    (b"Content-Length: 1e3\r\n\r\n", "bad Content-Length '1e3'"),
+    (b"Content-Length: -4\r\n\r\n", "bad Content-Length: '-4'"),
+    (b"Content-Length: 1e3\r\n\r\n", "bad Content-Length: '1e3'"),
     (b"\r\n", "Content-Length required"),
 ])
 def test_broken_framing_gets_its_reason(guarded: Running, request_bytes: bytes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,7 @@ from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.limits import BodyLimit, BodyTooLarge, RateLimiter
 from floorsync.server.receipts import book_of
+from floorsync.server.schemas import Problem, inline_schema
 from floorsync.server.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -58,6 +60,32 @@ def problem(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+def document_request_errors(app: FastAPI) -> None:
+    """Every 422 in the OpenAPI document as what `invalid` (below) sends: problem+json, not
+    FastAPI's own ``HTTPValidationError`` as application/json; and a 400 on every operation
+    with a body, which FastAPI answers when the body is no JSON at all ("There was an error
+    parsing the body"). Both found by tests/fuzz/test_api_stateful.py: responses the document
+    did not describe."""
+    generate = app.openapi
+    content = {PROBLEM_JSON: {"schema": inline_schema(Problem)}}
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if not isinstance(operation, dict):
+                    continue
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"]["content"] = content
+                if "requestBody" in operation:
+                    responses.setdefault("400", {"description": "the body cannot be read",
+                                                 "content": content})
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -115,6 +143,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     document_denials(app)
+    document_request_errors(app)
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes
                  for path in ("orders", "receipts", "items/import", "locations/import")}
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,

@@ -48,14 +48,17 @@ def read_lines(path: Path, errors: TextIO) -> tuple[list[Line], int]:
     """Parsed lines in time order (stable for equal times), and how many were unreadable."""
     lines, bad = [], 0
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # decoded line by line: one bad byte costs only its line
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            data = json.loads(raw)
+            try:
+                data = json.loads(raw)  # UnicodeDecodeError is a ValueError too
+            except RecursionError:
+                raise ValueError("JSON nested too deep") from None
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             t = data.get("t")

@@ -206,7 +206,10 @@ def check_mqtt_tls(settings: Settings) -> None:
 def broker_address(url: str) -> tuple[str, int]:
     """``mqtt://host:port`` (port defaults to 1883) or ``mqtts://host:port`` (8883; TLS) as
     (host, port)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    except ValueError as exc:  # "mqtt://[": Invalid IPv6 URL (found by tests/fuzz)
+        raise ConfigError(f"broker URL cannot be read ({exc}): {url!r}") from None
     if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
         raise ConfigError(f"broker URL must be mqtt://host:port or mqtts://host:port, not {url!r}")
     try:

@@ -148,6 +148,7 @@ env_values = st.one_of(
 
 @given(st.dictionaries(st.sampled_from(ENV_FIELDS), env_values, max_size=5))
 @example({"http_port": "99999999999999999999999"})
+@example({"broker": "mqtt://["})  # regression (atheris): ValueError "Invalid IPv6 URL"
 def test_server_env_parses_or_says_why(env: dict[str, str]) -> None:
     variables = {ENV_PREFIX + k.upper(): v for k, v in env.items()}
     variables.setdefault(ENV_PREFIX + "TOKENS", "fuzz-admin-token=admin")

@@ -66,6 +66,14 @@ lines = st.one_of(
 )
 
 
+def raw_bytes(text: str) -> bytes:
+    """``text`` as bytes; lone surrogates \\udc80-\\udcff stand for bytes that are no UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def edge_config() -> EdgeConfig:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "door.toml"
@@ -80,10 +88,13 @@ EDGE = edge_config()
 @example(['{"t": 1, "reader": "door-01", "epc": "3034257BF7194E40000003E8", "count": 0}',
           '{"t": 1, "reader": "door-01", "gpi": "x", "state": true}',
           '{"t": 1, "device": "hh-07", "code": "]C1\\ud800"}'])
+# regressions (found by atheris): a line that is not UTF-8 made the whole replay raise
+# UnicodeDecodeError; a line nested past the recursion limit raised RecursionError
+@example(['{"t": 1, "device": "hh-07", "code": "\udcc7"}', "[" * 5000])
 def test_edge_replay_reports_every_bad_line(recording: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rec.jsonl"
-        path.write_text("\n".join(recording), encoding="utf-8", errors="surrogatepass")
+        path.write_bytes(raw_bytes("\n".join(recording)))
         out, errors = io.StringIO(), io.StringIO()
         status = replay(path, EDGE, out, errors, START)
     assert status in (0, 1)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 ARGS   ?=
 
-.PHONY: demo test lint bench chaos clean lock
+.PHONY: demo test lint bench chaos clean fuzz lock
 
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	@test -x $(PY) || $$(sh deploy/bootstrap.sh python) -m venv $(VENV)
@@ -47,6 +47,24 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --upgrade --qu
 lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra edge $(LOCK_FLAGS) -o deploy/constraints/edge.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra server $(LOCK_FLAGS) -o deploy/constraints/server.txt
+
+# Fuzzing, longer than CI's: the hypothesis fuzz tests (tests/fuzz) with the "long" profile,
+# then each coverage-guided atheris target (the `fuzz` extra, x86-64 Linux) for FUZZ_SECONDS.
+# Crash inputs land in FUZZ_ARTIFACTS; each one found becomes a regression test (an @example).
+FUZZ_SECONDS   ?= 60
+FUZZ_TARGETS   ?= framing wedge codes epcmatch vendor-json wire replay config settings
+FUZZ_ARTIFACTS ?= $(CURDIR)/build/fuzz
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -p no:cacheprovider tests/fuzz $(ARGS)
+	@if $(PY) -c "import atheris" 2>/dev/null || { $(PY) -m pip install --quiet -e '.[fuzz]' \
+			&& $(PY) -c "import atheris" 2>/dev/null; }; then \
+		for target in $(FUZZ_TARGETS); do \
+			echo "== atheris $$target ($(FUZZ_SECONDS) s)"; \
+			FUZZ_ARTIFACTS=$(FUZZ_ARTIFACTS) FUZZ_CORPUS=$(FUZZ_ARTIFACTS)/corpus \
+				$(PY) -m tests.fuzz.atheris_targets $$target \
+				-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		done; \
+	else echo "atheris does not install on this machine: coverage-guided targets skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -26,8 +26,10 @@ COMMANDS: dict[str, str] = {
     "chaos": "randomized fault campaign over both paths: counts lost and doubled events",
     "decode": "interpret a scanned code or an EPC (GS1 via biip, EPC via epcpy)",
     "devices": "list serial ports and input devices that look like scanners",
-    "enroll": "give a device its broker identity (password or client certificate) and edge TOML",
-    "revoke": "take a device's broker identity back (password entry, certificate via the CRL)",
+    "enroll": "give a device its broker identity (password or client certificate), ACL block "
+              "and edge TOML",
+    "revoke": "take a device's broker identity back (password entry, ACL block, certificate "
+              "via the CRL)",
     "token": "make an API token for the central service (the plain token once, its hash line)",
 }
 
@@ -274,10 +276,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from floorsync import enroll
 
+    if args.acl_only:
+        print(enroll.report_acl_added(enroll.acl_add(args.acl, args.device, args.site), args.acl))
+        return 0
     done = enroll.enroll(
         args.device, args.site, out=args.out or Path(args.device), cert=args.cert,
         broker=args.broker, passwd=args.passwd, ca_dir=args.ca_dir, ca_file=args.ca_file,
-        device_dir=args.device_dir, days=args.days)
+        device_dir=args.device_dir, days=args.days, acl=args.acl)
     print(enroll.report_enrollment(done))
     return 0
 
@@ -286,7 +291,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from floorsync import enroll
 
     print(enroll.report_revocation(
-        enroll.revoke(args.device, passwd=args.passwd, ca_dir=args.ca_dir), args.passwd))
+        enroll.revoke(args.device, passwd=args.passwd, ca_dir=args.ca_dir, acl=args.acl),
+        args.passwd))
     return 0
 
 
@@ -412,12 +418,13 @@ def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_enroll_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     passwd = Path("/etc/mosquitto/floorsync.passwd")
     ca_dir = Path("/etc/mosquitto/ca")
+    acl = Path("/etc/mosquitto/floorsync.acl")
     p = sub.add_parser("enroll", help=COMMANDS["enroll"], description=(
         "Run on the broker host. Password (default): a random password is added to mosquitto's "
         "password file and printed once. --cert: a client certificate of the site CA for the "
-        "mutual-TLS listener (CN = DEVICE). Writes OUT/edge.toml (mode 0600) for the device; "
-        "the ACL's %u patterns cover the device, nothing is added to it. Then reload "
-        "mosquitto."))
+        "mutual-TLS listener (CN = DEVICE). Writes OUT/edge.toml (mode 0600) for the device, "
+        "and adds the device's block to the broker's ACL file: its own topics at SITE only (a "
+        "device without one has no rights). Then reload mosquitto."))
     p.add_argument("device", help="the device name: its MQTT username and certificate CN")
     p.add_argument("--site", required=True)
     p.add_argument("--cert", action="store_true",
@@ -433,13 +440,17 @@ def _add_enroll_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--device-dir", type=Path, default=Path("/etc/floorsync"),
                    help="where the device will keep ca.crt and its certificate (/etc/floorsync)")
     p.add_argument("--days", type=int, default=825, help="certificate validity (825)")
+    p.add_argument("--acl", type=Path, default=acl, help=f"the broker's ACL file ({acl})")
+    p.add_argument("--acl-only", action="store_true", help="only add the ACL block, no "
+                   "credentials: for a device whose broker login exists (migrating an ACL)")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("revoke", help=COMMANDS["revoke"], description=(
-        "Removes the device's password entry and adds its certificates to the CRL; then "
-        "reload mosquitto (SIGHUP): the device is refused on its next connect."))
+        "Removes the device's password entry and ACL block and adds its certificates to the "
+        "CRL; then reload mosquitto (SIGHUP): the device is refused on its next connect."))
     p.add_argument("device")
     p.add_argument("--passwd", type=Path, default=passwd, help=f"password file ({passwd})")
     p.add_argument("--ca-dir", type=Path, default=ca_dir, help=f"site CA directory ({ca_dir})")
+    p.add_argument("--acl", type=Path, default=acl, help=f"the broker's ACL file ({acl})")
     p.set_defaults(func=cmd_revoke)
 
 

@@ -10,48 +10,52 @@ Run on the broker host, by the operator who administers mosquitto. Two kinds of 
   (8884), where mosquitto takes the CN as the username (``use_identity_as_username``). Each
   certificate issued is recorded in ``issued.tsv`` beside the CA, so that revoking finds it.
 
-Either way the device's name is its MQTT username, so the ACL's pattern rules
-(``deploy/mosquitto/floorsync.acl``: ``pattern write floorsync/v1/+/%u/events`` ...) already give
-it exactly its own topics: enrollment adds no per-device ACL entry. The patterns do not pin a
-device to its site (deploy/README.md, "the ACL knows no site"), so enrollment also writes
-``acl.txt``, the device's ``user`` block naming its site, for a broker whose ACL replaces the
-patterns with one such block per device. Device names are unique per broker: enrollment
-refuses a name already enrolled.
+Either way the device's name is its MQTT username, and enrollment adds the device's block to
+the broker's ACL file (``--acl``, default ``/etc/mosquitto/floorsync.acl``): a ``user`` block
+that lets it write its own ``events`` and ``status`` and read its own ``acks`` and its site's
+documents, under its site only. The shipped ACL (``deploy/mosquitto/floorsync.acl``) holds only
+the central service's block, so a device without a block has no rights at all. Each block is
+delimited (a ``# floorsync enroll: DEVICE`` line before it, a blank line after it), so that
+``revoke`` removes exactly that block and nothing else; the file is replaced atomically with its
+mode and owner kept. Device names are unique per broker: enrollment refuses a name already
+enrolled (a password entry, a live certificate, or a ``user`` line in the ACL).
 
 The edge TOML written for the device holds its credentials (mode 0600): the password is printed
 once, for the operator, and is never logged. ``revoke`` removes the password entry
-(``mosquitto_passwd -D``) and adds the device's certificates to the CA's CRL (``crl.pem``, the
-TLS listener's ``crlfile``). Both take effect when mosquitto re-reads its files on SIGHUP
-(``systemctl reload mosquitto``): the device is then refused on its next connect. mosquitto 2.0
-also disconnects a client whose password entry went away at that reload; the CRL is checked
-only in a TLS handshake, so a device connected with a revoked certificate stays connected until
-it reconnects (restart mosquitto to cut it off at once; tests/security/test_enroll.py).
+(``mosquitto_passwd -D``) and the device's ACL block, and adds the device's certificates to the
+CA's CRL (``crl.pem``, the TLS listener's ``crlfile``). All take effect when mosquitto re-reads
+its files on SIGHUP (``systemctl reload mosquitto``): the device is then refused on its next
+connect. mosquitto 2.0 also disconnects a client whose password entry went away at that reload;
+the CRL is checked only in a TLS handshake, so a device connected with a revoked certificate
+stays connected until it reconnects (restart mosquitto to cut it off at once;
+tests/security/test_enroll.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from floorsync.edge import wire
+from floorsync.edge import expected, wire
 
 RESERVED_PREFIX = "floorsync-"  # the ACL's `user floorsync-central` block: never a device
 CRL_DAYS = 3650  # mosquitto refuses every client certificate once the CRL is past nextUpdate
 DEFAULT_PASSWD = Path("/etc/mosquitto/floorsync.passwd")
 DEFAULT_CA_DIR = Path("/etc/mosquitto/ca")
 DEFAULT_DEVICE_DIR = Path("/etc/floorsync")
-ACL_NOTE = ("nothing to add: the pattern rules of deploy/mosquitto/floorsync.acl cover it "
-            "(%u = {device}: its own events, status and acks, and the documents); {acl} has "
-            "its site-pinned user block, for an ACL without the patterns (deploy/README.md)")
-RELOAD = ("reload mosquitto so that it re-reads its password file and CRL: "
+DEFAULT_ACL = Path("/etc/mosquitto/floorsync.acl")
+ACL_MARK = "# floorsync enroll: "  # the line before each device's block, then the device name
+RELOAD = ("reload mosquitto so that it re-reads its password file, ACL and CRL: "
           "systemctl reload mosquitto (or kill -HUP the broker's pid)")
 
 
@@ -69,7 +73,7 @@ class Enrollment:
     certificate: Path | None  # certificate enrollment: the device's files
     key: Path | None
     serial: int | None
-    acl: str  # what the ACL needs for this device
+    acl: Path  # the ACL file the device's block was added to
 
     def __repr__(self) -> str:  # never the password
         return f"Enrollment(device={self.device!r}, site={self.site!r}, config={self.config})"
@@ -81,6 +85,7 @@ class Revocation:
     password_removed: bool
     revoked_serials: tuple[int, ...]
     crl: Path | None
+    acl_removed: AclEntry | None  # the device's block, taken out of the ACL file
 
 
 def check_device(device: str) -> str:
@@ -91,7 +96,16 @@ def check_device(device: str) -> str:
     if device.lower().startswith(RESERVED_PREFIX):
         raise EnrollError(f"device names starting with {RESERVED_PREFIX!r} are reserved for "
                           "the central service (its ACL user)")
+    if device == expected.DOC_TOPIC_KIND:  # its topics would lie in every device's docs/#
+        raise EnrollError(f"the device name {device!r} is reserved for the documents' topics")
     return device
+
+
+def check_site(site: str) -> str:
+    try:
+        return wire.check_name(site, "site")
+    except wire.WireError as exc:
+        raise EnrollError(str(exc)) from None
 
 
 # --- the password file ----------------------------------------------------------------------
@@ -118,6 +132,170 @@ def _mosquitto_passwd(args: Sequence[str], what: str) -> None:
     if done.returncode != 0:  # its messages never contain the password
         raise EnrollError(f"mosquitto_passwd failed to {what}: "
                           f"{(done.stderr or done.stdout).strip()}")
+
+
+# --- the ACL file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AclEntry:
+    """A device's block in the ACL file, as ``enroll`` wrote it: lines ``start`` to ``end``
+    (exclusive: the mark, ``user DEVICE``, its ``topic`` lines and the blank line after)."""
+
+    device: str
+    site: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class AclFile:
+    path: Path
+    lines: tuple[str, ...]  # each with its line ending
+    entries: dict[str, AclEntry]  # device -> its enrolled block
+    users: frozenset[str]  # every ``user`` line's name: enrolled blocks and hand-written ones
+
+
+def acl_block(device: str, site: str) -> str:
+    """The device's topics, pinned to its site (mosquitto ``user`` block)."""
+    return (f"user {device}\n"
+            f"topic write floorsync/v1/{site}/{device}/events\n"
+            f"topic write floorsync/v1/{site}/{device}/status\n"
+            f"topic read floorsync/v1/{site}/{device}/acks\n"
+            f"topic read floorsync/v1/{site}/docs/#\n")
+
+
+def acl_entry(device: str, site: str) -> str:
+    """The block as ``enroll`` adds it to the ACL file: delimited, so that revoking removes
+    exactly it."""
+    return f"{ACL_MARK}{device}\n{acl_block(device, site)}\n"
+
+
+def read_acl(path: Path) -> AclFile:
+    """Parse the ACL file: the blocks enrollment wrote, and every user named. A marked block
+    that was edited by hand is an error (its removal would no longer be exact)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise EnrollError(f"no ACL file {path}: install deploy/mosquitto/floorsync.acl there "
+                          "first (or name the broker's acl_file with --acl)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnrollError(f"cannot read the ACL file {path}: {exc}") from None
+    lines = tuple(text.splitlines(keepends=True))
+    entries: dict[str, AclEntry] = {}
+    users = set()
+    for number, line in enumerate(lines):
+        words = line.split()
+        if len(words) == 2 and words[0] == "user":
+            users.add(words[1])
+        if not line.startswith(ACL_MARK):
+            continue
+        device = line[len(ACL_MARK):].strip()
+        end = number + 1
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        site = _block_site("".join(lines[number + 1:end]), device)
+        if site is None or device in entries:
+            raise EnrollError(
+                f"{path}, line {number + 1}: the block of {device!r} is not as floorsync "
+                "enroll wrote it (edited, or there twice): fix it by hand")
+        entries[device] = AclEntry(device, site, number, min(end + 1, len(lines)))
+    return AclFile(path, lines, entries, frozenset(users))
+
+
+def _block_site(block: str, device: str) -> str | None:
+    """The site of an enrolled block, if ``block`` is exactly what enrollment writes."""
+    topics = block.splitlines()[1:2]
+    parts = topics[0].split("/") if topics else []
+    site = parts[2] if len(parts) > 2 else ""
+    try:
+        check_device(device)
+        check_site(site)
+    except EnrollError:
+        return None
+    return site if block == acl_block(device, site) else None
+
+
+def _rewrite_acl(acl: AclFile, text: str) -> None:
+    """Replace the ACL file atomically, keeping its mode and owner (mosquitto must still read
+    it, and nobody else gains access)."""
+    try:
+        st = acl.path.stat()
+    except OSError as exc:
+        raise EnrollError(f"cannot read the ACL file {acl.path}: {exc}") from None
+    tmp = acl.path.with_name(f".{acl.path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.replace(tmp, acl.path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EnrollError(f"cannot write the ACL file {acl.path}: {exc}") from None
+
+
+@contextmanager
+def _acl_lock(path: Path) -> Iterator[None]:
+    """Serialises edits of one ACL file (two operators enrolling at once): a lock on its
+    directory, which the atomic rename leaves in place."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise EnrollError(f"cannot use the ACL's directory {path.parent}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_acl_free(path: Path, device: str) -> AclFile:
+    """The ACL file, if it does not name ``device`` yet."""
+    acl = read_acl(path)
+    if device in acl.users:
+        how = ("floorsync revoke it first" if device in acl.entries
+               else "a hand-written block: remove it first")
+        raise EnrollError(f"{device} already has a block in the ACL {path} ({how})")
+    return acl
+
+
+def acl_add(path: Path, device: str, site: str) -> AclEntry:
+    """Append the device's delimited block to the ACL file (refused if the file names the
+    device already). The central service's block, comments and other blocks stay as they are."""
+    check_device(device)
+    check_site(site)
+    with _acl_lock(path):
+        acl = check_acl_free(path, device)
+        text = "".join(acl.lines)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if text and not text.endswith("\n\n"):
+            text += "\n"  # a blank line between what was there and the first block
+        start = text.count("\n")
+        text += acl_entry(device, site)
+        _rewrite_acl(acl, text)
+    return AclEntry(device, site, start, text.count("\n"))
+
+
+def acl_remove(path: Path, device: str) -> AclEntry | None:
+    """Remove the device's enrolled block from the ACL file, exactly its lines; None if it has
+    none. A hand-written ``user`` block of the device is refused, not guessed at."""
+    check_device(device)
+    with _acl_lock(path):
+        acl = read_acl(path)
+        entry = acl.entries.get(device)
+        if entry is None:
+            if device in acl.users:
+                raise EnrollError(f"the ACL {path} has a hand-written block for {device} (no "
+                                  f"{ACL_MARK.strip()!r} line): remove it by hand")
+            return None
+        _rewrite_acl(acl, "".join(acl.lines[:entry.start] + acl.lines[entry.end:]))
+    return entry
 
 
 # --- the CA ---------------------------------------------------------------------------------
@@ -252,7 +430,7 @@ def edge_toml(device: str, site: str, broker: str, *, password: str | None = Non
         "# It holds the device's broker credentials: install it as /etc/floorsync/edge.toml,",
         "# mode 0640, owner root, group floorsync. Add this host's [[scanners]] or [[portals]].",
         f"site = {_toml(site)}",
-        f"device = {_toml(device)}  # also its broker username (the ACL's %u)",
+        f"device = {_toml(device)}  # also its broker username (its ACL user)",
         "",
         "[outbox]",
         'path = "/var/lib/floorsync/outbox.db"',
@@ -270,15 +448,6 @@ def edge_toml(device: str, site: str, broker: str, *, password: str | None = Non
     return "\n".join(lines) + "\n"
 
 
-def acl_block(device: str, site: str) -> str:
-    """The device's topics, pinned to its site (mosquitto ``user`` block)."""
-    return (f"user {device}\n"
-            f"topic write floorsync/v1/{site}/{device}/events\n"
-            f"topic write floorsync/v1/{site}/{device}/status\n"
-            f"topic read floorsync/v1/{site}/{device}/acks\n"
-            f"topic read floorsync/v1/{site}/docs/#\n")
-
-
 def _default_broker(cert: bool) -> str:
     return f"mqtts://{socket.getfqdn()}:{8884 if cert else 8883}"
 
@@ -289,15 +458,13 @@ def _default_broker(cert: bool) -> str:
 def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str | None = None,
            passwd: Path = DEFAULT_PASSWD, ca_dir: Path = DEFAULT_CA_DIR,
            ca_file: Path | None = None, device_dir: Path = DEFAULT_DEVICE_DIR,
-           days: int = 825) -> Enrollment:
-    """Make the device's credentials and edge TOML in ``out``. ``device_dir``: where the device
-    will find the files (paths in its TOML); ``ca_file``: the CA the device verifies the
-    broker with (with ``cert``: the site CA's ``ca.crt`` by default)."""
+           days: int = 825, acl: Path = DEFAULT_ACL) -> Enrollment:
+    """Make the device's credentials and edge TOML in ``out`` and add its block to the ACL
+    file ``acl``. ``device_dir``: where the device will find the files (paths in its TOML);
+    ``ca_file``: the CA the device verifies the broker with (with ``cert``: the site CA's
+    ``ca.crt`` by default)."""
     check_device(device)
-    try:
-        wire.check_name(site, "site")
-    except wire.WireError as exc:
-        raise EnrollError(str(exc)) from None
+    check_site(site)
     broker = broker or _default_broker(cert)
     if device in _passwd_users(passwd):
         raise EnrollError(f"{device} is already enrolled (a password entry in {passwd}); "
@@ -310,6 +477,7 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
                               f"floorsync revoke {device} first")
         _load_ca(ca_dir)  # fail before writing anything
         ca_file = ca_file or ca_dir / "ca.crt"
+    check_acl_free(acl, device)
     try:
         out.mkdir(parents=True, exist_ok=True)
         os.chmod(out, 0o700)
@@ -322,6 +490,22 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
         except OSError as exc:
             raise EnrollError(f"cannot read the CA file {ca_file}: {exc}") from None
         device_ca = device_dir / "ca.crt"
+    # The block first: without credentials it grants nobody anything; taken out again if the
+    # credentials cannot be made, so that a retry is not refused.
+    acl_add(acl, device, site)
+    try:
+        return _credentials(device, site, out=out, cert=cert, broker=broker, passwd=passwd,
+                            ca_dir=ca_dir, device_ca=device_ca, device_dir=device_dir,
+                            days=days, acl=acl)
+    except BaseException:
+        with suppress(EnrollError):  # the credentials' error is the one to show
+            acl_remove(acl, device)
+        raise
+
+
+def _credentials(device: str, site: str, *, out: Path, cert: bool, broker: str, passwd: Path,
+                 ca_dir: Path, device_ca: Path | None, device_dir: Path, days: int,
+                 acl: Path) -> Enrollment:
     password = cert_path = key_path = serial = None
     if cert:
         cert_pem, key_pem, serial = _issue(ca_dir, device, site, days)
@@ -341,16 +525,20 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
         text = edge_toml(device, site, broker, password=password, ca_file=device_ca)
     config = out / "edge.toml"
     _write(config, text, 0o600)
-    _write(out / "acl.txt", acl_block(device, site), 0o644)
     return Enrollment(device=device, site=site, config=config, broker=broker, password=password,
-                      certificate=cert_path, key=key_path, serial=serial,
-                      acl=ACL_NOTE.format(device=device, acl=out / "acl.txt"))
+                      certificate=cert_path, key=key_path, serial=serial, acl=acl)
 
 
-def revoke(device: str, *, passwd: Path = DEFAULT_PASSWD,
-           ca_dir: Path = DEFAULT_CA_DIR) -> Revocation:
-    """Remove the device's password entry and revoke its certificates (CRL)."""
+def revoke(device: str, *, passwd: Path = DEFAULT_PASSWD, ca_dir: Path = DEFAULT_CA_DIR,
+           acl: Path = DEFAULT_ACL) -> Revocation:
+    """Remove the device's password entry and its ACL block, and revoke its certificates
+    (CRL). An ACL that cannot be edited exactly (a hand-written block of the device, an edited
+    enrolled one) is refused before anything is changed."""
     check_device(device)
+    listed = read_acl(acl)
+    if device in listed.users and device not in listed.entries:
+        raise EnrollError(f"the ACL {acl} has a hand-written block for {device} (no "
+                          f"{ACL_MARK.strip()!r} line): remove it by hand, then revoke")
     removed = device in _passwd_users(passwd)
     if removed:
         _mosquitto_passwd(["-D", str(passwd), device], f"remove {device} from {passwd}")
@@ -359,13 +547,14 @@ def revoke(device: str, *, passwd: Path = DEFAULT_PASSWD,
     already = _revoked_serials(crl_path) if mine else set()
     new = mine - already
     crl = _write_crl(ca_dir, already | new) if new else None
-    if not removed and not new:
+    block = acl_remove(acl, device)
+    if not removed and not new and block is None:
         where = f"no password entry in {passwd}"
         where += (f", its certificates are already revoked in {crl_path}" if mine
                   else f", no certificate in {ca_dir / 'issued.tsv'}")
-        raise EnrollError(f"{device} is not enrolled ({where})")
+        raise EnrollError(f"{device} is not enrolled ({where}, no block in {acl})")
     return Revocation(device=device, password_removed=removed,
-                      revoked_serials=tuple(sorted(new)), crl=crl)
+                      revoked_serials=tuple(sorted(new)), crl=crl, acl_removed=block)
 
 
 def report_enrollment(e: Enrollment) -> str:
@@ -374,11 +563,16 @@ def report_enrollment(e: Enrollment) -> str:
     if e.certificate is not None and e.serial is not None:
         lines += [f"  certificate: {e.certificate} (CN {e.device}, serial {e.serial:x}) and "
                   f"key {e.key}, with ca.crt: install beside edge.toml"]
-    lines.append(f"  ACL: {e.acl}")
+    lines.append(f"  ACL: its block added to {e.acl} (its own topics, at {e.site} only)")
     if e.password is not None:
         lines.append(f"  password (shown once; also in edge.toml): {e.password}")
-        lines.append(f"then {RELOAD}")
+    lines.append(f"then {RELOAD}")
     return "\n".join(lines)
+
+
+def report_acl_added(entry: AclEntry, acl: Path) -> str:
+    return (f"added the ACL block of {entry.device} at {entry.site} to {acl} (no credentials "
+            f"made)\nthen {RELOAD}")
 
 
 def report_revocation(r: Revocation, passwd: Path) -> str:
@@ -388,6 +582,8 @@ def report_revocation(r: Revocation, passwd: Path) -> str:
     if r.revoked_serials:
         serials = ", ".join(f"{s:x}" for s in r.revoked_serials)
         lines.append(f"  certificate(s) {serials} added to the CRL {r.crl}")
+    if r.acl_removed is not None:
+        lines.append(f"  its ACL block (site {r.acl_removed.site}) removed")
     lines.append(f"now {RELOAD}; the device is then refused on its next connect")
     if r.password_removed:
         lines.append("  (mosquitto also disconnects a device logged in with the removed password)")

@@ -1,12 +1,17 @@
-"""deploy/mosquitto's ACL on a real mosquitto, for MQTT 3.1.1 and 5: a device writes and reads
-only its own topics, and the retained presence and expected lists stay whose they are.
+"""deploy/mosquitto's ACL on a real mosquitto, for MQTT 3.1.1 and 5, with the devices' blocks
+added as ``floorsync enroll`` adds them: a device writes and reads only its own topics at its own
+site, a device without a block can do nothing, and the retained presence and expected lists stay
+whose they are.
 
 How "nothing arrived" is proved without waiting for a timeout: mosquitto handles one client's
 packets in order and queues what it forwards to a subscriber in that order. So after a denied
 publish has been PUBACKed, a permitted message (the sentinel) is published; whoever would have
 received the denied one gets everything up to the sentinel, and the denied message is not
 among it. MQTT 3.1.1 has no reason code in a PUBACK (the broker drops the message silently);
-MQTT 5 answers 0x87 Not authorized, which is asserted.
+MQTT 5 answers 0x87 Not authorized, which is asserted. A device that may receive nothing at all
+cannot be handed a sentinel; its own QoS 1 PUBACK serves instead (``nothing_arrives``): the
+broker writes a client's packets in the order it queued them, so a message it had forwarded
+before that PUBACK would have come before it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -27,6 +33,7 @@ from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtoc
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from floorsync import enroll
 from floorsync.edge import expected, wire
 from floorsync.localbroker import Mosquitto
 from tests.e2e.conftest import CentralProcess
@@ -36,8 +43,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 NOT_AUTHORIZED = 0x87
 SUCCESS = 0x00
 NO_SUBSCRIBERS = 0x10  # MQTT 5: accepted, but no one subscribes to it
-PASSWORDS = {"hh-07": "pw-07", "hh-08": "pw-08", "floorsync-central": "pw-central"}
+PASSWORDS = {"hh-07": "pw-07", "hh-08": "pw-08", "hh-09": "pw-09",
+             "floorsync-central": "pw-central"}
 A, B, CENTRAL = "hh-07", "hh-08", "floorsync-central"
+NO_BLOCK = "hh-09"  # a broker login, but never enrolled in the ACL
 SITE, OTHER_SITE = "wh1", "wh2"
 PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQTTv5}
 WAIT_S = 15.0  # only ever waited out when the test fails
@@ -132,8 +141,13 @@ def production_conf_lines() -> list[tuple[str, str]]:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """deploy/mosquitto/floorsync.conf and floorsync.acl, verbatim but for paths and port, with
-    a password file made by mosquitto_passwd."""
+    a password file made by mosquitto_passwd, and A's and B's blocks (site wh1) added to a copy
+    of the ACL by the function ``floorsync enroll`` uses."""
     broker = Mosquitto(tmp_path / "broker")
+    acl = tmp_path / "floorsync.acl"
+    shutil.copyfile(DEPLOY / "floorsync.acl", acl)
+    for device in (A, B):
+        enroll.acl_add(acl, device, SITE)
     passwd = tmp_path / "floorsync.passwd"
     for i, (user, password) in enumerate(PASSWORDS.items()):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
@@ -142,7 +156,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         "listener": f"{broker.port} 127.0.0.1",
         "persistence_location": f"{broker.directory}/",
         "password_file": str(passwd),
-        "acl_file": str(DEPLOY / "floorsync.acl"),
+        "acl_file": str(acl),
         "log_dest": f"file {broker.directory}/mosquitto.log",
     }
     lines = production_conf_lines()
@@ -294,22 +308,73 @@ def test_a_does_all_of_its_own(peers: dict[str, Peer], broker: Mosquitto, protoc
         Got(asn, b"ASN-7 list", True)]
 
 
-def test_known_limitation_the_acl_knows_no_site(
+def nothing_arrives(peer: Peer) -> None:
+    """Nothing was forwarded to ``peer`` so far: its own QoS 1 publish (denied or not) is
+    PUBACKed after anything the broker had queued for it, and paho hands over messages before
+    the PUBACK that follows them."""
+    peer.publish(f"{wire.TOPIC_ROOT}/barrier/{next(_ids)}", b"barrier")
+    assert peer.received.empty(), peer.received.get_nowait()
+
+
+def test_a_device_is_kept_to_its_site(
     peers: dict[str, Peer], broker: Mosquitto, protocol: str
 ) -> None:
-    """The ACL binds a device to its name, not to its site (patterns have ``+`` for the site):
-    a wh1 device reads wh2's expected lists, and may publish as itself under wh2. Documented in
-    deploy/README.md; this test says so, and fails the day the ACL closes it."""
+    """A wh1 device can neither read wh2's expected lists (retained or live) nor publish as
+    itself under wh2: the central service never receives it (it would apply it to wh2, the
+    payload's site matching the topic's)."""
     a, central = peers[A], peers[CENTRAL]
     other = expected.docs_topic(OTHER_SITE, "receipt", "ASN-9")
     assert central.publish(other, b"wh2's list", retain=True) in {SUCCESS, NO_SUBSCRIBERS}
-    assert retained(broker, protocol, A, expected.docs_filter(OTHER_SITE),
-                    (CENTRAL, expected.docs_topic(OTHER_SITE, "receipt", "SENTINEL"))) == [
-        Got(other, b"wh2's list", True)]
-    assert central.subscribe(f"{wire.TOPIC_ROOT}/+/+/events") == [1]
-    assert a.publish(wire.events_topic(OTHER_SITE, A), b"A at wh2") == SUCCESS
-    assert central.until(wire.events_topic(OTHER_SITE, A), b"A at wh2")[-1].topic == (
-        wire.events_topic(OTHER_SITE, A))
+    for codes in (a.subscribe(expected.docs_filter(OTHER_SITE)),
+                  a.subscribe(f"{wire.TOPIC_ROOT}/+/docs/#")):
+        assert codes == [1] or codes[0] >= 0x80, codes
+    assert central.publish(expected.docs_topic(OTHER_SITE, "order", "SO-9"), b"live",
+                           retain=True) in {SUCCESS, NO_SUBSCRIBERS}
+    assert a.subscribe(wire.acks_topic(SITE, A)) == [1]
+    assert central.publish(wire.acks_topic(SITE, A), b"sentinel for A") == SUCCESS
+    assert a.until(wire.acks_topic(SITE, A), b"sentinel for A") == [
+        Got(wire.acks_topic(SITE, A), b"sentinel for A", False)]  # neither wh2 list came
+
+    assert central.subscribe(f"{wire.TOPIC_ROOT}/+/+/events",
+                             f"{wire.TOPIC_ROOT}/+/+/status") == [1, 1]
+    denied(a, a.publish(wire.events_topic(OTHER_SITE, A), b"A at wh2"))
+    denied(a, a.publish(wire.status_topic(OTHER_SITE, A), b"A online at wh2", retain=True))
+    denied(a, a.publish(expected.docs_topic(OTHER_SITE, "receipt", "X"), b"x", retain=True))
+    assert a.publish(wire.events_topic(SITE, A), b"A at wh1") == SUCCESS  # the sentinel
+    assert central.until(wire.events_topic(SITE, A), b"A at wh1") == [
+        Got(wire.events_topic(SITE, A), b"A at wh1", False)]
+    # and no presence of A at wh2 was kept
+    assert retained(broker, protocol, CENTRAL, f"{wire.TOPIC_ROOT}/+/+/status",
+                    (B, wire.status_topic(SITE, B))) == []
+
+
+def test_a_device_without_a_block_can_do_nothing(
+    peers: dict[str, Peer], broker: Mosquitto, protocol: str
+) -> None:
+    """Logged in (its password is good) but not enrolled in the ACL: it publishes nothing that
+    reaches anyone, and receives nothing, not even on topics named after it."""
+    central = peers[CENTRAL]
+    nobody = fresh(broker, NO_BLOCK, protocol)
+    try:
+        assert central.publish(expected.docs_topic(SITE, "receipt", "ASN-3"), b"wh1's list",
+                               retain=True) in {SUCCESS, NO_SUBSCRIBERS}
+        for codes in (nobody.subscribe(wire.acks_topic(SITE, NO_BLOCK)),
+                      nobody.subscribe(expected.docs_filter(SITE)),
+                      nobody.subscribe("#")):
+            assert codes == [1] or codes[0] >= 0x80, codes
+        assert central.publish(wire.acks_topic(SITE, NO_BLOCK), b"an ack") == SUCCESS
+        nothing_arrives(nobody)  # neither the retained list nor the ack
+
+        assert central.subscribe(f"{wire.TOPIC_ROOT}/#") == [1]
+        denied(nobody, nobody.publish(wire.events_topic(SITE, NO_BLOCK), b"its batch"))
+        denied(nobody, nobody.publish(wire.status_topic(SITE, NO_BLOCK), b"online", retain=True))
+        denied(nobody, nobody.publish(expected.docs_topic(SITE, "receipt", "X"), b"x",
+                                      retain=True))
+        assert peers[A].publish(wire.events_topic(SITE, A), b"A's batch") == SUCCESS
+        got = central.until(wire.events_topic(SITE, A), b"A's batch")
+        assert [g for g in got if NO_BLOCK in g.topic or g.topic.endswith("/X")] == []
+    finally:
+        nobody.close()
 
 
 # --- the central service's own check, end to end -------------------------------------------

@@ -1,11 +1,15 @@
 """``floorsync enroll`` and ``floorsync revoke`` against a real mosquitto running the production
 config's TLS listeners: an enrolled device (password or client certificate) connects and syncs
-with the edge TOML it was given; after ``revoke`` and a SIGHUP it is refused on its next connect.
+with the edge TOML it was given and the ACL block enroll added; after ``revoke`` and a SIGHUP it
+is refused on its next connect. Enroll and revoke edit the broker's ACL file exactly: other
+blocks, the central service's and the comments stay byte for byte.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import signal
 import ssl
 import stat
@@ -18,8 +22,10 @@ from pathlib import Path
 import pytest
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
 
+from floorsync import enroll
 from floorsync.cli import main
 from floorsync.edge import config as edge_config
+from floorsync.edge import wire
 from floorsync.edge.config import EdgeConfig
 from floorsync.edge.outbox import Outbox
 from floorsync.edge.sync import Syncer
@@ -31,6 +37,8 @@ from tests.security.pki import TestCA
 from tests.security.tlsbroker import ACL, TlsBroker
 
 CENTRAL = ("floorsync-central", "central-pw")
+NOT_AUTHORIZED = 0x87
+PUBLISHED = {0x00, 0x10}  # MQTT 5 PUBACK: success, or success with no subscriber
 
 
 @pytest.fixture
@@ -43,9 +51,11 @@ def site_ca(tmp_path: Path) -> TestCA:
 
 @pytest.fixture
 def broker(tmp_path: Path, site_ca: TestCA) -> Iterator[TlsBroker]:
+    """The production config; its ACL (``broker.acl``) a copy of deploy's, mode 0640."""
     server = site_ca.server("broker")
     tls = TlsBroker.build(tmp_path, site_ca, server, passwords=dict([CENTRAL]),
                           crl=site_ca.directory / "crl.pem")
+    os.chmod(tls.acl, 0o640)
     with tls:
         yield tls
 
@@ -85,6 +95,33 @@ def try_login(broker: TlsBroker, url_port: int, ca: Path, *, login: tuple[str, s
         return f"closed ({exc})"
     finally:
         client.disconnect()
+
+
+def publish_code(port: int, ca: Path, topic: str, *, login: tuple[str, str] | None = None,
+                 cert: tuple[Path, Path] | None = None) -> int:
+    """Log in over TLS with MQTT 5, publish once at QoS 1: the PUBACK's reason code (0x87 when
+    the ACL refuses)."""
+    client = Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    client.tls_set_context(context)
+    if login is not None:
+        client.username_pw_set(*login)
+    connected: queue.Queue[str] = queue.Queue()
+    acked: queue.Queue[int] = queue.Queue()
+    client.on_connect = lambda c, u, f, rc, p: connected.put(str(rc))
+    client.on_publish = lambda c, u, mid, rc, p: acked.put(rc.value)
+    client.connect("localhost", port)
+    client.loop_start()
+    try:
+        assert connected.get(timeout=10) == "Success"
+        client.publish(topic, b"probe", qos=1)
+        return acked.get(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def wait_login(expect_ok: bool, attempt: object, what: str) -> None:
@@ -162,16 +199,17 @@ def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
     code, text, err = run_cli(
         capsys, "enroll", "hh-9", "--site", "wh1", "--out", str(out),
         "--broker", broker.tls_url, "--passwd", str(broker.passwd),
-        "--ca-file", str(site_ca.cert), "--device-dir", str(out))
+        "--ca-file", str(site_ca.cert), "--device-dir", str(out), "--acl", str(broker.acl))
     assert code == 0, err
     password = next(line.split(": ", 1)[1] for line in text.splitlines()
                     if "password (shown once" in line)
     assert len(password) >= 32 and text.count(password) == 1
-    assert "ACL: nothing to add" in text and "reload mosquitto" in text
-    assert (out / "acl.txt").read_text().splitlines() == [
+    assert f"ACL: its block added to {broker.acl}" in text and "reload mosquitto" in text
+    assert broker.acl.read_text() == ACL.read_text() + "\n".join([
+        "# floorsync enroll: hh-9",
         "user hh-9", "topic write floorsync/v1/wh1/hh-9/events",
         "topic write floorsync/v1/wh1/hh-9/status", "topic read floorsync/v1/wh1/hh-9/acks",
-        "topic read floorsync/v1/wh1/docs/#"]
+        "topic read floorsync/v1/wh1/docs/#", "", ""])
     assert "hh-9:" in broker.passwd.read_text() and password not in broker.passwd.read_text()
     toml = out / "edge.toml"
     assert stat.S_IMODE(toml.stat().st_mode) == 0o600
@@ -196,9 +234,11 @@ def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
             assert connected.connected
 
             code, text, err = run_cli(capsys, "revoke", "hh-9", "--passwd", str(broker.passwd),
-                                      "--ca-dir", str(site_ca.directory))
+                                      "--ca-dir", str(site_ca.directory), "--acl", str(broker.acl))
             assert code == 0, err
             assert "password entry removed" in text and "reload mosquitto" in text
+            assert "its ACL block (site wh1) removed" in text
+            assert broker.acl.read_text() == ACL.read_text()
             assert "hh-9:" not in broker.passwd.read_text()
             reload(broker)
             wait_login(False, login, "revoked password after SIGHUP")
@@ -228,9 +268,10 @@ def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
     code, text, err = run_cli(
         capsys, "enroll", "dock-9", "--site", "wh1", "--cert", "--out", str(out),
         "--broker", broker.mtls_url, "--passwd", str(broker.passwd),
-        "--ca-dir", str(site_ca.directory), "--device-dir", str(out))
+        "--ca-dir", str(site_ca.directory), "--device-dir", str(out), "--acl", str(broker.acl))
     assert code == 0, err
-    assert "password" not in text and "CN dock-9" in text
+    assert "password (shown once" not in text and "CN dock-9" in text
+    assert "reload mosquitto" in text
     assert stat.S_IMODE((out / "dock-9.key").stat().st_mode) == 0o600
     config = edge_config.load(out / "edge.toml")
     assert config.sync.username is None and config.sync.password is None
@@ -242,13 +283,20 @@ def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
         return try_login(broker, broker.mtls_port, site_ca.cert, cert=cert)
 
     assert login() == "Success"  # no reload needed to admit a new certificate of the CA
+    # but its ACL block takes a reload: until then it may publish nothing
+    own = wire.events_topic("wh1", "dock-9")
+    assert publish_code(broker.mtls_port, site_ca.cert, own, cert=cert) == NOT_AUTHORIZED
+    reload(broker)
+    wait_login(True, lambda: "Success" if publish_code(
+        broker.mtls_port, site_ca.cert, own, cert=cert) in PUBLISHED else "denied",
+        "dock-9's ACL block after SIGHUP")
     with central(broker, site_ca.cert, tmp_path / "central.db") as store:
         syncs(config, tmp_path, store)
 
         code, text, err = run_cli(capsys, "revoke", "dock-9", "--passwd", str(broker.passwd),
-                                  "--ca-dir", str(site_ca.directory))
+                                  "--ca-dir", str(site_ca.directory), "--acl", str(broker.acl))
         assert code == 0, err
-        assert "added to the CRL" in text
+        assert "added to the CRL" in text and "ACL block" in text
         assert login() == "Success"  # mosquitto reads the CRL at start and on SIGHUP only
         reload(broker)
         wait_login(False, login, "revoked certificate after SIGHUP")
@@ -260,59 +308,80 @@ def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
     code, text, err = run_cli(
         capsys, "enroll", "dock-9", "--site", "wh1", "--cert", "--out", str(tmp_path / "again"),
         "--broker", broker.mtls_url, "--passwd", str(broker.passwd),
-        "--ca-dir", str(site_ca.directory), "--device-dir", str(tmp_path / "again"))
+        "--ca-dir", str(site_ca.directory), "--device-dir", str(tmp_path / "again"),
+        "--acl", str(broker.acl))
     assert code == 0, err
     again = (tmp_path / "again" / "dock-9.crt", tmp_path / "again" / "dock-9.key")
     assert try_login(broker, broker.mtls_port, site_ca.cert, cert=again) == "Success"
 
 
-def test_the_site_pinned_acl_block_keeps_a_device_to_its_site(
-    tmp_path: Path, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
+def test_enroll_and_revoke_edit_the_acl_exactly_and_a_reload_applies_it(
+    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """acl.txt, with the central service's block and no device patterns, on a real mosquitto:
-    the device publishes under its own site only (closing the patterns' known gap)."""
-    passwd = tmp_path / "floorsync.passwd"
-    out = tmp_path / "hh-5"
-    code, _, err = run_cli(capsys, "enroll", "hh-5", "--site", "wh1", "--out", str(out),
-                              "--passwd", str(passwd), "--ca-dir", str(site_ca.directory))
+    acl, shipped = broker.acl, ACL.read_text()
+    sites = {"hh-5": "wh1", "hh-6": "wh2", "hh-7": "wh1"}
+    logins = {}
+    for device, site in sites.items():
+        out = tmp_path / device
+        code, _, err = run_cli(capsys, "enroll", device, "--site", site, "--out", str(out),
+                               "--passwd", str(broker.passwd), "--ca-dir",
+                               str(site_ca.directory), "--acl", str(acl))
+        assert code == 0, err
+        assert not (out / "acl.txt").exists()  # the block is in the broker's ACL, not here
+        password = edge_config.load(out / "edge.toml").sync.password
+        assert password is not None
+        logins[device] = (device, password)
+
+    def blocks(*devices: str) -> str:
+        return "".join(enroll.acl_entry(d, sites[d]) for d in devices)
+
+    def code(device: str, site: str) -> int:
+        return publish_code(broker.tls_port, site_ca.cert, wire.events_topic(site, device),
+                            login=logins[device])
+
+    # appended after the shipped file, which stays byte for byte (comments, central's block)
+    assert acl.read_text() == shipped + blocks("hh-5", "hh-6", "hh-7")
+    assert stat.S_IMODE(acl.stat().st_mode) == 0o640
+    reload(broker)
+    wait_login(True, lambda: try_login(broker, broker.tls_port, site_ca.cert,
+                                       login=logins["hh-7"]), "enrolled devices after SIGHUP")
+    assert {d: code(d, s) in PUBLISHED for d, s in sites.items()} == dict.fromkeys(sites, True)
+    assert code("hh-6", "wh1") == NOT_AUTHORIZED  # its site only
+
+    code_, text, err = run_cli(capsys, "revoke", "hh-5", "--passwd", str(broker.passwd),
+                               "--ca-dir", str(site_ca.directory), "--acl", str(acl))
+    assert code_ == 0, err
+    assert "its ACL block (site wh1) removed" in text
+    assert acl.read_text() == shipped + blocks("hh-6", "hh-7")
+    # the block alone (hh-7 keeps its password): the ACL itself is what the reload applies
+    removed = enroll.acl_remove(acl, "hh-7")
+    assert removed is not None and (removed.device, removed.site) == ("hh-7", "wh1")
+    assert acl.read_text() == shipped + blocks("hh-6")
+    assert stat.S_IMODE(acl.stat().st_mode) == 0o640
+    reload(broker)
+    wait_login(False, lambda: try_login(broker, broker.tls_port, site_ca.cert,
+                                        login=logins["hh-5"]), "revoked hh-5 after SIGHUP")
+    assert code("hh-7", "wh1") == NOT_AUTHORIZED  # logs in, may do nothing
+    assert code("hh-6", "wh2") in PUBLISHED  # the others still work
+
+    for device in ("hh-6", "hh-7"):
+        code_, _, err = run_cli(capsys, "revoke", device, "--passwd", str(broker.passwd),
+                                "--ca-dir", str(site_ca.directory), "--acl", str(acl))
+        assert code_ == 0, err
+    assert acl.read_text() == shipped  # back to the shipped file, byte for byte
+    assert not list(acl.parent.glob(f".{acl.name}.*"))  # no temporary file left
+
+
+def test_acl_only_enrolls_an_existing_login(
+    broker: TlsBroker, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Migrating a broker that used the old pattern rules: the device's login exists, only its
+    block is added."""
+    code, text, err = run_cli(capsys, "enroll", "hh-3", "--site", "wh2", "--acl-only",
+                              "--acl", str(broker.acl), "--passwd", "/nonexistent/passwd")
     assert code == 0, err
-    password = edge_config.load(out / "edge.toml").sync.password
-    assert password is not None
-    deploy_acl = ACL.read_text()
-    central_block = deploy_acl[deploy_acl.index("user floorsync-central"):]
-    acl = tmp_path / "pinned.acl"
-    acl.write_text((out / "acl.txt").read_text() + "\n" + central_block)
-    broker = TlsBroker.build(tmp_path, site_ca, site_ca.server("broker"),
-                             passwords=dict([CENTRAL]), passwd=passwd, acl=acl)
-    received: list[str] = []
-    with broker:
-        central_peer = Client(CallbackAPIVersion.VERSION2, client_id="central-peer",
-                              protocol=MQTTProtocolVersion.MQTTv5)
-        device = Client(CallbackAPIVersion.VERSION2, client_id="hh-5",
-                        protocol=MQTTProtocolVersion.MQTTv5)
-        subscribed: list[bool] = []
-        for client, login in ((central_peer, CENTRAL), (device, ("hh-5", password))):
-            client.tls_set_context(ssl.create_default_context(cafile=str(site_ca.cert)))
-            client.username_pw_set(*login)
-            client.connect("localhost", broker.tls_port)
-            client.loop_start()
-        try:
-            central_peer.on_message = lambda c, u, m: received.append(m.topic)
-            central_peer.on_subscribe = lambda *a: subscribed.append(True)
-            central_peer.subscribe("floorsync/v1/+/+/events", qos=1)
-            deadline = time.monotonic() + 10
-            while not subscribed and time.monotonic() < deadline:
-                time.sleep(0.05)
-            for site in ("wh2", "wh1"):  # wh1 last: once it arrives, wh2's would have too
-                device.publish(f"floorsync/v1/{site}/hh-5/events", b"x", qos=1).wait_for_publish(10)
-            deadline = time.monotonic() + 10
-            while "floorsync/v1/wh1/hh-5/events" not in received and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            for client in (central_peer, device):
-                client.disconnect()
-                client.loop_stop()
-    assert received == ["floorsync/v1/wh1/hh-5/events"], received
+    assert f"added the ACL block of hh-3 at wh2 to {broker.acl}" in text
+    assert broker.acl.read_text() == ACL.read_text() + enroll.acl_entry("hh-3", "wh2")
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -322,21 +391,44 @@ def test_enroll_and_revoke_refuse_with_a_message(
     tmp_path: Path, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
     passwd = tmp_path / "passwd"
-    common = ("--passwd", str(passwd), "--ca-dir", str(site_ca.directory))
+    acl = tmp_path / "floorsync.acl"
+    hand_written = "user hh-8\ntopic write floorsync/v1/wh1/hh-8/events\n"
+    acl.write_text(ACL.read_text() + hand_written)
+    common = ("--passwd", str(passwd), "--ca-dir", str(site_ca.directory), "--acl", str(acl))
     ok = run_cli(capsys, "enroll", "hh-1", "--site", "wh1", "--out", str(tmp_path / "a"),
                  *common)
     assert ok[0] == 0, ok[2]
+    edited = tmp_path / "edited.acl"
+    edited.write_text(acl.read_text().replace("wh1/hh-1/acks", "+/hh-1/acks"))
+    missing = str(tmp_path / "no.acl")
     cases = {
         ("enroll", "hh-1", "--site", "wh1", "--out", str(tmp_path / "b")): "already enrolled",
+        ("enroll", "hh-1", "--site", "wh2", "--acl-only"): "already has a block in the ACL",
+        ("enroll", "hh-8", "--site", "wh1", "--out", str(tmp_path / "h")): "hand-written",
+        ("revoke", "hh-8"): "hand-written block for hh-8",
+        ("enroll", "hh-2", "--site", "wh1", "--out", str(tmp_path / "e"), "--acl",
+         str(edited)): "is not as floorsync enroll wrote it",
+        ("revoke", "hh-1", "--acl", str(edited)): "is not as floorsync enroll wrote it",
+        ("enroll", "hh-2", "--site", "wh1", "--out", str(tmp_path / "m"), "--acl",
+         missing): "no ACL file",
+        ("revoke", "hh-1", "--acl", missing): "no ACL file",
+        # the credentials fail after the block was added: the block is taken out again
+        ("enroll", "hh-2", "--site", "wh1", "--out", str(tmp_path / "r"), "--passwd",
+         str(tmp_path / "no" / "passwd")): "mosquitto_passwd failed",
         ("enroll", "floorsync-central", "--site", "wh1"): "reserved",
+        ("enroll", "docs", "--site", "wh1"): "reserved for the documents",
         ("enroll", "a/b", "--site", "wh1"): "device must be",
         ("enroll", "hh-2", "--site", "wh 1"): "site must be",
         ("revoke", "hh-404"): "not enrolled",
     }
+    before = acl.read_text(), passwd.read_text()
     for argv, message in cases.items():
-        code, _, err = run_cli(capsys, *argv, *common)
+        code, _, err = run_cli(capsys, argv[0], *common, *argv[1:])  # the case's --acl last
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
         assert err.startswith(f"floorsync {argv[0]}: ")
+        assert (acl.read_text(), passwd.read_text()) == before, argv  # nothing changed
+    for out in ("b", "h", "e", "m"):
+        assert not (tmp_path / out).exists()
     code, _, err = run_cli(capsys, "enroll", "dock-1", "--site", "wh1", "--cert",
                            "--out", str(tmp_path / "c"), "--passwd", str(passwd),
                            "--ca-dir", str(tmp_path / "no-ca"))

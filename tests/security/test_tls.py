@@ -83,6 +83,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     broker = TlsBroker.build(
         root, ca, pki.broker, passwords=dict([CENTRAL, EDGE]),
         extra_listeners=[(pki.wrong_host, ca.cert), (pki.foreign, ca.cert)],
+        devices={EDGE[0]: SITE, "dock-a": SITE, "dock-b": SITE},  # as floorsync enroll does
     )
     with broker:
         yield Setup(pki, broker, root)

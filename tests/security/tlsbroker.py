@@ -1,23 +1,28 @@
 """The production mosquitto config (deploy/mosquitto/floorsync.conf) with its documented TLS
 blocks uncommented, as written, on a real mosquitto: only ports, paths and files are moved.
 
-    broker = TlsBroker.build(tmp_path, ca, server_cert, passwords={"hh-1": "pw"})
+    broker = TlsBroker.build(tmp_path, ca, server_cert, passwords={"hh-1": "pw"},
+                             devices={"hh-1": "wh1"})
     with broker:
         broker.tls_url    # mqtts://localhost:PORT  (the ">>> tls" block: password over TLS)
         broker.mtls_url   # mqtts://localhost:PORT  (the ">>> mtls" block: client certificates)
         broker.url        # mqtt://127.0.0.1:PORT   (the plain listener)
 
 ``extra_listeners`` adds TLS listeners with other certificates (a wrong host name, another CA)
-to the same broker, for the refusal tests.
+to the same broker, for the refusal tests. The ACL is a copy of deploy's (``broker.acl``) with a
+block added by ``floorsync enroll``'s own function for each of ``devices`` (device -> site):
+the shipped file gives devices no rights.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from floorsync import enroll
 from floorsync.localbroker import Mosquitto, free_port
 from tests.security.pki import Issued, TestCA
 
@@ -60,17 +65,25 @@ class TlsBroker(Mosquitto):
     mtls_port: int
     passwd: Path
     crl: Path
+    acl: Path
 
     @classmethod
     def build(cls, directory: Path, ca: TestCA, server: Issued,
               passwords: Mapping[str, str] | None = None,
               extra_listeners: Sequence[tuple[Issued, Path]] = (),
               passwd: Path | None = None, crl: Path | None = None,
-              acl: Path = ACL) -> TlsBroker:
+              acl: Path | None = None, devices: Mapping[str, str] | None = None) -> TlsBroker:
         """``extra_listeners``: (server certificate, CA file) pairs, each on its own port
         (``extra_ports``). ``passwd``/``crl``: files to use (default: new ones here);
-        ``acl``: another ACL file than deploy's."""
+        ``acl``: an ACL file to use (default: a copy of deploy's here); ``devices``: device ->
+        site, each given its block in that file."""
         broker = cls(directory / "broker")
+        if acl is None:
+            acl = directory / "floorsync.acl"
+            shutil.copyfile(ACL, acl)
+        broker.acl = acl
+        for device, site in (devices or {}).items():
+            enroll.acl_add(acl, device, site)
         broker.passwd = passwd or directory / "floorsync.passwd"
         for user, password in (passwords or {}).items():
             add_password(broker.passwd, user, password)

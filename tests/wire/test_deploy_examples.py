@@ -8,6 +8,7 @@ import dataclasses
 import os
 import queue
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
+from floorsync import enroll
 from floorsync.cli import build_parser
 from floorsync.edge import config as edge_config
 from floorsync.edge import expected, wire
@@ -26,11 +28,11 @@ from floorsync.server.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = ("handheld.toml", "dock-door.toml")
-DEVICE_PATTERNS = {
-    ("write", "floorsync/v1/+/%u/events"),
-    ("write", "floorsync/v1/+/%u/status"),
-    ("read", "floorsync/v1/+/%u/acks"),
-    ("read", "floorsync/v1/+/docs/#"),
+ENROLLED_HH07 = {  # what floorsync enroll hh-07 --site wh1 adds to the ACL
+    ("write", "floorsync/v1/wh1/hh-07/events"),
+    ("write", "floorsync/v1/wh1/hh-07/status"),
+    ("read", "floorsync/v1/wh1/hh-07/acks"),
+    ("read", "floorsync/v1/wh1/docs/#"),
 }
 CENTRAL_TOPICS = {
     ("read", "floorsync/v1/+/+/events"),
@@ -50,7 +52,7 @@ def test_edge_example_loads_and_validates(name: str) -> None:
     assert config.site == "wh1"
     # the outbox lives in the unit's StateDirectory, the only place the agent may write
     assert config.outbox_path.parent == Path("/var/lib/floorsync")
-    # the device logs in to the broker as itself: the ACL's %u is the device name
+    # the device logs in to the broker as itself: its ACL block is under its device name
     assert config.sync.username == config.device and config.sync.password
     assert wire.events_topic(config.site, config.device).split("/")[3] == config.sync.username
     if name == "handheld.toml":
@@ -140,11 +142,12 @@ def test_server_env_names_are_settings_fields(
 # --- mosquitto --------------------------------------------------------------------------
 
 
-def acl_rules() -> dict[str | None, set[tuple[str, str]]]:
+def acl_rules(path: Path = DEPLOY / "mosquitto" / "floorsync.acl",
+              ) -> dict[str | None, set[tuple[str, str]]]:
     """The ACL file as {None: patterns, user: topics}."""
     rules: dict[str | None, set[tuple[str, str]]] = {None: set()}
     user: str | None = None
-    for line in (DEPLOY / "mosquitto" / "floorsync.acl").read_text().splitlines():
+    for line in path.read_text().splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
@@ -169,11 +172,18 @@ def conf_lines() -> list[tuple[str, str]]:
     return out
 
 
-def test_acl_keys_devices_on_their_username() -> None:
+def test_acl_has_only_the_central_block_and_enroll_adds_each_device(tmp_path: Path) -> None:
+    """No pattern rules: a device's rights are its own block, added by floorsync enroll, on its
+    username and pinned to its site."""
     rules = acl_rules()
-    assert rules == {None: DEVICE_PATTERNS, "floorsync-central": CENTRAL_TOPICS}
+    assert rules == {None: set(), "floorsync-central": CENTRAL_TOPICS}
     # the central service's client id is the ACL's user name
     assert Settings().client_id == "floorsync-central"
+    acl = tmp_path / "floorsync.acl"
+    shutil.copyfile(DEPLOY / "mosquitto" / "floorsync.acl", acl)
+    enroll.acl_add(acl, "hh-07", "wh1")
+    assert acl_rules(acl) == {None: set(), "floorsync-central": CENTRAL_TOPICS,
+                              "hh-07": ENROLLED_HH07}
 
 
 def test_broker_config_settings() -> None:
@@ -229,8 +239,13 @@ class Peer:
 
 @pytest.fixture
 def production_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """deploy/mosquitto/floorsync.conf on a real mosquitto, only its paths and port moved."""
+    """deploy/mosquitto/floorsync.conf on a real mosquitto, only its paths and port moved; the
+    ACL a copy of deploy's with hh-07's and hh-08's blocks (wh1) added as enroll adds them."""
     broker = Mosquitto(tmp_path / "broker")
+    acl = tmp_path / "floorsync.acl"
+    shutil.copyfile(DEPLOY / "mosquitto" / "floorsync.acl", acl)
+    for device in ("hh-07", "hh-08"):
+        enroll.acl_add(acl, device, "wh1")
     passwd = tmp_path / "floorsync.passwd"
     users = {"hh-07": "pw-07", "hh-08": "pw-08", "floorsync-central": "pw-central"}
     for i, (user, password) in enumerate(users.items()):
@@ -240,7 +255,7 @@ def production_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         "listener": f"{broker.port} 127.0.0.1",
         "persistence_location": f"{broker.directory}/",
         "password_file": str(passwd),
-        "acl_file": str(DEPLOY / "mosquitto" / "floorsync.acl"),
+        "acl_file": str(acl),
         "log_dest": f"file {broker.directory}/mosquitto.log",
     }
     lines = conf_lines()

@@ -17,6 +17,17 @@ DEPLOY = ROOT / "deploy"
 VENV_FLOORSYNC = ROOT / ".venv" / "bin" / "floorsync"
 
 
+def unit(name: str) -> dict[str, list[str]]:
+    """A unit file as key -> values (keys may repeat, as DeviceAllow= does)."""
+    out: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
 def require_tool(name: str, *, minimum: int = 0, install: str) -> str:
     """The tool's path. Missing (or older than `minimum`, systemd's version): a failure under CI
     (CI=true, where `make test` installs it), a skip with the reason elsewhere; never a pass."""

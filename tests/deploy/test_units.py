@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEPLOY
+from .conftest import DEPLOY, unit
 
 UNITS = ("floorsync-edge.service", "floorsync-server.service")
 MAX_EXPOSURE = 2.0
@@ -22,17 +22,6 @@ EDGE_GROUPS = {"dialout", "input"}
 # The kernel module that puts each class into /proc/devices (None: built into Debian's kernels).
 CLASS_MODULES = {"char-ttyUSB": "usbserial", "char-ttyACM": "cdc_acm", "char-ttyS": None,
                  "char-input": None}
-
-
-def unit(name: str) -> dict[str, list[str]]:
-    """A unit file as key -> values (keys may repeat, as DeviceAllow= does)."""
-    out: dict[str, list[str]] = {}
-    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def verify(systemd_analyze: str, root: Path, name: str) -> subprocess.CompletedProcess[str]:

@@ -17,29 +17,20 @@ before that PUBACK would have come before it.
 from __future__ import annotations
 
 import itertools
-import os
-import queue
-import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.client import MQTTProtocolVersion
 
-from floorsync import enroll
 from floorsync.edge import expected, wire
 from floorsync.localbroker import Mosquitto
+from tests.brokerkit import WAIT_S, Got, Peer, ProductionBroker
 from tests.e2e.conftest import CentralProcess
 from tests.server import helpers
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 NOT_AUTHORIZED = 0x87
 SUCCESS = 0x00
 NO_SUBSCRIBERS = 0x10  # MQTT 5: accepted, but no one subscribes to it
@@ -49,79 +40,7 @@ A, B, CENTRAL = "hh-07", "hh-08", "floorsync-central"
 NO_BLOCK = "hh-09"  # a broker login, but never enrolled in the ACL
 SITE, OTHER_SITE = "wh1", "wh2"
 PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQTTv5}
-WAIT_S = 15.0  # only ever waited out when the test fails
 _ids = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Got:
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-class Peer:
-    """A paho client logged in as one user; keeps what it receives and each PUBACK's code."""
-
-    def __init__(self, port: int, username: str, protocol: str) -> None:
-        self.v5 = protocol == "5"
-        self.received: queue.Queue[Got] = queue.Queue()
-        self._granted: queue.Queue[list[int]] = queue.Queue()
-        self._connected: queue.Queue[int] = queue.Queue()
-        self._pubacks: dict[int, int] = {}
-        self._puback_seen = threading.Condition()
-        self.client = Client(CallbackAPIVersion.VERSION2,
-                             client_id=f"acl-test-{username}-{next(_ids)}",
-                             protocol=PROTOCOLS[protocol])
-        self.client.username_pw_set(username, PASSWORDS[username])
-        self.client.on_connect = lambda c, u, f, rc, p: self._connected.put(rc.value)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._granted.put(
-            [rc.value for rc in rcs])
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self._connected.get(timeout=WAIT_S) == 0, f"{username} was refused"
-
-    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
-        self.received.put(Got(msg.topic, bytes(msg.payload), bool(msg.retain)))
-
-    def _on_publish(self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
-                    properties: Properties) -> None:
-        with self._puback_seen:
-            self._pubacks[mid] = reason.value
-            self._puback_seen.notify_all()
-
-    def subscribe(self, *filters: str) -> list[int]:
-        """The SUBACK's codes: the granted QoS, or a failure code (0x80 and up)."""
-        self.client.subscribe([(f, 1) for f in filters])
-        return self._granted.get(timeout=WAIT_S)
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """QoS 1, waited for until the broker's PUBACK: returns its reason code (always 0
-        under MQTT 3.1.1, whose PUBACK has none)."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(WAIT_S)
-        with self._puback_seen:
-            assert self._puback_seen.wait_for(lambda: info.mid in self._pubacks, WAIT_S)
-            return self._pubacks.pop(info.mid)
-
-    def until(self, topic: str, payload: bytes) -> list[Got]:
-        """Everything received up to and including the first (topic, payload)."""
-        out: list[Got] = []
-        deadline = time.monotonic() + WAIT_S
-        while not out or (out[-1].topic, out[-1].payload) != (topic, payload):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"{payload!r} on {topic} never arrived; got {out}"
-            try:
-                out.append(self.received.get(timeout=remaining))
-            except queue.Empty:
-                continue
-        return out
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def denied(peer: Peer, code: int) -> None:
@@ -129,43 +48,12 @@ def denied(peer: Peer, code: int) -> None:
     assert code == (NOT_AUTHORIZED if peer.v5 else SUCCESS)
 
 
-def production_conf_lines() -> list[tuple[str, str]]:
-    out = []
-    for line in (DEPLOY / "floorsync.conf").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            out.append((key, value.strip()))
-    return out
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """deploy/mosquitto/floorsync.conf and floorsync.acl, verbatim but for paths and port, with
     a password file made by mosquitto_passwd, and A's and B's blocks (site wh1) added to a copy
     of the ACL by the function ``floorsync enroll`` uses."""
-    broker = Mosquitto(tmp_path / "broker")
-    acl = tmp_path / "floorsync.acl"
-    shutil.copyfile(DEPLOY / "floorsync.acl", acl)
-    for device in (A, B):
-        enroll.acl_add(acl, device, SITE)
-    passwd = tmp_path / "floorsync.passwd"
-    for i, (user, password) in enumerate(PASSWORDS.items()):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
-                        password], check=True, capture_output=True)
-    moved = {
-        "listener": f"{broker.port} 127.0.0.1",
-        "persistence_location": f"{broker.directory}/",
-        "password_file": str(passwd),
-        "acl_file": str(acl),
-        "log_dest": f"file {broker.directory}/mosquitto.log",
-    }
-    lines = production_conf_lines()
-    assert {k for k, _ in lines} >= set(moved)
-    text = "\n".join(f"{k} {moved.get(k, v)}" for k, v in lines)
-    if os.geteuid() == 0:  # mosquitto would drop to a "mosquitto" user
-        text += "\nuser root"
-    broker.config.write_text(text + "\n")
-    with broker:
+    with ProductionBroker.build(tmp_path, PASSWORDS, {A: SITE, B: SITE}) as broker:
         yield broker
 
 
@@ -179,7 +67,7 @@ def peers(broker: Mosquitto, protocol: str) -> Iterator[dict[str, Peer]]:
     made: dict[str, Peer] = {}
     try:
         for user in (A, B, CENTRAL):
-            made[user] = Peer(broker.port, user, protocol)
+            made[user] = fresh(broker, user, protocol)
         yield made
     finally:
         for peer in made.values():
@@ -187,7 +75,11 @@ def peers(broker: Mosquitto, protocol: str) -> Iterator[dict[str, Peer]]:
 
 
 def fresh(broker: Mosquitto, user: str, protocol: str) -> Peer:
-    return Peer(broker.port, user, protocol)
+    """``user`` logged in with its password; asserted accepted."""
+    made = Peer(broker.port, (user, PASSWORDS[user]), protocol=PROTOCOLS[protocol],
+                name=f"acl-test-{user}")
+    assert made.connected.get(timeout=WAIT_S) == 0, f"{user} was refused"
+    return made
 
 
 def test_a_cannot_publish_under_b_topics(peers: dict[str, Peer]) -> None:

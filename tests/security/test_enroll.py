@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
-import ssl
 import stat
 import time
 import uuid
@@ -32,9 +30,9 @@ from floorsync.edge.sync import Syncer
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
+from tests.brokerkit import ACL, Peer, ProductionBroker, tls_context
 from tests.factories import events
 from tests.security.pki import TestCA
-from tests.security.tlsbroker import ACL, TlsBroker
 
 CENTRAL = ("floorsync-central", "central-pw")
 NOT_AUTHORIZED = 0x87
@@ -50,11 +48,11 @@ def site_ca(tmp_path: Path) -> TestCA:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, site_ca: TestCA) -> Iterator[TlsBroker]:
+def broker(tmp_path: Path, site_ca: TestCA) -> Iterator[ProductionBroker]:
     """The production config; its ACL (``broker.acl``) a copy of deploy's, mode 0640."""
     server = site_ca.server("broker")
-    tls = TlsBroker.build(tmp_path, site_ca, server, passwords=dict([CENTRAL]),
-                          crl=site_ca.directory / "crl.pem")
+    tls = ProductionBroker.build(tmp_path, passwords=dict([CENTRAL]), tls=(site_ca, server),
+                                 crl=site_ca.directory / "crl.pem")
     os.chmod(tls.acl, 0o640)
     with tls:
         yield tls
@@ -66,20 +64,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-def reload(broker: TlsBroker) -> None:
+def reload(broker: ProductionBroker) -> None:
     assert broker.process is not None
     broker.process.send_signal(signal.SIGHUP)
 
 
-def try_login(broker: TlsBroker, url_port: int, ca: Path, *, login: tuple[str, str] | None = None,
+def try_login(broker: ProductionBroker, url_port: int, ca: Path, *,
+              login: tuple[str, str] | None = None,
               cert: tuple[Path, Path] | None = None) -> str:
     """One raw connection attempt over TLS: 'Success', a refusal reason, or 'closed'."""
     client = Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex}",
                     protocol=MQTTProtocolVersion.MQTTv5)
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert[0]), str(cert[1]))
-    client.tls_set_context(context)
+    client.tls_set_context(tls_context(ca, cert))
     if login is not None:
         client.username_pw_set(*login)
     result: list[str] = []
@@ -101,27 +97,12 @@ def publish_code(port: int, ca: Path, topic: str, *, login: tuple[str, str] | No
                  cert: tuple[Path, Path] | None = None) -> int:
     """Log in over TLS with MQTT 5, publish once at QoS 1: the PUBACK's reason code (0x87 when
     the ACL refuses)."""
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert[0]), str(cert[1]))
-    client.tls_set_context(context)
-    if login is not None:
-        client.username_pw_set(*login)
-    connected: queue.Queue[str] = queue.Queue()
-    acked: queue.Queue[int] = queue.Queue()
-    client.on_connect = lambda c, u, f, rc, p: connected.put(str(rc))
-    client.on_publish = lambda c, u, mid, rc, p: acked.put(rc.value)
-    client.connect("localhost", port)
-    client.loop_start()
+    peer = Peer(port, login, tls=tls_context(ca, cert), name="pub")
     try:
-        assert connected.get(timeout=10) == "Success"
-        client.publish(topic, b"probe", qos=1)
-        return acked.get(timeout=10)
+        assert peer.connected.get(timeout=10) == 0
+        return peer.publish(topic, b"probe")
     finally:
-        client.disconnect()
-        client.loop_stop()
+        peer.close()
 
 
 def wait_login(expect_ok: bool, attempt: object, what: str) -> None:
@@ -137,7 +118,7 @@ def wait_login(expect_ok: bool, attempt: object, what: str) -> None:
 
 
 @contextmanager
-def central(broker: TlsBroker, ca: Path, database: Path) -> Iterator[Store]:
+def central(broker: ProductionBroker, ca: Path, database: Path) -> Iterator[Store]:
     settings = Settings(database=database, broker=broker.tls_url, mqtt_ca_file=ca,
                         mqtt_username=CENTRAL[0], mqtt_password=CENTRAL[1],
                         client_id=f"floorsync-central-{uuid.uuid4().hex[:6]}")
@@ -191,7 +172,7 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
-    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker: ProductionBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -262,7 +243,7 @@ def test_password_enrollment_syncs_and_revocation_refuses_the_next_connect(
 
 
 def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
-    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker: ProductionBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "dock-9"
     code, text, err = run_cli(
@@ -316,7 +297,7 @@ def test_certificate_enrollment_syncs_and_revocation_refuses_the_next_connect(
 
 
 def test_enroll_and_revoke_edit_the_acl_exactly_and_a_reload_applies_it(
-    broker: TlsBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    broker: ProductionBroker, site_ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     acl, shipped = broker.acl, ACL.read_text()
     sites = {"hh-5": "wh1", "hh-6": "wh2", "hh-7": "wh1"}
@@ -373,7 +354,7 @@ def test_enroll_and_revoke_edit_the_acl_exactly_and_a_reload_applies_it(
 
 
 def test_acl_only_enrolls_an_existing_login(
-    broker: TlsBroker, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
+    broker: ProductionBroker, site_ca: TestCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Migrating a broker that used the old pattern rules: the device's login exists, only its
     block is added."""

@@ -11,9 +11,6 @@ that listener the certificate's CN is the username the ACL sees.
 from __future__ import annotations
 
 import logging
-import queue
-import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
 
 from floorsync.edge import config as edge_config
 from floorsync.edge import wire
@@ -32,9 +28,10 @@ from floorsync.server import errors as server_errors
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
+from tests.brokerkit import Peer, ProductionBroker, conf_blocks, tls_context
+from tests.e2e.conftest import wait_until
 from tests.factories import events
 from tests.security.pki import Issued, TestCA
-from tests.security.tlsbroker import TlsBroker, conf_blocks
 
 CENTRAL = ("floorsync-central", "central-pw")
 EDGE = ("hh-1", "hh-1-pw")
@@ -56,7 +53,7 @@ class Pki:
 @dataclass
 class Setup:
     pki: Pki
-    broker: TlsBroker
+    broker: ProductionBroker
     directory: Path
 
     @property
@@ -66,6 +63,14 @@ class Setup:
     @property
     def other_ca_url(self) -> str:
         return f"mqtts://localhost:{self.broker.extra_ports[1]}"
+
+    def sync(self, url: str, cert: Issued | None = None, **kw: Any) -> SyncSettings:
+        """An edge's settings for ``url``, trusting the test CA, logged in as ``EDGE`` or (with
+        ``cert``) presenting that certificate and no password; ``kw`` overrides."""
+        values: dict[str, Any] = (
+            {"cert_file": str(cert.cert), "key_file": str(cert.key)} if cert is not None
+            else {"username": EDGE[0], "password": EDGE[1]})
+        return SyncSettings(**{"broker": url, "ca_file": str(self.pki.ca.cert), **values, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +85,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         dock_a=ca.client("dock-a"), dock_b=ca.client("dock-b"),
         foreign_device=other.client("dock-a"),
     )
-    broker = TlsBroker.build(
-        root, ca, pki.broker, passwords=dict([CENTRAL, EDGE]),
+    broker = ProductionBroker.build(
+        root, passwords=dict([CENTRAL, EDGE]), tls=(ca, pki.broker),
         extra_listeners=[(pki.wrong_host, ca.cert), (pki.foreign, ca.cert)],
         devices={EDGE[0]: SITE, "dock-a": SITE, "dock-b": SITE},  # as floorsync enroll does
     )
@@ -96,15 +101,6 @@ def central_settings(setup: Setup, database: Path, **kw: Any) -> Settings:
         client_id=f"floorsync-central-{uuid.uuid4().hex[:6]}")
     values.update(kw)
     return Settings(**values)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # --- end to end -------------------------------------------------------------------------
@@ -132,22 +128,18 @@ def sync_through(setup: Setup, tmp_path: Path, device: str, sync: SyncSettings,
                 with Syncer(outbox, SITE, device, sync) as syncer:
                     assert syncer.wait_synced(30), syncer.stats.last_error
                     assert syncer.stats.events_acked == count
-            wait_for(lambda: store.summary()["events"] >= count, 10, "events applied")
+            wait_until(lambda: store.summary()["events"] >= count, 10, "events applied")
             assert store.summary()["events"] == count
         finally:
             ingest.stop()
 
 
 def test_edge_syncs_over_mqtts_with_ca_verification(setup: Setup, tmp_path: Path) -> None:
-    sync = SyncSettings(broker=setup.broker.tls_url, ca_file=str(setup.pki.ca.cert),
-                        username=EDGE[0], password=EDGE[1])
-    sync_through(setup, tmp_path, EDGE[0], sync)
+    sync_through(setup, tmp_path, EDGE[0], setup.sync(setup.broker.tls_url))
 
 
 def test_edge_syncs_with_mutual_tls_and_no_password(setup: Setup, tmp_path: Path) -> None:
-    sync = SyncSettings(broker=setup.broker.mtls_url, ca_file=str(setup.pki.ca.cert),
-                        cert_file=str(setup.pki.dock_a.cert), key_file=str(setup.pki.dock_a.key))
-    sync_through(setup, tmp_path, "dock-a", sync)
+    sync_through(setup, tmp_path, "dock-a", setup.sync(setup.broker.mtls_url, setup.pki.dock_a))
 
 
 # --- refusals, seen by the edge ---------------------------------------------------------
@@ -161,7 +153,7 @@ def refused(tmp_path: Path, sync: SyncSettings, caplog: pytest.LogCaptureFixture
         outbox.add(events(5))
         syncer = Syncer(outbox, SITE, device, sync).start()
         try:
-            wait_for(lambda: syncer.stats.connect_attempts >= 3, 20, "three failed attempts")
+            wait_until(lambda: syncer.stats.connect_attempts >= 3, 20, "three failed attempts")
             assert not syncer.connected and syncer.stats.connects == 0
             assert syncer.state == "retrying"
             error = syncer.stats.last_error or ""
@@ -179,9 +171,7 @@ def refused(tmp_path: Path, sync: SyncSettings, caplog: pytest.LogCaptureFixture
 def test_edge_refuses_a_broker_certificate_for_another_host(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sync = SyncSettings(broker=setup.wrong_host_url, ca_file=str(setup.pki.ca.cert),
-                        username=EDGE[0], password=EDGE[1])
-    error, records = refused(tmp_path, sync, caplog)
+    error, records = refused(tmp_path, setup.sync(setup.wrong_host_url), caplog)
     assert "not trusted" in error and "mismatch" in error.lower(), error
     assert records[0].levelno == logging.ERROR
 
@@ -189,9 +179,7 @@ def test_edge_refuses_a_broker_certificate_for_another_host(
 def test_edge_refuses_a_broker_certificate_of_another_ca(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sync = SyncSettings(broker=setup.other_ca_url, ca_file=str(setup.pki.ca.cert),
-                        username=EDGE[0], password=EDGE[1])
-    error, _ = refused(tmp_path, sync, caplog)
+    error, _ = refused(tmp_path, setup.sync(setup.other_ca_url), caplog)
     assert "not trusted" in error and "issuer" in error, error
 
 
@@ -199,17 +187,14 @@ def test_edge_without_the_ca_file_does_not_trust_a_private_ca(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No ca_file: the system's CAs, which do not include the site's own."""
-    sync = SyncSettings(broker=setup.broker.tls_url, username=EDGE[0], password=EDGE[1])
-    error, _ = refused(tmp_path, sync, caplog)
+    error, _ = refused(tmp_path, setup.sync(setup.broker.tls_url, ca_file=None), caplog)
     assert "not trusted" in error
 
 
 def test_edge_with_a_wrong_password_is_refused_over_tls(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sync = SyncSettings(broker=setup.broker.tls_url, ca_file=str(setup.pki.ca.cert),
-                        username=EDGE[0], password="wrong")
-    error, _ = refused(tmp_path, sync, caplog)
+    error, _ = refused(tmp_path, setup.sync(setup.broker.tls_url, password="wrong"), caplog)
     assert "refused" in error and "authori" in error.lower(), error
 
 
@@ -217,9 +202,7 @@ def test_edge_without_a_client_certificate_is_refused_by_the_mtls_listener(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # even with a valid password: this listener wants a certificate
-    sync = SyncSettings(broker=setup.broker.mtls_url, ca_file=str(setup.pki.ca.cert),
-                        username=EDGE[0], password=EDGE[1])
-    error, records = refused(tmp_path, sync, caplog)
+    error, records = refused(tmp_path, setup.sync(setup.broker.mtls_url), caplog)
     assert "closed the connection before accepting it" in error, error
     assert "certificate" in error
     assert records[0].levelno == logging.ERROR
@@ -228,9 +211,7 @@ def test_edge_without_a_client_certificate_is_refused_by_the_mtls_listener(
 def test_edge_with_a_certificate_of_another_ca_is_refused_by_the_mtls_listener(
     setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sync = SyncSettings(broker=setup.broker.mtls_url, ca_file=str(setup.pki.ca.cert),
-                        cert_file=str(setup.pki.foreign_device.cert),
-                        key_file=str(setup.pki.foreign_device.key))
+    sync = setup.sync(setup.broker.mtls_url, setup.pki.foreign_device)
     error, _ = refused(tmp_path, sync, caplog, device="dock-a")
     assert "closed the connection before accepting it" in error, error
 
@@ -238,60 +219,15 @@ def test_edge_with_a_certificate_of_another_ca_is_refused_by_the_mtls_listener(
 # --- the certificate's CN is the username the ACL sees ------------------------------------
 
 
-class Peer:
-    """A raw paho client over TLS; collects what it receives."""
-
-    def __init__(self, port: int, ca: Path, cert: Issued | None = None,
-                 login: tuple[str, str] | None = None) -> None:
-        self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.connected: queue.Queue[str] = queue.Queue()
-        self.granted: queue.Queue[list[int]] = queue.Queue()
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex}",
-                             protocol=MQTTProtocolVersion.MQTTv5)
-        context = ssl.create_default_context(cafile=str(ca))
-        if cert is not None:
-            context.load_cert_chain(str(cert.cert), str(cert.key))
-        self.client.tls_set_context(context)
-        if login is not None:
-            self.client.username_pw_set(*login)
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.put(str(rc))
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.granted.put(
-            [rc.value for rc in rcs])
-        self.client.on_message = self._on_message
-        self.client.connect("localhost", port)
-        self.client.loop_start()
-
-    def _on_message(self, _c: Client, _u: Any, msg: MQTTMessage) -> None:
-        self.received.put((msg.topic, bytes(msg.payload)))
-
-    def subscribe(self, *filters: str) -> list[int]:
-        self.client.subscribe([(f, 1) for f in filters])
-        return self.granted.get(timeout=10)
-
-    def publish(self, topic: str, body: bytes) -> None:
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def drain(self, wait: float = 0.5) -> list[tuple[str, bytes]]:
-        out = []
-        try:
-            while True:
-                out.append(self.received.get(timeout=wait))
-        except queue.Empty:
-            return out
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def test_mtls_certificate_cn_is_the_username_the_acl_sees(setup: Setup) -> None:
-    ca = setup.pki.ca.cert
-    central = Peer(setup.broker.tls_port, ca, login=CENTRAL)
+    ca, dock_a_cert = setup.pki.ca.cert, setup.pki.dock_a
+    central = Peer(setup.broker.tls_port, CENTRAL, tls=tls_context(ca))
     # dock-a's certificate, claiming to be dock-b by username: the CN wins
-    dock_a = Peer(setup.broker.mtls_port, ca, cert=setup.pki.dock_a, login=("dock-b", "x"))
+    dock_a = Peer(setup.broker.mtls_port, ("dock-b", "x"),
+                  tls=tls_context(ca, (dock_a_cert.cert, dock_a_cert.key)))
     try:
-        assert central.connected.get(timeout=10) == "Success"
-        assert dock_a.connected.get(timeout=10) == "Success"
+        assert central.connected.get(timeout=10) == 0
+        assert dock_a.connected.get(timeout=10) == 0
         assert central.subscribe("floorsync/v1/+/+/events") == [1]
         dock_a.publish(wire.events_topic(SITE, "dock-b"), b"impersonating dock-b")
         dock_a.publish(wire.events_topic(SITE, "dock-a"), b"mine")
@@ -318,7 +254,7 @@ def test_central_refuses_an_untrusted_broker_and_logs_why(
     with Store(tmp_path / "c.db") as store:
         ingest = MqttIngest(store, settings).start()
         try:
-            wait_for(lambda: any("not trusted" in r.getMessage() for r in caplog.records), 15,
+            wait_until(lambda: any("not trusted" in r.getMessage() for r in caplog.records), 15,
                      "the ingest to log the untrusted broker")
             assert not ingest.connected
         finally:

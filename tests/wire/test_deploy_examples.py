@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import queue
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTProtocolVersion
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
 
 from floorsync import enroll
 from floorsync.cli import build_parser
@@ -25,6 +22,8 @@ from floorsync.edge import expected, wire
 from floorsync.edge.errors import ConfigError
 from floorsync.localbroker import Mosquitto
 from floorsync.server.settings import ENV_PREFIX, Settings
+from tests.brokerkit import Peer, ProductionBroker, conf_blocks
+from tests.deploy.conftest import unit
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = ("handheld.toml", "dock-door.toml")
@@ -73,17 +72,6 @@ def test_edge_example_with_a_typo_is_refused(name: str, tmp_path: Path) -> None:
 
 
 # --- systemd units and the server's environment -----------------------------------------
-
-
-def unit(name: str) -> dict[str, list[str]]:
-    """A unit file as key -> values (keys may repeat, as DeviceAllow= does)."""
-    out: dict[str, list[str]] = {}
-    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def test_edge_unit() -> None:
@@ -163,15 +151,6 @@ def acl_rules(path: Path = DEPLOY / "mosquitto" / "floorsync.acl",
     return rules
 
 
-def conf_lines() -> list[tuple[str, str]]:
-    out = []
-    for line in (DEPLOY / "mosquitto" / "floorsync.conf").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            out.append((key, value.strip()))
-    return out
-
-
 def test_acl_has_only_the_central_block_and_enroll_adds_each_device(tmp_path: Path) -> None:
     """No pattern rules: a device's rights are its own block, added by floorsync enroll, on its
     username and pinned to its site."""
@@ -187,7 +166,7 @@ def test_acl_has_only_the_central_block_and_enroll_adds_each_device(tmp_path: Pa
 
 
 def test_broker_config_settings() -> None:
-    conf = dict(conf_lines())
+    conf = dict(conf_blocks()[0])
     assert conf["allow_anonymous"] == "false"
     assert conf["persistence"] == "true" and conf["persistence_location"].endswith("/")
     assert conf["set_tcp_nodelay"] == "true"
@@ -197,74 +176,12 @@ def test_broker_config_settings() -> None:
     assert "persistent_client_expiration" in conf
 
 
-class Peer:
-    """A paho client with a name and password; collects what it receives."""
-
-    def __init__(self, port: int, username: str, password: str) -> None:
-        self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.granted: queue.Queue[list[int]] = queue.Queue()
-        self.connected: queue.Queue[int] = queue.Queue()
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-{username}",
-                             protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.put(rc.value)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.granted.put(
-            [rc.value for rc in rcs])
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
-        self.received.put((msg.topic, bytes(msg.payload)))
-
-    def subscribe(self, *filters: str) -> list[int]:
-        self.client.subscribe([(f, 1) for f in filters])
-        return self.granted.get(timeout=10)
-
-    def publish(self, topic: str, body: bytes) -> None:
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def drain(self, wait: float = 0.5) -> list[tuple[str, bytes]]:
-        out = []
-        try:
-            while True:
-                out.append(self.received.get(timeout=wait))
-        except queue.Empty:
-            return out
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def production_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """deploy/mosquitto/floorsync.conf on a real mosquitto, only its paths and port moved; the
     ACL a copy of deploy's with hh-07's and hh-08's blocks (wh1) added as enroll adds them."""
-    broker = Mosquitto(tmp_path / "broker")
-    acl = tmp_path / "floorsync.acl"
-    shutil.copyfile(DEPLOY / "mosquitto" / "floorsync.acl", acl)
-    for device in ("hh-07", "hh-08"):
-        enroll.acl_add(acl, device, "wh1")
-    passwd = tmp_path / "floorsync.passwd"
     users = {"hh-07": "pw-07", "hh-08": "pw-08", "floorsync-central": "pw-central"}
-    for i, (user, password) in enumerate(users.items()):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user,
-                        password], check=True, capture_output=True)
-    moved = {
-        "listener": f"{broker.port} 127.0.0.1",
-        "persistence_location": f"{broker.directory}/",
-        "password_file": str(passwd),
-        "acl_file": str(acl),
-        "log_dest": f"file {broker.directory}/mosquitto.log",
-    }
-    lines = conf_lines()
-    assert {k for k, _ in lines} >= set(moved)
-    text = "\n".join(f"{k} {moved.get(k, v)}" for k, v in lines)
-    if os.geteuid() == 0:  # mosquitto would drop to a "mosquitto" user
-        text += "\nuser root"
-    broker.config.write_text(text + "\n")
-    with broker:
+    with ProductionBroker.build(tmp_path, users, {"hh-07": "wh1", "hh-08": "wh1"}) as broker:
         yield broker
 
 
@@ -272,9 +189,9 @@ def test_production_config_runs_and_acl_keeps_devices_apart(
     production_broker: Mosquitto,
 ) -> None:
     port = production_broker.port
-    central = Peer(port, "floorsync-central", "pw-central")
-    hh07 = Peer(port, "hh-07", "pw-07")
-    stranger = Peer(port, "hh-07", "wrong")
+    central = Peer(port, ("floorsync-central", "pw-central"))
+    hh07 = Peer(port, ("hh-07", "pw-07"))
+    stranger = Peer(port, ("hh-07", "wrong"))
     try:
         assert central.connected.get(timeout=10) == 0
         assert hh07.connected.get(timeout=10) == 0
@@ -304,7 +221,7 @@ def test_production_config_runs_and_acl_keeps_devices_apart(
         # cannot publish one (its message never reaches a reader)
         docs = expected.docs_topic("wh1", "receipt", "ASN-1")
         assert central.subscribe(expected.docs_filter("wh1")) == [1]
-        central.client.publish(docs, b"the list", qos=1, retain=True).wait_for_publish(10)
+        central.publish(docs, b"the list", retain=True)
         hh07.publish(expected.docs_topic("wh1", "receipt", "FORGED"), b"forged list")
         assert central.drain() == [(docs, b"the list")]
         assert hh07.subscribe(expected.docs_filter("wh1")) == [1]
@@ -316,8 +233,8 @@ def test_production_config_runs_and_acl_keeps_devices_apart(
 
 def test_shared_subscription_is_allowed_for_central(production_broker: Mosquitto) -> None:
     """FLOORSYNC_SHARED_GROUP makes the ingest subscribe with $share/<group>/..."""
-    central = Peer(production_broker.port, "floorsync-central", "pw-central")
-    hh07 = Peer(production_broker.port, "hh-07", "pw-07")
+    central = Peer(production_broker.port, ("floorsync-central", "pw-central"))
+    hh07 = Peer(production_broker.port, ("hh-07", "pw-07"))
     try:
         assert central.connected.get(timeout=10) == 0 and hh07.connected.get(timeout=10) == 0
         assert central.subscribe("$share/central/floorsync/v1/+/+/events") == [1]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,31 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from floorsync.devices.base import TagRead
 from floorsync.devices.rfid.http_receiver import HttpTagReceiver
 from floorsync.devices.rfid.impinj import parse_impinj
 from floorsync.devices.rfid.zebra import parse_zebra
+from tests.devices.rfid import running
 
 DATA = Path(__file__).parent / "data"
 EPC = "3074257BF7194E4000001A85"
 
 
-class Running:
-    def __init__(self, receiver: HttpTagReceiver) -> None:
-        self.receiver = receiver
-        self.reads: queue.Queue[TagRead] = queue.Queue()
-        self.states: queue.Queue[bool] = queue.Queue()
-        self.errors: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        receiver.on_error = lambda reason, raw: self.errors.put((reason, raw))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=receiver.run, args=(self.reads.put, self.stop, self.states.put)
-        )
-        self.thread.start()
-
+class Running(running.Running[HttpTagReceiver]):
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.receiver.port}/rfid"
+        return f"http://127.0.0.1:{self.reader.port}/rfid"
 
     def post(self, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
         request = urllib.request.Request(
@@ -50,17 +36,12 @@ class Running:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-
 
 @pytest.fixture
 def impinj_receiver() -> Iterator[Running]:
     running = Running(HttpTagReceiver("127.0.0.1", 0, parse_impinj, name="webhook"))
     assert running.states.get(timeout=5) is True
-    assert running.receiver.listening.is_set()
+    assert running.reader.listening.is_set()
     yield running
     running.close()
 
@@ -115,7 +96,7 @@ def test_other_methods_and_missing_length(impinj_receiver: Running) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(impinj_receiver.url, timeout=5)
     assert info.value.code == 405
-    connection = http.client.HTTPConnection("127.0.0.1", impinj_receiver.receiver.port, timeout=5)
+    connection = http.client.HTTPConnection("127.0.0.1", impinj_receiver.reader.port, timeout=5)
     connection.putrequest("POST", "/rfid")
     connection.endheaders()
     assert connection.getresponse().status == 411

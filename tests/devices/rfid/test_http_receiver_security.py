@@ -14,15 +14,15 @@ import logging
 import queue
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from floorsync.devices.base import DeviceError, TagRead
+from floorsync.devices.base import DeviceError
 from floorsync.devices.rfid.http_receiver import HttpTagReceiver
 from floorsync.devices.rfid.impinj import parse_impinj
+from tests.devices.rfid import running
 from tests.security.pki import Issued, TestCA
 
 EPC = "3074257BF7194E4000001A85"
@@ -42,22 +42,14 @@ def basic(user: str = USER, password: str = PASSWORD) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-class Running:
+class Running(running.Running[HttpTagReceiver]):
     def __init__(self, receiver: HttpTagReceiver) -> None:
-        self.receiver = receiver
-        self.reads: queue.Queue[TagRead] = queue.Queue()
-        self.states: queue.Queue[bool] = queue.Queue()
-        self.errors: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        receiver.on_error = lambda reason, raw: self.errors.put((reason, raw))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=receiver.run, args=(self.reads.put, self.stop, self.states.put))
-        self.thread.start()
+        super().__init__(receiver)
         assert self.states.get(timeout=10) is True
 
     @property
     def port(self) -> int:
-        return self.receiver.port
+        return self.reader.port
 
     def post(self, payload: bytes, headers: dict[str, str] | None = None,
              context: ssl.SSLContext | None = None) -> tuple[int, str, http.client.HTTPMessage]:
@@ -90,11 +82,6 @@ class Running:
                 out.append(self.errors.get_nowait()[0])
             except queue.Empty:
                 return out
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -294,7 +281,7 @@ def test_https_with_a_verifying_client(pki: tuple[TestCA, Issued], tmp_path: Pat
                                       username=USER, password=PASSWORD, cert_file=str(cert.cert),
                                       key_file=str(cert.key), timeout_s=2.0))
     try:
-        assert running.receiver.scheme == "https"
+        assert running.reader.scheme == "https"
         trusting = ssl.create_default_context(cafile=str(ca.cert))
         status, _, _ = running.post(body(antenna=3), {"Authorization": basic()}, trusting)
         assert status == 204 and running.reads.get(timeout=5).antenna == 3

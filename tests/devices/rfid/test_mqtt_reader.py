@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from floorsync.devices.rfid.impinj import parse_impinj
 from floorsync.devices.rfid.mqtt_reader import MqttTagReader
 from floorsync.devices.rfid.zebra import parse_zebra
 from tests.brokers import Mosquitto
+from tests.devices.rfid.running import Running
 
 EPC = "3074257BF7194E4000001A85"
 
@@ -45,24 +45,6 @@ def publisher(broker: Mosquitto) -> Iterator[mqtt.Client]:
 
 def publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
     client.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
-
-
-class Running:
-    def __init__(self, reader: MqttTagReader) -> None:
-        self.reads: queue.Queue[TagRead] = queue.Queue()
-        self.states: queue.Queue[bool] = queue.Queue()
-        self.errors: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        reader.on_error = lambda reason, raw: self.errors.put((reason, raw))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=reader.run, args=(self.reads.put, self.stop, self.states.put)
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
 
 
 def test_reads_from_impinj_events_and_garbage_reported(mosquitto: Mosquitto, site: str) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from floorsync.devices.base import DeviceError, TagRead
+from floorsync.devices.base import DeviceError
 from floorsync.devices.rfid.impinj import parse_impinj
 from floorsync.devices.rfid.mqtt_reader import MqttTagReader, broker_address
 from floorsync.localbroker import Mosquitto
+from tests.devices.rfid import running
 from tests.devices.rfid.readerbroker import reader_broker
 from tests.security.pki import Issued, TestCA
 
@@ -41,21 +40,8 @@ def event(antenna: int) -> bytes:
     }).encode()
 
 
-class Running:
-    def __init__(self, reader: MqttTagReader) -> None:
-        self.reads: queue.Queue[TagRead] = queue.Queue()
-        self.states: queue.Queue[bool] = queue.Queue()
-        self.errors: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        reader.on_error = lambda reason, raw: self.errors.put((reason, raw))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=reader.run, args=(self.reads.put, self.stop, self.states.put))
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive()
+class Running(running.Running[MqttTagReader]):
+    join_s = 15.0
 
 
 @pytest.fixture

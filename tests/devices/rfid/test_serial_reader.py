@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from floorsync.devices.base import TagRead
 from floorsync.devices.rfid.base import TagReader
 from floorsync.devices.rfid.lineformat import LineFormat
 from floorsync.devices.rfid.serial_reader import SerialTagReader
 from floorsync.devices.sim import ScriptedScanner, open_pty, sgtin96_hex
+from tests.devices.rfid import running
 
 EPC = sgtin96_hex("0614141", "812345", 6789)
 FORMAT = LineFormat.template("{epc},{antenna},{rssi},{count}")
 
 
-class Running:
-    """A reader running in a thread, its reads, states and errors in queues."""
-
-    def __init__(self, reader: SerialTagReader) -> None:
-        self.reads: queue.Queue[TagRead] = queue.Queue()
-        self.states: queue.Queue[bool] = queue.Queue()
-        self.errors: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        reader.on_error = lambda reason, raw: self.errors.put((reason, raw))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=reader.run, args=(self.reads.put, self.stop, self.states.put)
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
+class Running(running.Running[SerialTagReader]):
+    join_s = 5.0
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.limits import BodyLimit, BodyTooLarge, RateLimiter
 from floorsync.server.receipts import book_of
-from floorsync.server.schemas import Problem, inline_schema
+from floorsync.server.schemas import amend_operations, problem_content
 from floorsync.server.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -68,24 +68,17 @@ def document_request_errors(app: FastAPI) -> None:
     with a body, which FastAPI answers when the body is no JSON at all ("There was an error
     parsing the body"). Both found by tests/fuzz/test_api_stateful.py: responses the document
     did not describe."""
-    generate = app.openapi
-    content = {PROBLEM_JSON: {"schema": inline_schema(Problem)}}
+    content = problem_content()
 
-    def openapi() -> dict[str, Any]:
-        document = generate()
-        for operations in document.get("paths", {}).values():
-            for operation in operations.values():
-                if not isinstance(operation, dict):
-                    continue
-                responses = operation.setdefault("responses", {})
-                if "422" in responses:
-                    responses["422"]["content"] = content
-                if "requestBody" in operation:
-                    responses.setdefault("400", {"description": "the body cannot be read",
-                                                 "content": content})
-        return document
+    def amend(operation: dict[str, Any]) -> None:
+        responses = operation.setdefault("responses", {})
+        if "422" in responses:
+            responses["422"]["content"] = content
+        if "requestBody" in operation:
+            responses.setdefault("400", {"description": "the body cannot be read",
+                                         "content": content})
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_operations(app, amend)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:

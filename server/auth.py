@@ -22,11 +22,9 @@ from starlette.exceptions import HTTPException
 
 from floorsync.server import tokens
 from floorsync.server.limits import RateLimited, RateLimiter
-from floorsync.server.schemas import Problem, inline_schema
+from floorsync.server.schemas import amend_operations, problem_content
 from floorsync.server.settings import Settings
 from floorsync.server.tokens import SCOPES, TokenEntry
-
-PROBLEM_JSON = "application/problem+json"
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -97,43 +95,35 @@ def document_denials(app: FastAPI) -> None:
 
     The scope itself is in the operation's security requirement (``{"bearer": ["write"]}``).
     """
-    generate = app.openapi
-    schema = {PROBLEM_JSON: {"schema": inline_schema(Problem)}}
+    schema = problem_content()
 
-    def openapi() -> dict[str, Any]:
-        document = generate()
-        for operations in document.get("paths", {}).values():
-            for operation in operations.values():
-                if not isinstance(operation, dict):
-                    continue
-                if "requestBody" in operation:
-                    operation.setdefault("responses", {}).setdefault("413", {
-                        "description": "the body is over this route's limit (problem+json"
-                        " with ``limit`` in bytes); nothing was done",
-                        "content": schema,
-                    })
-                if not operation.get("security"):
-                    continue
-                scopes = sorted({s for req in operation["security"] for v in req.values()
-                                 for s in v})
-                responses = operation.setdefault("responses", {})
-                responses.setdefault("401", {
-                    "description": "no bearer token, or one the server does not know",
-                    "content": schema,
-                })
-                responses.setdefault("403", {
-                    "description": f"the token lacks the {' or '.join(scopes)} scope",
-                    "content": schema,
-                })
-                responses.setdefault("429", {
-                    "description": "too many requests for this token (or device); nothing was"
-                    " done: retry after the Retry-After header's seconds",
-                    "content": schema,
-                })["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
-                                                 "description": "seconds to wait"}}
-        return document
+    def amend(operation: dict[str, Any]) -> None:
+        if "requestBody" in operation:
+            operation.setdefault("responses", {}).setdefault("413", {
+                "description": "the body is over this route's limit (problem+json"
+                " with ``limit`` in bytes); nothing was done",
+                "content": schema,
+            })
+        if not operation.get("security"):
+            return
+        scopes = sorted({s for req in operation["security"] for v in req.values() for s in v})
+        responses = operation.setdefault("responses", {})
+        responses.setdefault("401", {
+            "description": "no bearer token, or one the server does not know",
+            "content": schema,
+        })
+        responses.setdefault("403", {
+            "description": f"the token lacks the {' or '.join(scopes)} scope",
+            "content": schema,
+        })
+        responses.setdefault("429", {
+            "description": "too many requests for this token (or device); nothing was"
+            " done: retry after the Retry-After header's seconds",
+            "content": schema,
+        })["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                         "description": "seconds to wait"}}
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_operations(app, amend)
 
 
 # ``dependencies=`` of a route: the scope it needs.

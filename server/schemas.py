@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from floorsync.edge import wire  # limits shared with the decoder
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 MovementType = Literal[
     "receive", "putaway", "move", "pick", "pack", "ship", "return", "adjust", "count", "observe"
@@ -301,3 +305,25 @@ class ImportProblem(Problem):
     """A rejected import: nothing was written; every bad row is listed (up to 1000)."""
 
     errors: list[RowProblem]
+
+
+def problem_content() -> dict[str, Any]:
+    """The ``content`` of a problem+json response (``Problem``) in the OpenAPI document."""
+    return {"application/problem+json": {"schema": inline_schema(Problem)}}
+
+
+def amend_operations(app: FastAPI, amend: Callable[[dict[str, Any]], None]) -> None:
+    """Wrap ``app.openapi`` so that every operation of the document it generates passes through
+    ``amend``, which edits it in place: for the responses FastAPI does not know the app sends.
+    Wrappers stack, each amending what the one before returned."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    amend(operation)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

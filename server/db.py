@@ -50,6 +50,12 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
         "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    unknown = sorted(done - {name for name, _ in MIGRATIONS})
+    if unknown:  # a newer floorsync migrated this database: its schema is not ours to write
+        raise StoreError(
+            f"the database's schema is newer than this floorsync (migrations it does not know:"
+            f" {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}); run the floorsync"
+            " release that migrated it, or a later one")
     applied = []
     for name, sql in MIGRATIONS:
         if name in done:
@@ -111,6 +117,9 @@ class Database:
             except sqlite3.Error as exc:
                 conn.close()
                 raise StoreError(f"cannot migrate {self.path}: {exc}") from exc
+            except BaseException:  # a schema newer than ours, a broken migration
+                conn.close()
+                raise
             self._writer = conn
         return self
 

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from floorsync.server.app import create_app
+from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
 
 
@@ -35,5 +36,8 @@ def uvicorn_config(settings: Settings, **extra: Any) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
-    """Blocks until interrupted; the app's lifespan opens the store and starts ingest."""
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+    """Blocks until interrupted; the app's lifespan starts ingest. The store is opened first,
+    so a database that cannot serve (a newer schema, a broken file) is the command's one-line
+    error rather than a traceback from uvicorn's startup."""
+    with Store(settings.database) as store:
+        uvicorn.run(create_app(settings, store), **uvicorn_options(settings))

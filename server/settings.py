@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class Settings:
         if self.max_document_bytes > DOCUMENT_CAP:
             raise ConfigError(f"max_document_bytes is at most {DOCUMENT_CAP} (the routes' caps)")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        check_database(self.database)
         if self.mqtt_protocol not in PROTOCOLS:
             raise ConfigError(
                 f"mqtt_protocol must be one of {PROTOCOLS}, not {self.mqtt_protocol!r}"
@@ -122,6 +124,20 @@ class Settings:
     def token_entries(self) -> tuple[TokenEntry, ...]:
         """``tokens`` after ``__post_init__``: the hashed entries."""
         return cast(tuple[TokenEntry, ...], self.tokens)
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")  # a Path keeps one slash of "//"
+
+
+def check_database(database: Path) -> None:
+    """The store is a SQLite file. A URL is refused by its scheme alone, never echoed whole
+    (it may hold a password): taken as a file name, ``postgresql://…`` made a directory named
+    ``postgresql:`` and a server that answered as if all were well."""
+    found = _URL.match(str(database))
+    if found:
+        raise ConfigError(
+            f"database: {found.group(1)}:// is not a store this server serves; give the path"
+            " of a SQLite file (FLOORSYNC_DATABASE, --db)")
 
 
 def _convert(name: str, raw: str) -> Any:

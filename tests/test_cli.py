@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +76,25 @@ def test_config_errors_are_one_line_messages(tmp_path: object) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("floorsync edge: site must be")
     assert "Traceback" not in result.stderr
+
+
+def test_server_refuses_a_database_it_cannot_serve_in_one_line(tmp_path: Path) -> None:
+    """A database URL (taken as a file name it made a directory 'postgresql:'), and a database
+    a newer floorsync migrated: one line naming why, exit 2, no traceback, nothing created."""
+    from floorsync.server.ledger import Store
+
+    newer = tmp_path / "newer.db"
+    with Store(newer):
+        pass
+    with sqlite3.connect(newer) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES ('9999_from_the_future', '2027')")
+    for db, why in (("postgresql://floorsync:s3cret@db.example/floorsync", "postgresql://"),
+                    (str(newer), "newer than this floorsync")):
+        result = subprocess.run(
+            [sys.executable, "-m", "floorsync", "server", "--db", db, "--broker", "none",
+             "--port", "0"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "FLOORSYNC_AUTH": "off"})
+        assert result.returncode == 2, result.stderr
+        assert why in result.stderr and "Traceback" not in result.stderr
+        assert "s3cret" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("newer.db")) == []

@@ -52,3 +52,21 @@ def test_the_exceptions_rebuild_keeps_rows_ids_and_held_movements(
             cur.execute("INSERT INTO held_movements (exception_id, event_id, site, device, type,"
                         " item, location, qty, event_time, received_at) VALUES (999, 'e-1',"
                         " 'wh1', 'hh-1', 'receive', 'SKU-1', 'A', 1, 't', 't')")
+
+
+def test_a_database_of_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    """A replica of an older release must not write to a schema a newer one migrated."""
+    path = tmp_path / "newer.db"
+    with Store(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES"
+                     " ('9999_from_the_future', '2027-01-01T00:00:00+00:00')")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"newer than this floorsync.*9999_from_the_future"):
+        Store(path).open()
+    conn = sqlite3.connect(path)
+    names = [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    conn.close()
+    assert names[-1] == "9999_from_the_future" and len(names) == len(MIGRATIONS) + 1
+    assert path.read_bytes() == before

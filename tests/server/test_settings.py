@@ -28,3 +28,28 @@ def test_bad_values_raise_our_error() -> None:
         Settings(broker="http://x")
     assert broker_address("mqtt://broker.local") == ("broker.local", 1883)
     assert broker_address("mqtt://127.0.0.1:1999") == ("127.0.0.1", 1999)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://floorsync:s3cret@db.example:5432/floorsync",
+    "postgres://localhost/floorsync",
+    "sqlite:///var/lib/floorsync/floorsync.db",
+])
+def test_a_database_url_is_refused_by_its_scheme_without_the_password(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Taken as a file name, postgresql://… made a directory 'postgresql:' and a server that
+    answered as if all were well."""
+    monkeypatch.chdir(tmp_path)
+    for make in (lambda: Settings(database=Path(url), auth=False),
+                 lambda: Settings.from_env(database=url, auth=False)):
+        with pytest.raises(ConfigError) as caught:
+            make()
+        scheme = url.split(":", 1)[0]
+        assert f"{scheme}://" in str(caught.value) and "SQLite file" in str(caught.value)
+        assert "s3cret" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_name_with_a_colon_is_still_a_file(tmp_path: Path) -> None:
+    Settings(database=tmp_path / "site:wh1.db", auth=False)

@@ -188,6 +188,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "seconds": args.paced_seconds, "per_message": args.per_message}
     if args.suite == "reader":
         return readerbench.main(as_json=args.json, **reader)
+    if args.suite == "drain":
+        from floorsync.bench import drain
+
+        return drain.main(as_json=args.json, backlog=args.backlog, live_rate=args.live_rate)
     from floorsync.bench.e2e import run_bench
 
     status = run_bench(as_json=args.json, events=args.events, paced_rate=args.rate,
@@ -351,11 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help=COMMANDS["bench"])
     p.add_argument("suite", nargs="?",
-                   choices=("e2e", "reader", *IN_PROCESS_SUITES),
+                   choices=("e2e", "reader", "drain", *IN_PROCESS_SUITES),
                    default="e2e",
                    help="e2e (default): the durable path, then the reader path; reader: a "
                    "network reader's messages through journal, door and outbox beside raw "
-                   "paho; devices: framing, decoding; "
+                   "paho; drain: an edge back from a shift offline drains --backlog events "
+                   "to the central service with live scans on top, beside raw paho; "
+                   "devices: framing, decoding; "
                    "floor: door logic and handheld scan durability; ledger: apply rate and "
                    "stock lookups with many on-hand rows; direction: tag crossings a door "
                    "gets right on generated dock traffic, per scenario kind; receipts, "
@@ -370,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
     p.add_argument("--rate", type=float, default=2000.0, help="paced rate for latency (events/s)")
     p.add_argument("--paced-seconds", type=float, default=10.0)
+    p.add_argument("--backlog", type=int, default=1_000_000,
+                   help="drain: events in the edge's outbox when it comes back")
+    p.add_argument("--live-rate", type=float, default=20.0,
+                   help="drain: live scans a second captured during the drain")
     p.add_argument("--reads", type=int, default=100_000, help="reader: reads in the flood")
     p.add_argument("--per-tag", type=int, default=4, help="reader: reads of each tag")
     p.add_argument("--per-message", type=int, default=1,

@@ -21,6 +21,7 @@ server`` subprocess on SQLite, as in production. Printed:
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -50,6 +51,15 @@ def rss_kib(pid: int | str = "self") -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_s(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process has used, from /proc (Linux); 0 when it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Sampler:
@@ -195,11 +205,16 @@ def drain(directory: Path, broker: Mosquitto, central: _Central, backlog: int,
                     if time.monotonic() > deadline:
                         raise EdgeError("the syncer did not connect within 30 s")
                     time.sleep(0.001)
+                pids: dict[str, int | str] = {"edge": "self", "central": central.process.pid}
+                if broker.process is not None:
+                    pids["broker"] = broker.process.pid
+                cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
                 began = time.perf_counter()
                 live.start()
                 timeout = 120 + backlog / 1000  # 1,000 events/s would be a failure anyway
                 if not done.wait(timeout):
                     raise EdgeError(f"drain: {acked[0]} of {backlog} acked after {timeout:.0f} s")
+                cpu = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
                 live.stop()
                 if not syncer.wait_synced(60):
                     raise EdgeError(f"live scans: backlog {outbox.stats().backlog} after 60 s")
@@ -217,6 +232,8 @@ def drain(directory: Path, broker: Mosquitto, central: _Central, backlog: int,
         "drain_events_per_s": round(backlog / elapsed),
         "edge_rss": summarize_rss(sampler.edge),
         "central_rss": summarize_rss(sampler.central),
+        # CPU per backlog event during the drain (2 cores: the parts compete for them)
+        "cpu_us_per_event": {name: round(used / backlog * 1e6, 1) for name, used in cpu.items()},
         "live_rate_per_s": live_rate,
         "live_events": len(lat),
         "live_p50_ms": round(statistics.median(lat), 1) if lat else None,
@@ -271,6 +288,8 @@ def main(*, as_json: bool, backlog: int, live_rate: float) -> int:
             print(f"{name} RSS MiB: min {rss['min_mib']}, median {rss['median_mib']},"
                   f" max {rss['max_mib']}; first 10 % {rss['first_10pct_median_mib']},"
                   f" last 10 % {rss['last_10pct_median_mib']} ({rss['samples']} samples)")
+        cpu = ", ".join(f"{k} {v}" for k, v in result["cpu_us_per_event"].items())
+        print(f"CPU per drained event (us): {cpu}")
         print(f"live scans at {result['live_rate_per_s']:g}/s during the drain"
               f" ({result['live_events']}): p50 {result['live_p50_ms']} ms,"
               f" p99 {result['live_p99_ms']} ms, max {result['live_max_ms']} ms")

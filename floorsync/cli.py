@@ -96,6 +96,17 @@ def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) ->
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    if args.server_command == "backup":
+        from floorsync.server.backup import backup
+
+        print(backup(args.db, args.to, force=args.force).summary("backup: wrote"))
+        return 0
+    if args.server_command == "restore":
+        from floorsync.server.backup import restore
+
+        print(restore(args.source, args.db, keep=not args.discard_old, force=args.force)
+              .summary("restore: put"))
+        return 0
     from floorsync.server.run import serve
     from floorsync.server.settings import Settings
 
@@ -339,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("5", "3.1.1"))
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.set_defaults(func=cmd_server)
+    p.set_defaults(func=cmd_server, server_command=None)
+    _add_backup_parsers(p)
 
     p = sub.add_parser("broker", help=COMMANDS["broker"])
     p.add_argument("--host", default="127.0.0.1")
@@ -414,6 +426,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enroll_parsers(sub)
     _add_token_parser(sub)
     return parser
+
+
+def _add_backup_parsers(server: argparse.ArgumentParser) -> None:
+    sub = server.add_subparsers(dest="server_command", metavar="[backup | restore]")
+    b = sub.add_parser("backup", help="a consistent copy of the database while the service "
+                       "runs (SQLite's online backup), checked, written atomically")
+    b.add_argument("--db", type=Path, required=True, metavar="PATH",
+                   help="the service's SQLite database")
+    b.add_argument("--to", type=Path, required=True, metavar="FILE",
+                   help="the backup file to write")
+    b.add_argument("--force", action="store_true", help="overwrite an existing backup file")
+    r = sub.add_parser("restore", help="put a checked backup in place of the database (the "
+                       "service stopped); the old one is kept as DB.before-restore")
+    r.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
+                   help="the backup file")
+    r.add_argument("--db", type=Path, required=True, metavar="PATH",
+                   help="the service's SQLite database")
+    r.add_argument("--discard-old", action="store_true",
+                   help="do not keep the replaced database as DB.before-restore")
+    r.add_argument("--force", action="store_true",
+                   help="overwrite an earlier restore's DB.before-restore")
 
 
 def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,6 +15,11 @@ class StoreError(ServerError):
     """The database failed (disk, lock, corruption): nothing was committed, so nothing is acked."""
 
 
+class BackupError(ServerError):
+    """A backup or restore refused or failed (file in use, damaged, newer schema): the database
+    and any earlier backup are as they were."""
+
+
 class BadRequest(ServerError):
     """A client sent something we cannot use; the HTTP layer turns it into problem+json 400."""
 

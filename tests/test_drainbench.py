@@ -22,6 +22,7 @@ def test_drain_bench_applies_every_event_once_and_prints_its_figures() -> None:
     assert result["fill_s"] > 0 and result["drain_events_per_s"] > 0
     assert result["raw_mqtt_events_per_s"] > 0
     assert 0 < result["live_p50_ms"] <= result["live_p99_ms"] <= result["live_max_ms"]
+    assert 0 < result["live_capture_p50_ms"] <= result["live_capture_p99_ms"]
     for side in ("edge_rss", "central_rss"):
         rss = result[side]
         assert rss["samples"] >= 1

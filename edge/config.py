@@ -28,7 +28,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from floorsync.edge import wire
 from floorsync.edge.epcmatch import parse_patterns
@@ -336,11 +337,53 @@ class EdgeConfig:
         return self
 
 
+_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+_SECRETS = frozenset({"password", "token"})
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...] | None:
+    """The TOML value types a field annotated ``hint`` takes, where it takes only scalars (and
+    None); None for a field of lists or tables, which its own checks read."""
+    args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    allowed: list[type] = []
+    for arg in args:
+        if arg in (NoneType, int, str, bool):
+            allowed.append(arg)
+        elif arg is float:
+            allowed += [int, float]
+        elif arg is Path:
+            allowed += [str, Path]
+        else:
+            return None
+    return tuple(allowed)
+
+
+def _check_types(cls: Any, values: dict[str, Any], where: str,
+                 names: dict[str, str] | None = None) -> None:
+    """A scalar setting of the wrong type is named with what it must be (a comparison deep in
+    a check would otherwise say "'>' not supported between 'list' and 'int'")."""
+    hints = get_type_hints(cls)
+    for key, value in values.items():
+        allowed = _scalar_types(hints.get(key))
+        if allowed is None or (value is None and NoneType in allowed):
+            continue
+        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+            continue
+        words = [_WORDS[t] for t in allowed if t in _WORDS and not (t is int and float in allowed)]
+        wanted = " or ".join(dict.fromkeys(words))
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        if key in _SECRETS:  # a secret is never echoed, even one of the wrong type
+            shown = f"a value of type {type(value).__name__}"
+        raise ConfigError(f"{where}{(names or {}).get(key, key)} must be {wanted},"
+                          f" not {shown}")
+
+
 def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    _check_types(cls, data, f"{where}: ")
     try:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
@@ -394,6 +437,15 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
          "order_label_prefix"},
     )
     config = _build(EdgeConfig, data, "top level")
+    sections = {"outbox_path": ("[outbox] path", outbox.get("path")),
+                "outbox_cap_mb": ("[outbox] cap_mb", outbox.get("cap_mb")),
+                "outbox_retention_h": ("[outbox] retention_h", outbox.get("retention_h")),
+                "journal_dir": ("[journal] dir", journal.get("dir")),
+                "journal_cap_mb": ("[journal] cap_mb", journal.get("cap_mb"))}
+    sections |= {key: (f"[workflow] {key}", workflow.get(key)) for key in
+                 ("command_prefix", "receipt_label_prefix", "order_label_prefix")}
+    _check_types(EdgeConfig, {k: v for k, (_, v) in sections.items() if v is not None}, "",
+                 {k: name for k, (name, _) in sections.items()})
     config = replace(
         config,
         sync=sync,

@@ -77,7 +77,8 @@ max_body_mb = 2''')
     ('reader = "zebra-http"\ncert_file = "/nonexistent/edge.crt"', "no such file"),
     ('reader = "zebra-http"\nmax_body_mb = 0', "max_body_mb must be a number of MiB"),
     ('reader = "zebra-http"\ntoken = ""', "token must be non-empty text"),
-    ('reader = "zebra-http"\npassword = 5\nusername = "u"', "password must be non-empty text"),
+    ('reader = "zebra-http"\npassword = 5\nusername = "u"',
+     "password must be text, not a value of type int"),
 ])
 def test_settings_that_cannot_work_are_refused(tmp_path: Path, ca: TestCA, portal: str,
                                                message: str) -> None:
@@ -93,3 +94,14 @@ def test_a_certificate_that_does_not_match_its_key_is_a_config_error(
                             f'key_file = "{other.key}"')
     with pytest.raises(ConfigError, match=r"portal door-01: .*cannot use certificate"):
         make_tag_reader(config.portals[0], lambda reason, raw: None)
+
+
+def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text('[[portals]]\nname = "d1"\nlocation = "DOOR-1"\nreader = "zebra-mqtt"\n'
+                    'broker = "mqtt://127.0.0.1:1883"\ntopic = "t"\nusername = "u"\n'
+                    'password = 918273645\n')
+    with pytest.raises(ConfigError) as caught:
+        edge_config.load(path)
+    assert "password must be text" in str(caught.value)
+    assert "918273645" not in str(caught.value)

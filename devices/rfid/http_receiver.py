@@ -178,6 +178,18 @@ class HttpTagReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the access log would be one line per reader push
 
+            def handle_one_request(self) -> None:
+                # A client that resets its connection before sending a new request (a reader
+                # closing a kept-alive connection with our last answer still unread) has sent
+                # nothing to lose or refuse: that is a close, not an error to report.
+                self.raw_requestline = b""
+                try:
+                    super().handle_one_request()
+                except ConnectionResetError:
+                    if self.raw_requestline:
+                        raise
+                    self.close_connection = True
+
             def send_error(self, code: int, message: str | None = None,
                            explain: str | None = None) -> None:
                 # http.server's own refusals (a garbage request line, bad headers): reported

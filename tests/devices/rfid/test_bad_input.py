@@ -76,13 +76,16 @@ class Consumer:
         reasons = [self.errors.get(timeout=timeout)[0] for _ in range(errors)]
         return got, reasons
 
-    def quiet(self, wait: float = 0.3) -> bool:
+    def quiet(self, wait: float = 0.3, seen: list[str] | None = None) -> bool:
         """Nothing more arrives: every bad input was reported once, not again."""
         try:
             extra = self.errors.get(timeout=wait)
         except queue.Empty:
             return self.reads.empty()
-        raise AssertionError(f"reported again: {extra}")
+        more = [extra]
+        while not self.errors.empty():
+            more.append(self.errors.get())
+        raise AssertionError(f"reported again: {more} after {seen}")
 
     def close(self) -> None:
         self.stop.set()
@@ -270,7 +273,7 @@ def test_http_bad_bodies_between_good_ones() -> None:
         assert post(port, batch) == 204  # partly bad: the good reads are kept, no retry
         assert post(port, impinj(EPCS[7]), {"Content-Length": "lots"}) in (400, None)
         reads, reasons = consumer.take(good + 2, len(bad) + 2)
-        assert consumer.quiet()
+        assert consumer.quiet(seen=reasons)
     finally:
         consumer.close()
     assert reads == [EPCS[1 + n % 3] for n in range(len(bad))] + [EPCS[6]] * 2

@@ -14,6 +14,8 @@ import logging
 import queue
 import socket
 import ssl
+import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,6 +256,34 @@ def test_garbage_instead_of_http_keeps_the_receiver(guarded: Running) -> None:
         assert b"400" in read_response(sock)  # no HTTP version understood: no status line
     reason, raw = guarded.errors.get(timeout=5)
     assert reason.startswith("bad request: 400 Bad request") and raw.startswith(b"\x16\x03")
+    assert_still_serving(guarded)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), as a reader does that drops a connection abruptly."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_reset_between_requests_is_a_close_and_one_mid_request_is_reported(
+        guarded: Running) -> None:
+    head = b"POST /rfid HTTP/1.1\r\nHost: x\r\n" + f"Authorization: {basic()}\r\n".encode()
+    # the answer (with its text) is left unread and the connection reset: nothing was lost
+    sock = socket.create_connection(("127.0.0.1", guarded.port), timeout=10)
+    sock.sendall(head + b"Content-Length: 6\r\n\r\n<xml/>")
+    assert sock.recv(12).startswith(b"HTTP/1.1 400")
+    time.sleep(0.1)  # the rest of the answer is in our buffer: closing now sends RST
+    reset(sock)
+    assert guarded.errors.get(timeout=5)[0].startswith("invalid JSON")  # the 400's reason
+    with pytest.raises(queue.Empty):
+        guarded.errors.get(timeout=1)  # and nothing about the reset
+    # a reset halfway through a request's headers is reported
+    sock = socket.create_connection(("127.0.0.1", guarded.port), timeout=10)
+    sock.sendall(head[:40])
+    time.sleep(0.1)
+    reset(sock)
+    reason, _ = guarded.errors.get(timeout=5)
+    assert "Connection reset by peer" in reason
     assert_still_serving(guarded)
 
 

@@ -126,7 +126,7 @@ r AS MATERIALIZED (
             SUM(avail) OVER w - avail AS s0, SUM(avail) OVER w AS s1
         FROM p
         WINDOW w AS (PARTITION BY gid ORDER BY avail DESC, location, lot, item
-                     ROWS UNBOUNDED PRECEDING))
+                     ROWS UNBOUNDED PRECEDING)) AS running
     WHERE s0 < total)
 SELECT d.k, r.item, r.location, r.lot,
     CASE WHEN d.d1 < r.s1 THEN d.d1 ELSE r.s1 END

@@ -16,11 +16,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from floorsync.server import checks
+from floorsync.server import checks, pg
 from floorsync.server.errors import StoreError
 from floorsync.server.migrations import FOREIGN_KEYS_OFF, MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
+PG_READERS = 8  # connections in a postgresql:// store's reader pool
 WAL_CHECKPOINT_PAGES = 10_000
 
 
@@ -92,24 +93,47 @@ def _statements(sql: str) -> list[str]:
 
 
 class Database:
-    """One database file: one writer connection, guarded by a lock (a second writer starves), and
+    """One database: one writer connection, guarded by a lock (a second writer starves), and
     the checks' caches it keeps; readers get a connection per thread (WAL lets them read beside
-    the writer). Every write is one explicit transaction."""
+    the writer). Every write is one explicit transaction.
+
+    ``path`` is a SQLite file, or a ``postgresql://`` URL (``server.pg``): the same SQL and the
+    same transactions there, with a pool for the readers and a lock shared by the replicas."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        self.url = str(path) if pg.is_url(path) else None
+        self.path = Path(path) if self.url is None else Path()
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Any] = []
         self._readers_lock = threading.Lock()
-        self._writer: sqlite3.Connection | None = None
+        self._writer: Any = None  # sqlite3.Connection, or pg.Connection
+        self._pool: Any = None  # psycopg_pool.ConnectionPool of a postgresql:// store
+        self._epoch = -1  # store_epoch as of our caches (PostgreSQL: other replicas write)
         self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
         self._caches_touched = False
+
+    @property
+    def engine(self) -> str:
+        return "postgresql" if self.url is not None else "sqlite"
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What the engine raises, for a reader's ``except`` (a write's become StoreError)."""
+        return _errors(self.engine)
+
+    @property
+    def name(self) -> str:
+        """The database, for messages: a file, or the URL without its password."""
+        return str(self.path) if self.url is None else pg.redact(self.url)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> Self:
         if self._writer is None:
+            if self.url is not None:
+                self._open_pg(self.url)
+                return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path)
             try:
@@ -123,12 +147,38 @@ class Database:
             self._writer = conn
         return self
 
+    def _open_pg(self, url: str) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
+        conn = pg.connect(url)
+        try:
+            pg.migrate(conn, MIGRATIONS)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot migrate {self.name}: {pg.first_line(exc)}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = pg.Connection(conn)
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=PG_READERS, open=False, name="floorsync-readers",
+            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"})
+        try:
+            self._pool.open(wait=True, timeout=10)
+        except PoolTimeout as exc:
+            self.close()
+            raise StoreError(f"cannot open readers on {self.name}: {exc}") from exc
+
     def close(self) -> None:
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
         self._local = threading.local()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         with self._lock:
             if self._writer is not None:
                 self._writer.close()
@@ -150,33 +200,55 @@ class Database:
                 raise StoreError("store is not open")
             cur = self._writer.cursor()
             self._caches_touched = False
+            errors = _errors(self.engine)
             try:
                 cur.execute("BEGIN IMMEDIATE")
+                if self.url is not None:
+                    self._pg_writer_turn(cur)
                 yield cur
+                if self.url is not None:
+                    (self._epoch,) = cur.execute(
+                        "UPDATE store_epoch SET n = n + 1 RETURNING n").fetchone()
                 cur.execute("COMMIT")
             except BaseException as exc:
-                if self._caches_touched or isinstance(exc, sqlite3.Error):
+                if self._caches_touched or isinstance(exc, errors):
                     self._caches = None  # may hold what was rolled back
                 if self._writer.in_transaction:
                     self._writer.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database write failed: {exc}") from exc
+                if isinstance(exc, errors):
+                    raise StoreError(f"database write failed: {_message(exc)}") from exc
                 raise
             finally:
                 cur.close()
 
+    def _pg_writer_turn(self, cur: Any) -> None:
+        """Wait for the other replicas' write to commit; forget our checks if one did."""
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (pg.WRITER_LOCK,))
+        (epoch,) = cur.execute("SELECT n FROM store_epoch").fetchone()
+        if epoch != self._epoch:
+            self._caches = None
+
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             if self._writer is None:
                 raise StoreError("store is not open")
-            conn = connect(self.path)
+            if self.url is not None:
+                conn = pg.Connection(pg.connect(self.url))
+            else:
+                conn = connect(self.path)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._pool is not None:
+            try:
+                with self._pool.connection() as raw:
+                    return pg.Connection(raw).execute(sql, params).fetchall()
+            except _errors("postgresql") as exc:
+                raise StoreError(f"database read failed: {_message(exc)}") from exc
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -199,3 +271,17 @@ class Database:
         """Master data or an open exception changed: the next transaction reloads what the
         checks know. Call it inside the writer's transaction (it is dropped again on rollback)."""
         self._caches = None
+
+
+def _errors(engine: str) -> tuple[type[BaseException], ...]:
+    """The database errors of ``engine``, which become StoreError at the store's boundary."""
+    if engine == "sqlite":
+        return (sqlite3.Error,)
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    return (psycopg.Error, PoolTimeout)
+
+
+def _message(exc: BaseException) -> str:
+    return pg.first_line(exc) if not isinstance(exc, sqlite3.Error) else str(exc)

@@ -24,7 +24,6 @@ names the unit as the receive did (same item key and lot; the same serial or EPC
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -85,13 +84,15 @@ moves (line, unit, t, id, type, qty) AS MATERIALIZED (
     SELECT line, unit, t, id, type, qty FROM flows WHERE t >= :t0 AND t < :end
 ),
 ins AS (
-    SELECT line, unit, t, type = 'receive' AS timed, SUM(qty) OVER w AS upto,
+    SELECT line, unit, t, CASE WHEN type = 'receive' THEN 1 ELSE 0 END AS timed,
+        SUM(qty) OVER w AS upto,
         SUM(qty) OVER w - qty AS pos, ROW_NUMBER() OVER w AS n
     FROM moves WHERE qty > 0
     WINDOW w AS (PARTITION BY line, unit ORDER BY t, id ROWS UNBOUNDED PRECEDING)
 ),
 outs AS (
-    SELECT line, unit, t, type = 'putaway' AS timed, SUM(-qty) OVER w AS upto,
+    SELECT line, unit, t, CASE WHEN type = 'putaway' THEN 1 ELSE 0 END AS timed,
+        SUM(-qty) OVER w AS upto,
         SUM(-qty) OVER w + qty AS pos, ROW_NUMBER() OVER w AS n
     FROM moves WHERE qty < 0
     WINDOW w AS (PARTITION BY line, unit ORDER BY t, id ROWS UNBOUNDED PRECEDING)
@@ -165,7 +166,7 @@ def _first_received_since(store: Store, since: str) -> int:
             else:
                 low = found + 1
         return int(low)
-    except sqlite3.Error as exc:
+    except store.errors as exc:
         raise StoreError(f"database read failed: {exc}") from exc
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -182,7 +181,7 @@ INSTANT_FUNCTION = "floorsync_ms"
 
 def instant_sql(column: str) -> str:
     """SQL for the instant of a stored event time, in ms since 1970 (UTC)."""
-    return (f"COALESCE(CAST(ROUND((julianday({column}) - 2440587.5) * 86400000.0) AS INTEGER),"
+    return (f"COALESCE(CAST(ROUND((julianday({column}) - 2440587.5) * 86400000.0) AS BIGINT),"
             f" {INSTANT_FUNCTION}({column}))")
 
 
@@ -201,9 +200,10 @@ def read(store: Store, sql: str, params: Mapping[str, Any]) -> list[Any]:
     function."""
     try:
         conn = store._reader()
-        conn.create_function(INSTANT_FUNCTION, 1, _instant_ms, deterministic=True)
+        if store.engine == "sqlite":  # PostgreSQL has it as a SQL function (server/pg.py)
+            conn.create_function(INSTANT_FUNCTION, 1, _instant_ms, deterministic=True)
         return conn.execute(sql, params).fetchall()
-    except sqlite3.Error as exc:
+    except store.errors as exc:
         raise StoreError(f"database read failed: {exc}") from exc
 
 

@@ -22,3 +22,21 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def site() -> str:
     """A unique site name, so each test's topics are its own."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The name of a migrated PostgreSQL database that tests clone (tests/pgkit.py)."""
+    from tests import pgkit
+
+    with pgkit.migrated() as url:
+        yield pgkit.name_of(url)
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, migrated, dropped after."""
+    from tests import pgkit
+
+    with pgkit.database(template=pg_template) as url:
+        yield url

@@ -12,10 +12,26 @@ from floorsync.server.app import create_app
 from floorsync.server.ledger import Store
 from tests.server.helpers import WRITE_TOKEN, api_settings, bearer
 
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The store's engine: every test taking ``store`` runs on both (the contract suite)."""
+    return str(request.param)
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as s:
+def database(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str | Path:
+    """Where the store lives: a SQLite file, or a PostgreSQL database of this test's own."""
+    if engine == "sqlite":
+        return tmp_path / "ledger.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(database: str | Path) -> Iterator[Store]:
+    with Store(database) as s:
         yield s
 
 

@@ -66,7 +66,7 @@ class _Received:
 
 
 @dataclass(frozen=True, slots=True)
-class _Work:
+class Work:
     """One received message, decoded, waiting to be written and acknowledged."""
 
     connection: int
@@ -271,51 +271,14 @@ class MqttIngest:
             _Received(self._connection, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         )
 
-    def _prepare(self, msg: _Received) -> _Work:
+    def _prepare(self, msg: _Received) -> Work:
         """Writer thread: topic and payload checked, the batch decoded."""
-        try:
-            return self._decode(msg)
-        except Exception:
-            # A bug must not kill the consumer. No application ack goes out, so the edge
-            # re-sends later; the PUBACK keeps one poison message from blocking the rest.
-            log.exception("unexpected error reading a message on %s", msg.topic)
-            return _Work(msg.connection, msg.mid, msg.qos)
-
-    def _decode(self, msg: _Received) -> _Work:
-        payload = msg.payload
-        work = _Work(msg.connection, msg.mid, msg.qos)
-        try:
-            site, device, kind = wire.parse_topic(msg.topic)
-        except wire.WireError as exc:
-            return replace(work, reject=(str(exc), payload, msg.topic, ()))
-        work = replace(work, site=site, device=device)
-        if kind == "status":
-            if not payload:
-                return work  # a cleared retained status
-            try:
-                return replace(work, status=wire.decode_status(payload))
-            except wire.WireError as exc:
-                return replace(work, reject=(str(exc), payload, msg.topic, ()))
-        if kind != "events":
-            return work
-        try:
-            batch = wire.decode_batch(payload)
-        except wire.WireError as exc:
-            ids = tuple(wire.salvage_ids(payload))
-            return replace(work, reject=(str(exc), payload, msg.topic, ids))
-        if (batch.site, batch.device) != (site, device):
-            reason = (
-                f"spoofed: payload device {batch.site}/{batch.device}"
-                f" on topic of device {site}/{device}"
-            )
-            ids = tuple([e.id for e in batch.events] + [b.id for b in batch.invalid if b.id])
-            return replace(work, reject=(reason, payload, msg.topic, ids),
-                           claimed=(batch.site, batch.device))
-        return replace(work, incoming=Incoming(batch, "mqtt", msg.topic, payload))
+        return prepare(Work(msg.connection, msg.mid, msg.qos), msg.topic, msg.payload)
 
     # --- the writer -----------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        applier = Applier(self._store)
         while True:
             received = self._queue.get()
             if received is None:
@@ -336,7 +299,7 @@ class MqttIngest:
             if self._halted:
                 continue  # dropped unacknowledged: redelivered after the reconnect
             try:
-                results = self._write(group)
+                results = applier.write(group)
             except StoreError:
                 log.exception("store failed; not acknowledging, reconnecting")
                 self._halted = True
@@ -350,7 +313,73 @@ class MqttIngest:
                 results = [None] * len(group)
             self._acknowledge(group, results)
 
-    def _write(self, group: list[_Work]) -> list[tuple[wire.Result, ...] | None]:
+    def _acknowledge(self, group: list[Work], results: list[tuple[wire.Result, ...] | None]
+                     ) -> None:
+        """After the commit: application acks to the edges, then PUBACKs in receive order."""
+        for work, result in zip(group, results, strict=True):
+            if work.connection != self._connection:
+                continue  # read on a connection that is gone: the broker sends it again
+            if result and work.site and work.device:
+                ack = wire.encode_ack(wire.Ack(work.device, result))
+                self._client.publish(wire.acks_topic(work.site, work.device), ack, qos=1)
+            self._client.ack(work.mid, work.qos)
+
+
+def prepare(work: Work, topic: str, payload: bytes) -> Work:
+    """``work`` with what ``topic`` and ``payload`` say: topic and payload checked, the batch
+    decoded, or the reason to reject it. Never raises: a bug is logged and gives ``work`` as it
+    was (no application ack goes out, the edge re-sends later; the message itself is
+    acknowledged, so one poison message cannot block the rest)."""
+    try:
+        return decode(work, topic, payload)
+    except Exception:
+        # A bug must not kill the consumer. No application ack goes out, so the edge
+        # re-sends later; the PUBACK keeps one poison message from blocking the rest.
+        log.exception("unexpected error reading a message on %s", topic)
+        return work
+
+
+def decode(work: Work, topic: str, payload: bytes) -> Work:
+    """``prepare`` without its guard against bugs."""
+    try:
+        site, device, kind = wire.parse_topic(topic)
+    except wire.WireError as exc:
+        return replace(work, reject=(str(exc), payload, topic, ()))
+    work = replace(work, site=site, device=device)
+    if kind == "status":
+        if not payload:
+            return work  # a cleared retained status
+        try:
+            return replace(work, status=wire.decode_status(payload))
+        except wire.WireError as exc:
+            return replace(work, reject=(str(exc), payload, topic, ()))
+    if kind != "events":
+        return work
+    try:
+        batch = wire.decode_batch(payload)
+    except wire.WireError as exc:
+        ids = tuple(wire.salvage_ids(payload))
+        return replace(work, reject=(str(exc), payload, topic, ids))
+    if (batch.site, batch.device) != (site, device):
+        reason = (
+            f"spoofed: payload device {batch.site}/{batch.device}"
+            f" on topic of device {site}/{device}"
+        )
+        ids = tuple([e.id for e in batch.events] + [b.id for b in batch.invalid if b.id])
+        return replace(work, reject=(reason, payload, topic, ids),
+                       claimed=(batch.site, batch.device))
+    return replace(work, incoming=Incoming(batch, "mqtt", topic, payload))
+
+
+class Applier:
+    """Writes a group of decoded messages to the store: every batch in one transaction,
+    rejections and presence beside it. Shared by MqttIngest and the replicas (server.replica).
+    A failing database raises StoreError: nothing of the group may be acknowledged."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def write(self, group: list[Work]) -> list[tuple[wire.Result, ...] | None]:
         """All batches of the group in one transaction; rejections and presence beside it."""
         batches = [w.incoming for w in group if w.incoming is not None]
         applied = iter(self._apply(batches) if batches else [])
@@ -386,18 +415,7 @@ class MqttIngest:
             )
             return [wire.results_for(ids, "rejected", reason)]
 
-    def _acknowledge(self, group: list[_Work], results: list[tuple[wire.Result, ...] | None]
-                     ) -> None:
-        """After the commit: application acks to the edges, then PUBACKs in receive order."""
-        for work, result in zip(group, results, strict=True):
-            if work.connection != self._connection:
-                continue  # read on a connection that is gone: the broker sends it again
-            if result and work.site and work.device:
-                ack = wire.encode_ack(wire.Ack(work.device, result))
-                self._client.publish(wire.acks_topic(work.site, work.device), ack, qos=1)
-            self._client.ack(work.mid, work.qos)
-
-    def _reject(self, work: _Work) -> tuple[wire.Result, ...]:
+    def _reject(self, work: Work) -> tuple[wire.Result, ...]:
         assert work.reject is not None
         reason, payload, topic, ids = work.reject
         if work.claimed is not None and work.site and work.device:

@@ -183,7 +183,7 @@ def _run_in_process_suite(args: argparse.Namespace) -> Mapping[str, object]:
         return run_kpi()
     from floorsync.server.bench import run as run_ledger
 
-    return run_ledger(on_hand=args.on_hand)
+    return run_ledger(on_hand=args.on_hand, db=args.db)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=int, default=450, help="direction: scenarios")
     p.add_argument("--seed", type=int, default=1, help="direction: traffic seed")
     p.add_argument("--on-hand", type=int, default=1_000_000, help="ledger, orders: stock lines")
+    p.add_argument("--db", metavar="URL", help="ledger: run on this postgresql:// server (the "
+                   "bench creates and drops its own database there); default: SQLite")
     p.add_argument("--seconds", type=float, default=1.0, help="devices: time per measure")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
@@ -443,8 +445,8 @@ def _add_backup_parsers(server: argparse.ArgumentParser) -> None:
     sub = server.add_subparsers(dest="server_command", metavar="[backup | restore]")
     b = sub.add_parser("backup", help="a consistent copy of the database while the service "
                        "runs (SQLite's online backup), checked, written atomically")
-    b.add_argument("--db", type=Path, required=True, metavar="PATH",
-                   help="the service's SQLite database")
+    b.add_argument("--db", required=True, metavar="PATH|URL",
+                   help="the service's SQLite database, or its postgresql:// URL (pg_dump)")
     b.add_argument("--to", type=Path, required=True, metavar="FILE",
                    help="the backup file to write")
     b.add_argument("--force", action="store_true", help="overwrite an existing backup file")
@@ -452,8 +454,9 @@ def _add_backup_parsers(server: argparse.ArgumentParser) -> None:
                        "service stopped); the old one is kept as DB.before-restore")
     r.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
                    help="the backup file")
-    r.add_argument("--db", type=Path, required=True, metavar="PATH",
-                   help="the service's SQLite database")
+    r.add_argument("--db", required=True, metavar="PATH|URL",
+                   help="the service's SQLite database, or a postgresql:// URL (pg_restore; "
+                   "an empty database, or --force)")
     r.add_argument("--discard-old", action="store_true",
                    help="do not keep the replaced database as DB.before-restore")
     r.add_argument("--force", action="store_true",

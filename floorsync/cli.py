@@ -445,8 +445,8 @@ def _add_backup_parsers(server: argparse.ArgumentParser) -> None:
     sub = server.add_subparsers(dest="server_command", metavar="[backup | restore]")
     b = sub.add_parser("backup", help="a consistent copy of the database while the service "
                        "runs (SQLite's online backup), checked, written atomically")
-    b.add_argument("--db", type=Path, required=True, metavar="PATH",
-                   help="the service's SQLite database")
+    b.add_argument("--db", required=True, metavar="PATH|URL",
+                   help="the service's SQLite database, or its postgresql:// URL (pg_dump)")
     b.add_argument("--to", type=Path, required=True, metavar="FILE",
                    help="the backup file to write")
     b.add_argument("--force", action="store_true", help="overwrite an existing backup file")
@@ -454,8 +454,9 @@ def _add_backup_parsers(server: argparse.ArgumentParser) -> None:
                        "service stopped); the old one is kept as DB.before-restore")
     r.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
                    help="the backup file")
-    r.add_argument("--db", type=Path, required=True, metavar="PATH",
-                   help="the service's SQLite database")
+    r.add_argument("--db", required=True, metavar="PATH|URL",
+                   help="the service's SQLite database, or a postgresql:// URL (pg_restore; "
+                   "an empty database, or --force)")
     r.add_argument("--discard-old", action="store_true",
                    help="do not keep the replaced database as DB.before-restore")
     r.add_argument("--force", action="store_true",

@@ -1,8 +1,8 @@
 """Backup and restore of the central store (``floorsync server backup`` / ``restore``).
 
-SQLite here; PostgreSQL slots in beside it: ``backup`` and ``restore`` pick the engine from the
-database's form (a path today, a ``postgresql://`` URL later, which would call pg_dump and
-pg_restore) and return the same ``Copied`` report, so the CLI does not change.
+``backup`` and ``restore`` pick the engine from the database's form: a SQLite file here, a
+``postgresql://`` URL in ``server/pgbackup.py`` (pg_dump and pg_restore); both return the same
+``Copied`` report, so the CLI does not change. The rest of this docstring is SQLite's.
 
 Backup takes SQLite's online backup API in one step from a read connection: one read snapshot
 of a WAL database, so the service keeps writing and the copy holds each batch whole or not at all.
@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from floorsync.server import pg
 from floorsync.server.errors import BackupError
 from floorsync.server.migrations import MIGRATIONS
 from floorsync.server.settings import check_database
@@ -38,7 +39,7 @@ BEFORE_RESTORE = ".before-restore"
 class Copied:
     """What a backup wrote or a restore put in place."""
 
-    path: Path
+    path: Path | str  # a file, or a PostgreSQL database's URL without its password
     bytes: int
     migrations: tuple[str, ...]
     events: int
@@ -54,9 +55,14 @@ class Copied:
         return text
 
 
-def backup(database: Path, target: Path, *, force: bool = False) -> Copied:
+def backup(database: Path | str, target: Path, *, force: bool = False) -> Copied:
     """A consistent copy of ``database`` at ``target``, while the service runs and writes."""
-    check_database(database)  # a postgresql:// URL: pg_dump's place, once that engine is served
+    if pg.is_url(database):
+        from floorsync.server import pgbackup
+
+        return Copied(*pgbackup.backup(str(database), Path(target), force=force))
+    database = Path(database)
+    check_database(database)
     started = time.monotonic()
     if not database.is_file():
         raise BackupError(f"no database at {database}")
@@ -79,11 +85,18 @@ def backup(database: Path, target: Path, *, force: bool = False) -> Copied:
                   time.monotonic() - started)
 
 
-def restore(source: Path, database: Path, *, keep: bool = True, force: bool = False) -> Copied:
+def restore(source: Path, database: Path | str, *, keep: bool = True, force: bool = False
+            ) -> Copied:
     """Put the backup ``source`` in place of ``database``, which no process may hold open.
 
     ``keep``: the replaced database stays as ``DATABASE.before-restore`` (``force`` overwrites
-    an earlier one). Nothing changes when anything is refused."""
+    an earlier one). Nothing changes when anything is refused. A ``postgresql://`` URL:
+    ``server/pgbackup.py`` (an empty database, or ``force``)."""
+    if pg.is_url(database):
+        from floorsync.server import pgbackup
+
+        return Copied(*pgbackup.restore(Path(source), str(database), keep=keep, force=force))
+    database = Path(database)
     check_database(database)
     started = time.monotonic()
     kept = database.with_name(database.name + BEFORE_RESTORE)

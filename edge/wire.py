@@ -317,11 +317,15 @@ def _opt_str(data: dict[str, Any], key: str, what: str, limit: int = 256) -> str
         raise WireError(f"{what}.{key} must be a non-empty string of at most {limit} characters")
     if not value.isascii():
         _check_unicode(value, f"{what}.{key}")
+    if "\x00" in value:
+        raise WireError(f"{what}.{key} contains a NUL character")
     return value
 
 
 def _check_unicode(value: str, what: str) -> None:
-    """JSON can carry lone surrogates (\\ud800) that no database can store as text."""
+    """JSON can carry lone surrogates (\\ud800) that no database can store as text (nor NUL,
+    \\u0000, which PostgreSQL's text cannot hold: refused beside it, as a stored event that one
+    engine keeps and the other cannot write would stop the edge's outbox at that event)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -355,6 +359,8 @@ def _strings(data: dict[str, Any], keys: Sequence[str], what: str, limit: int = 
             )
         if value is not None and not value.isascii():
             _check_unicode(value, f"{what}.{key}")
+        if value is not None and "\x00" in value:
+            raise WireError(f"{what}.{key} contains a NUL character")
         out.append(value)
     return out
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from floorsync.edge import wire
 from floorsync.server import checks
-from floorsync.server.posting import API_DEVICE, Line, Pass, Posting
+from floorsync.server.posting import API_DEVICE, Line, Pass, Posting, insert_rows
 from floorsync.server.queries import LedgerQueries
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ _INSERT_EVENT = (
     f" VALUES ({', '.join('?' * 32)})"
     " ON CONFLICT (id) DO NOTHING"
 )
+_EVENT_COLUMNS = tuple(_INSERT_EVENT[_INSERT_EVENT.index("(") + 1:_INSERT_EVENT.index(")")]
+                       .split(", "))
 _NO_ITEM = wire.Item()
 _NO_READ = wire.SourceRead(kind="")
 _NO_DOC = wire.DocRef(kind="", id="")
@@ -98,8 +100,10 @@ class _Arrivals:
 
 
 def _truncate(payload: bytes | str) -> str:
+    """A rejected payload as text both engines store: undecodable bytes and NUL (which
+    PostgreSQL's text cannot hold) as U+FFFD."""
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-    return text[:MAX_PAYLOAD_CHARS]
+    return text[:MAX_PAYLOAD_CHARS].replace("\x00", "\ufffd")
 
 
 def _count_detail(event: wire.Event) -> str | None:
@@ -215,7 +219,7 @@ class Store(Posting, LedgerQueries):
             run.stage(event, lines)
             results.append(_result(batch, event.id, run.holds.get(event.id), bool(lines)))
         applied = len(new_events)
-        cur.executemany(_INSERT_EVENT, new_events)
+        insert_rows(cur, _INSERT_EVENT, "events", _EVENT_COLUMNS, new_events)
         self._finish(cur, run)
         if self._batch_hooks and fresh:
             self._run_batch_hooks(cur, AppliedBatch(batch.site, batch.device, now, tuple(fresh)))

@@ -65,7 +65,7 @@ shipped AS (
         MAX({instant_sql("e.event_time")}) AS last
     FROM closed c JOIN events e ON e.doc_kind = 'order' AND e.doc_id = c.id
     WHERE e.type = 'ship' AND e.site = :site AND e.received_at <= c.closed_at
-    GROUP BY c.id
+    GROUP BY c.id, c.received_at
 )
 SELECT last, MAX(last - accepted, 0) FROM shipped WHERE last >= :start AND last < :end
 """
@@ -82,7 +82,7 @@ SELECT p.t, p.doc_check, COUNT(x.id) FROM picks p
 LEFT JOIN exceptions x ON x.event_id = p.id
     AND x.kind IN ({", ".join(f"'{k}'" for k in _PICK_EXCEPTIONS)})
 WHERE p.t >= :start AND p.t < :end
-GROUP BY p.id
+GROUP BY p.id, p.t, p.doc_check
 """
 
 # orders_received (site, received_at) (0011); lines: order_lines' primary key; backorders:
@@ -100,7 +100,7 @@ lines AS (
     FROM accepted a JOIN order_lines l ON l.order_id = a.id
 )
 SELECT received_at, COUNT(*), SUM(short <= :eps), SUM(qty), SUM(qty - MIN(short, qty))
-FROM lines GROUP BY id
+FROM lines GROUP BY id, received_at
 """
 
 

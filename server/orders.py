@@ -525,8 +525,8 @@ def pick_list(store: Store, order_id: str) -> PickList:
             "SELECT a.line, l.sku, a.item, a.lot, a.location, SUM(a.qty) FROM order_allocations a"
             " JOIN order_lines l ON l.order_id = a.order_id AND l.line = a.line"
             " WHERE a.order_id = ? AND a.qty > 0 AND NOT a.staged AND l.status = 'open'"
-            " GROUP BY a.location, a.line, a.item, a.lot ORDER BY a.location, a.line, a.item,"
-            " a.lot", (order_id,))))
+            " GROUP BY a.location, a.line, a.item, a.lot, l.sku"
+            " ORDER BY a.location, a.line, a.item, a.lot", (order_id,))))
 
 
 def expected_of(store: Store, order_id: str) -> Expected | None:

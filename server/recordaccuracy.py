@@ -59,7 +59,7 @@ judged AS (
 per_count AS (
     SELECT id, location, counted_at, COALESCE(SUM(counted_line), 0) AS lines,
         COALESCE(SUM(counted_line AND matched), 0) AS matched
-    FROM judged GROUP BY id
+    FROM judged GROUP BY id, location, counted_at
 ),
 up (location, code, kind, parent, depth) AS (
     SELECT code, code, kind, parent, 0 FROM locations

@@ -34,6 +34,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _database(text: str) -> Path | str:
+    """``--db``: a SQLite file, or a URL kept as text (a Path would fold its ``//``)."""
+    return text if "://" in text else Path(text)
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -351,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("server", help=COMMANDS["server"])
-    p.add_argument("--db", type=Path, help="SQLite database file")
+    p.add_argument("--db", type=_database,
+                   help="SQLite database file, or a postgresql:// URL (replicas share one)")
     p.add_argument("--broker", help="mqtt://host:port, or 'none' for HTTP only")
     p.add_argument("--protocol", choices=("5", "3.1.1"))
     p.add_argument("--host")

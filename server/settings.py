@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from floorsync.server import pg
 from floorsync.server import tokens as t
 from floorsync.server.errors import ConfigError
 from floorsync.server.tokens import TokenEntry
@@ -47,7 +48,7 @@ class Settings:
     (``rate_*_per_s=0``: no limit). ``cors_origins``: none by default, so no CORS headers.
     """
 
-    database: Path = Path("floorsync.db")
+    database: Path | str = Path("floorsync.db")  # a SQLite file, or a postgresql:// URL
     broker: str | None = "mqtt://127.0.0.1:1883"
     mqtt_protocol: str = "5"
     client_id: str = "floorsync-central"
@@ -115,9 +116,10 @@ class Settings:
             if raw is not None:
                 values[f.name] = _convert(f.name, raw)
         values.update(overrides)
-        for name in ("database", "tokens_file"):
-            if values.get(name) is not None:
-                values[name] = Path(values[name])
+        if values.get("database") is not None:
+            values["database"] = database_of(str(values["database"]))
+        if values.get("tokens_file") is not None:
+            values["tokens_file"] = Path(values["tokens_file"])
         return cls(**values)
 
     @property
@@ -129,15 +131,21 @@ class Settings:
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")  # a Path keeps one slash of "//"
 
 
-def check_database(database: Path) -> None:
-    """The store is a SQLite file. A URL is refused by its scheme alone, never echoed whole
-    (it may hold a password): taken as a file name, ``postgresql://…`` made a directory named
-    ``postgresql:`` and a server that answered as if all were well."""
+def database_of(text: str) -> Path | str:
+    """``--db`` or FLOORSYNC_DATABASE: a URL stays text (a Path would fold its ``//``)."""
+    return text if _URL.match(text) else Path(text)
+
+
+def check_database(database: Path | str) -> None:
+    """The store is a SQLite file or a PostgreSQL URL (``postgresql://``). Another URL is
+    refused by its scheme alone, never echoed whole (it may hold a password): taken as a file
+    name, ``mysql://…`` would make a directory named ``mysql:`` and a server that answered as if
+    all were well."""
     found = _URL.match(str(database))
-    if found:
+    if found and not (isinstance(database, str) and pg.is_url(database)):
         raise ConfigError(
             f"database: {found.group(1)}:// is not a store this server serves; give the path"
-            " of a SQLite file (FLOORSYNC_DATABASE, --db)")
+            " of a SQLite file or a postgresql:// URL (FLOORSYNC_DATABASE, --db)")
 
 
 def _convert(name: str, raw: str) -> Any:

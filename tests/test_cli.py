@@ -79,8 +79,9 @@ def test_config_errors_are_one_line_messages(tmp_path: object) -> None:
 
 
 def test_server_refuses_a_database_it_cannot_serve_in_one_line(tmp_path: Path) -> None:
-    """A database URL (taken as a file name it made a directory 'postgresql:'), and a database
-    a newer floorsync migrated: one line naming why, exit 2, no traceback, nothing created."""
+    """A database URL of a scheme we do not serve (taken as a file name it made a directory),
+    a PostgreSQL server that is not there, and a database a newer floorsync migrated: one line
+    naming why, exit 2, no traceback, no password, nothing created."""
     from floorsync.server.ledger import Store
 
     newer = tmp_path / "newer.db"
@@ -88,7 +89,9 @@ def test_server_refuses_a_database_it_cannot_serve_in_one_line(tmp_path: Path) -
         pass
     with sqlite3.connect(newer) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES ('9999_from_the_future', '2027')")
-    for db, why in (("postgresql://floorsync:s3cret@db.example/floorsync", "postgresql://"),
+    for db, why in (("mysql://floorsync:s3cret@db.example/floorsync", "mysql://"),
+                    ("postgresql://floorsync:s3cret@127.0.0.1:1/floorsync",
+                     "cannot open database postgresql://floorsync:***@127.0.0.1:1/floorsync"),
                     (str(newer), "newer than this floorsync")):
         result = subprocess.run(
             [sys.executable, "-m", "floorsync", "server", "--db", db, "--broker", "none",

@@ -31,24 +31,33 @@ def test_bad_values_raise_our_error() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "postgresql://floorsync:s3cret@db.example:5432/floorsync",
-    "postgres://localhost/floorsync",
+    "mysql://floorsync:s3cret@db.example:3306/floorsync",
     "sqlite:///var/lib/floorsync/floorsync.db",
 ])
 def test_a_database_url_is_refused_by_its_scheme_without_the_password(
     url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Taken as a file name, postgresql://… made a directory 'postgresql:' and a server that
-    answered as if all were well."""
+    answered as if all were well; a scheme we do not serve is refused, and a PostgreSQL URL
+    folded into a path ('postgresql:/db', its '//' lost) is not taken for a file either."""
     monkeypatch.chdir(tmp_path)
+    folded = "postgresql://floorsync:s3cret@db.example/floorsync"
     for make in (lambda: Settings(database=Path(url), auth=False),
-                 lambda: Settings.from_env(database=url, auth=False)):
+                 lambda: Settings.from_env(database=url, auth=False),
+                 lambda: Settings(database=Path(folded), auth=False)):
         with pytest.raises(ConfigError) as caught:
             make()
-        scheme = url.split(":", 1)[0]
-        assert f"{scheme}://" in str(caught.value) and "SQLite file" in str(caught.value)
+        assert "://" in str(caught.value) and "SQLite file" in str(caught.value)
         assert "s3cret" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["postgresql://floorsync:s3cret@db.example:5432/floorsync",
+                                 "postgres://localhost/floorsync"])
+def test_a_postgresql_url_is_a_store(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOORSYNC_DATABASE", url)
+    assert Settings.from_env(auth=False).database == url
+    assert Settings(database=url, auth=False).database == url
 
 
 def test_a_file_name_with_a_colon_is_still_a_file(tmp_path: Path) -> None:

@@ -112,14 +112,14 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(restore(args.source, args.db, keep=not args.discard_old, force=args.force)
               .summary("restore: put"))
         return 0
-    if args.replica is not None:
-        from floorsync.server.replica import main as replica_main
-
-        if args.store_url is None:
-            raise SystemExit("floorsync server --replica needs --store-url postgresql://...")
-        return replica_main(args.replica, args.store_url)
     from floorsync.server.run import serve
     from floorsync.server.settings import Settings
+
+    if args.replica is not None:  # the store only, shared with the other replicas; no HTTP
+        from floorsync.server.replica import main as replica_main
+
+        database = Settings.from_env(**({"database": args.db} if args.db else {})).database
+        return replica_main(args.replica, str(database))
 
     overrides = {
         "database": args.db,
@@ -364,9 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--replica", metavar="NATS_URLS",
                    help="run as a replica instead: consume the edges' batches from NATS "
-                   "JetStream (nats://host:4222, comma-separated for a cluster); no HTTP")
-    p.add_argument("--store-url", metavar="URL",
-                   help="the replicas' shared store, postgresql://... (with --replica)")
+                   "JetStream (nats://host:4222, comma-separated for a cluster) into --db "
+                   "(postgresql://..., shared by the replicas); no HTTP")
     p.set_defaults(func=cmd_server, server_command=None)
     _add_backup_parsers(p)
 

@@ -19,8 +19,9 @@ store reopened, and the broker redelivers. Applying is idempotent by event id, s
 Blocking work (decoding and the database) runs on one worker thread; the asyncio loop keeps the
 NATS connection (pings, reconnects to another cluster node) alive meanwhile.
 
-Run with ``floorsync server --replica nats://host:4222[,nats://host2:4222] --store-url
-postgresql://…``. Needs nats-py: ``pip install 'floorsync[cluster]'``.
+Run with ``floorsync server --replica nats://host:4222[,nats://host2:4222] --db
+postgresql://…`` (or FLOORSYNC_DATABASE); it serves no HTTP. Needs nats-py: ``pip install
+'floorsync[cluster]'``.
 """
 
 from __future__ import annotations
@@ -62,14 +63,16 @@ def _nats() -> Any:
 
 
 def topic_of(subject: str) -> str:
-    """The MQTT topic of a ``$MQTT.msgs.`` subject (NATS writes a topic's ``.`` as ``//``)."""
-    return (subject.removeprefix(SUBJECT_PREFIX)
-            .replace("//", "\0").replace(".", "/").replace("\0", "."))
+    """The MQTT topic of a ``$MQTT.msgs.`` subject. NATS 2.9 refuses MQTT topics holding a
+    ``.`` (measured: "characters ' ' and '.' not supported for MQTT topics", and the edge's
+    CONNECT is refused for its will topic), so sites and devices behind NATS are named
+    without one; the wire allows it."""
+    return subject.removeprefix(SUBJECT_PREFIX).replace(".", "/")
 
 
 def subject_of(topic: str) -> str:
     """The core NATS subject that reaches MQTT subscribers of ``topic``."""
-    return topic.replace(".", "//").replace("/", ".")
+    return topic.replace("/", ".")
 
 
 @dataclass

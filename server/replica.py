@@ -203,8 +203,10 @@ class Replica:
                     continue
                 await self._handle(loop, nc, messages)
         finally:
+            with contextlib.suppress(Exception):  # the acks written out, then goodbye
+                await asyncio.wait_for(nc.flush(), 5)
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await asyncio.wait_for(nc.close(), 5)
             await loop.run_in_executor(self._worker, self._close_store)
             self._worker.shutdown()
         return self.stats

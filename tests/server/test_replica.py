@@ -34,6 +34,7 @@ from floorsync.localbroker import free_port
 from floorsync.server.replica import subject_of, topic_of
 from tests.factories import events
 
+
 @pytest.fixture(autouse=True)
 def _nats_installed() -> None:
     try:

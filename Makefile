@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
+	@sh deploy/bootstrap.sh nats
 	@sh deploy/bootstrap.sh systemd
 	-@sh deploy/bootstrap.sh faketime
 	$(PY) -m pytest $(ARGS)

@@ -4,6 +4,8 @@
 # Installs system packages only when missing, and only as root or with password-less sudo.
 #   deploy/bootstrap.sh python      -> prints the Python interpreter to use
 #   deploy/bootstrap.sh mosquitto   -> makes sure mosquitto is installed
+#   deploy/bootstrap.sh nats        -> makes sure nats-server is installed (the replica tests start
+#                                      their own nodes and clusters on free ports)
 #   deploy/bootstrap.sh faketime    -> makes sure libfaketime is installed (the fault campaign
 #                                      steps an edge's clock back; without it that fault is skipped)
 #   deploy/bootstrap.sh systemd     -> makes sure systemd-analyze is installed (tests/deploy check the
@@ -50,6 +52,12 @@ mosquitto)
         apt_install mosquitto
     fi
     ;;
+nats)
+    if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+        echo "bootstrap: installing nats-server (the replica tests start their own on free ports)" >&2
+        apt_install nats-server
+    fi
+    ;;
 faketime)
     found=
     for lib in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 \
@@ -68,5 +76,5 @@ systemd)
     fi
     ;;
 *)
-    echo "usage: $0 python|mosquitto|faketime|systemd" >&2; exit 2 ;;
+    echo "usage: $0 python|mosquitto|nats|faketime|systemd" >&2; exit 2 ;;
 esac

@@ -118,6 +118,11 @@ class Database:
         return "postgresql" if self.url is not None else "sqlite"
 
     @property
+    def database(self) -> Path | str:
+        """What the store was opened on: its file, or its URL (to open it again)."""
+        return self.path if self.url is None else self.url
+
+    @property
     def errors(self) -> tuple[type[BaseException], ...]:
         """What the engine raises, for a reader's ``except`` (a write's become StoreError)."""
         return _errors(self.engine)

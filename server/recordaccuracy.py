@@ -41,7 +41,7 @@ DEFINITION = (
 # Counts: the partial index counts_posted (site, counted_at) WHERE status = 'posted' (0011);
 # lines: count_lines' primary key (count_id, ...); zones: locations' primary key, walking up.
 _PER_COUNT = f"""
-WITH picked AS (
+WITH RECURSIVE picked AS (
     SELECT id, location, counted_at, origin, decision FROM counts
     WHERE site = :site AND status = 'posted' AND counted_at >= :start AND counted_at < :end
 ),

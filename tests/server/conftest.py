@@ -36,6 +36,13 @@ def store(database: str | Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """For what only SQLite has (its pragmas, its query plans' text)."""
+    with Store(tmp_path / "ledger.db") as s:
+        yield s
+
+
+@pytest.fixture
 def client(store: Store, tmp_path: Path) -> Iterator[TestClient]:
     """The app on ``store`` (no MQTT), every request with the write token."""
     app = create_app(api_settings(tmp_path / "ledger.db"), store=store)

@@ -120,3 +120,45 @@ class Edge:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# --- what differs between the engines, for tests that break the database on purpose ----------
+
+
+def integrity_error(store: Any) -> type[Exception]:
+    """The engine's constraint-violation error (a raw write on ``store._writer``)."""
+    if store.engine == "sqlite":
+        import sqlite3
+
+        return sqlite3.IntegrityError
+    import psycopg
+
+    return psycopg.IntegrityError
+
+
+def refuse_writes(store: Any, refuse: bool) -> None:
+    """Make the writer's transactions fail (a real database refusal), or write again."""
+    if store.engine == "sqlite":
+        store._writer.execute(f"PRAGMA query_only = {int(refuse)}")
+    else:
+        store._writer.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
+
+
+def fail_insert(store: Any, table: str, when: str, message: str) -> None:
+    """A trigger that aborts an insert into ``table`` where ``when`` (over NEW) holds."""
+    if store.engine == "sqlite":
+        store._writer.execute(f"CREATE TRIGGER fail AFTER INSERT ON {table} WHEN {when}"
+                              f" BEGIN SELECT RAISE(ABORT, '{message}'); END")
+        return
+    store._writer.execute(f"CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$"
+                          f" BEGIN RAISE EXCEPTION '{message}'; END $$")
+    store._writer.execute(f"CREATE TRIGGER fail AFTER INSERT ON {table} FOR EACH ROW"
+                          f" WHEN ({when}) EXECUTE FUNCTION fail()")
+
+
+def mend_insert(store: Any, table: str) -> None:
+    if store.engine == "sqlite":
+        store._writer.execute("DROP TRIGGER fail")
+    else:
+        store._writer.execute(f"DROP TRIGGER fail ON {table}")
+        store._writer.execute("DROP FUNCTION fail()")

@@ -15,7 +15,7 @@ from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
 from tests.brokers import Mosquitto
-from tests.server.helpers import Edge, event, payload
+from tests.server.helpers import Edge, event, payload, refuse_writes
 
 DEV = "hh-01"
 G = "09501101530003"
@@ -223,11 +223,11 @@ def test_store_failure_is_not_acked_and_is_redelivered(
     ingest: MqttIngest, edge: Edge, store: Store
 ) -> None:
     assert store._writer is not None
-    store._writer.execute("PRAGMA query_only = 1")  # a real SQLite write failure
+    refuse_writes(store, True)  # a real database write failure
     ids = edge.send(event("receive", qty=4))
     assert edge.no_ack(1.5)
     assert store.summary()["events"] == 0
-    store._writer.execute("PRAGMA query_only = 0")
+    refuse_writes(store, False)
     # Not PUBACKed, so the broker redelivers it once ingest has reconnected.
     ack = edge.next_ack(timeout=15)
     assert [(r.id, r.status) for r in ack.results] == [(ids[0], "applied")]

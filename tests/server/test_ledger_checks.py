@@ -864,8 +864,9 @@ def test_a_resolution_posts_at_the_exceptions_own_site(store: Store) -> None:
     assert {(r.site, r.location): r.quantity for r in store.stock()} == {}
 
 
-def test_stock_of_one_location_is_read_through_an_index(store: Store) -> None:
-    plan = store._query("EXPLAIN QUERY PLAN SELECT item FROM stock WHERE location = ?", ("A",))
+def test_stock_of_one_location_is_read_through_an_index(sqlite_store: Store) -> None:
+    plan = sqlite_store._query("EXPLAIN QUERY PLAN SELECT item FROM stock WHERE location = ?",
+                               ("A",))
     assert any("stock_location" in row[3] for row in plan), plan
 
 

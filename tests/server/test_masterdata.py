@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from floorsync.server.ledger import Store
 from floorsync.server.locations import VIRTUAL, LocationSpec
 from floorsync.server.masterdata import MasterData
 from floorsync.server.migrations import MIGRATIONS
-from tests.server.helpers import batch, event
+from tests.server.helpers import batch, event, integrity_error
 
 DATA = Path(__file__).parent / "data"
 GLN = "0614141123452"
@@ -109,7 +108,7 @@ def test_item_create_read_and_gtin_lookup(md: MasterData, store: Store) -> None:
     with pytest.raises(NotFound):
         md.item("nope")
     store.close()
-    with Store(store.path) as again:  # it is on disk
+    with Store(store.database) as again:  # it is on disk
         assert MasterData(again).item("TSHIRT-M").gtins == created.gtins
 
 
@@ -492,12 +491,12 @@ def test_stock_is_rebuilt_per_site_from_the_ledger_by_the_upgrade(
 
 def test_database_refuses_what_the_code_refuses(store: Store) -> None:
     """The schema's own checks, for writers other than this module."""
-    with pytest.raises(sqlite3.IntegrityError):
-        store._writer.execute(  # type: ignore[union-attr]
+    with pytest.raises(integrity_error(store)):
+        store._writer.execute(
             "INSERT INTO locations (site, code, kind, parent, created_at, updated_at)"
             " VALUES ('wh1', 'Z', 'zone', NULL, '', '')"
         )
-    with pytest.raises(sqlite3.IntegrityError):
-        store._writer.execute(  # type: ignore[union-attr]
+    with pytest.raises(integrity_error(store)):
+        store._writer.execute(
             "INSERT INTO items (sku, tracking, created_at, updated_at) VALUES ('A', 'x', '', '')"
         )

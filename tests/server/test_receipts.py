@@ -4,7 +4,6 @@ events applied through ``Store.apply_batch``, closed with their discrepancies.""
 from __future__ import annotations
 
 import gc
-import sqlite3
 import weakref
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +20,7 @@ from floorsync.server.locations import LocationSpec
 from floorsync.server.masterdata import MasterData
 from floorsync.server.receiptdocs import ReceiptRejected
 from floorsync.server.receipts import ReceiptBook, book_of
-from tests.server.helpers import batch
+from tests.server.helpers import batch, fail_insert, mend_insert
 from tests.server.receiptfixtures import (
     GTIN_A,
     GTIN_B,
@@ -166,16 +165,13 @@ def test_garbage_and_truncated_documents_are_refused_whole(
 
 
 def test_a_document_is_one_transaction(book: ReceiptBook, store: Store) -> None:
-    """A failure while its lines are written (a real SQLite abort at the 2nd EPC) leaves
+    """A failure while its lines are written (a real database abort at the 2nd EPC) leaves
     nothing of it; the same document goes in whole afterwards."""
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("CREATE TRIGGER fail AFTER INSERT ON receipt_epcs WHEN NEW.ordinal = 1"
-                     " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    fail_insert(store, "receipt_epcs", "NEW.ordinal = 1", "disk on fire")
     with pytest.raises(Exception, match="disk on fire"):
         book.accept(document())
     assert [rows(store, t) for t in TABLES] == [0, 0, 0, 0]
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("DROP TRIGGER fail")
+    mend_insert(store, "receipt_epcs")
     assert book.accept(document())[1]
     assert [rows(store, t) for t in TABLES] == [1, 3, 2, 3]
 

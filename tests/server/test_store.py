@@ -202,7 +202,7 @@ def test_reopened_database_keeps_everything(tmp_path: Path) -> None:
         }
 
 
-def test_wal_and_full_sync(store: Store) -> None:
-    conn = store._reader()
+def test_wal_and_full_sync(sqlite_store: Store) -> None:
+    conn = sqlite_store._reader()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

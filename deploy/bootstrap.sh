@@ -10,6 +10,9 @@
 #                                      steps an edge's clock back; without it that fault is skipped)
 #   deploy/bootstrap.sh systemd     -> makes sure systemd-analyze is installed (tests/deploy check the
 #                                      units with it; installing the package starts nothing)
+#   deploy/bootstrap.sh postgresql  -> makes sure a PostgreSQL server answers at FLOORSYNC_TEST_PG
+#                                      (default postgres@127.0.0.1:5432): installs and starts it if
+#                                      missing or stopped (the tests create and drop their databases)
 set -eu
 
 as_root() {
@@ -75,6 +78,32 @@ systemd)
         apt_install systemd
     fi
     ;;
+postgresql)
+    url=${FLOORSYNC_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres}
+    if ! command -v pg_isready >/dev/null 2>&1; then
+        echo "bootstrap: installing PostgreSQL (the store's contract tests run on it)" >&2
+        apt_install postgresql
+    fi
+    if ! pg_isready -q -d "$url"; then
+        echo "bootstrap: starting PostgreSQL" >&2
+        as_root service postgresql start >&2 || true
+        tries=0
+        until pg_isready -q -d "$url"; do
+            tries=$((tries + 1))
+            if [ "$tries" -ge 30 ]; then
+                echo "bootstrap: PostgreSQL does not answer (FLOORSYNC_TEST_PG, or 127.0.0.1:5432);" >&2
+                echo "bootstrap: start it, or point FLOORSYNC_TEST_PG at one where tests may create databases" >&2
+                exit 1
+            fi
+            sleep 1
+        done
+    fi
+    if ! psql "$url" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+        echo "bootstrap: PostgreSQL answers but refuses the tests' connection (postgres@127.0.0.1 with" >&2
+        echo "bootstrap: trust auth, or FLOORSYNC_TEST_PG: a role that may create databases)" >&2
+        exit 1
+    fi
+    ;;
 *)
-    echo "usage: $0 python|mosquitto|nats|faketime|systemd" >&2; exit 2 ;;
+    echo "usage: $0 python|mosquitto|nats|faketime|systemd|postgresql" >&2; exit 2 ;;
 esac

@@ -195,6 +195,14 @@ class Cursor:
         self._cur.executemany(translate(sql), rows)
         return self
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+                  ) -> None:
+        """``rows`` into ``table`` by COPY (``write_row`` formats them in C): no ON CONFLICT,
+        so only for rows that cannot conflict. See ``server.posting.insert_rows``."""
+        with self._cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def fetchone(self) -> Any:
         return self._cur.fetchone()
 

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -479,6 +480,112 @@ def event_from_dict(data: object) -> Event:
     )
 
 
+# --- the fast path: the central service reads a well-formed event at about a third of the cost
+
+def _builder(cls: type) -> Any:
+    """A function making a ``cls`` from its fields in order, as its ``__init__`` would, without
+    a frozen dataclass's ``object.__setattr__`` a field (each slot's own setter instead)."""
+    names = [f.name for f in dataclass_fields(cls)]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set_{n}": getattr(cls, n).__set__ for n in names})
+    code = (f"def build({', '.join(names)}):\n    o = new(cls)\n"
+            + "".join(f"    set_{n}(o, {n})\n" for n in names) + "    return o\n")
+    exec(code, scope)  # our own field names, nothing from outside
+    return scope["build"]
+
+
+_new_event, _new_item, _new_read, _new_doc = (
+    _builder(Event), _builder(Item), _builder(SourceRead), _builder(DocRef))
+_ITEM_INDEX = {name: i for i, name in enumerate(ITEM_FIELDS)}
+_READ_LIMITS = {"raw": 4096, "tag": 4096, "symbology": 40, "first": 40, "last": 40}
+
+
+def _plain(value: object, limit: int) -> bool:
+    """An optional wire string the reference accepts without looking closer: absent, or ASCII
+    of 1 to ``limit`` characters without NUL (anything else goes to the reference)."""
+    return value is None or (type(value) is str and 0 < len(value) <= limit
+                             and value.isascii() and "\x00" not in value)
+
+
+def _fast_event(data: object, times: set[str]) -> Event | None:
+    """``event_from_dict(data)`` for a well-formed event other than a count or an adjust, with
+    ASCII strings; None for anything else, which the reference then reads (and rejects with its
+    reason, or accepts). Never accepts what the reference rejects; builds an equal Event."""
+    if type(data) is not dict:
+        return None
+    get = data.get
+    event_id, seq, kind, when, qty = get("id"), get("seq"), get("type"), get("time"), get("qty")
+    if (type(event_id) is not str or not _CANONICAL_UUID.match(event_id)
+            or type(seq) is not int or not 1 <= seq < 2**63
+            or type(kind) is not str or kind not in _NEEDS or kind == "count" or kind == "adjust"
+            or type(when) is not str):
+        return None
+    if type(qty) is float:
+        if not math.isfinite(qty):
+            return None
+    elif type(qty) is not int:
+        return None
+    if not 0 < qty <= MAX_QTY:
+        return None
+    src, dst, operator = get("from"), get("to"), get("operator")
+    if not (_plain(src, 256) and _plain(dst, 256) and _plain(operator, 256)):
+        return None
+    needs_from, needs_to = _NEEDS[kind]
+    if (needs_from and src is None) or (needs_to and dst is None):
+        return None
+    raw_item = get("item")
+    if type(raw_item) is not dict:
+        return None
+    values: list[Any] = [None] * 6
+    for key, value in raw_item.items():
+        index = _ITEM_INDEX.get(key)
+        if index is not None and value is not None:
+            if not _plain(value, 256):
+                return None
+            values[index] = value
+    if values[1] is None and values[0] is None and values[5] is None and values[4] is None:
+        return None  # no sku, gtin, sscc or epc
+    read = get("read")
+    if read is not None:
+        if type(read) is not dict:
+            return None
+        read_kind = read.get("kind")
+        if type(read_kind) is not str or read_kind not in READ_KINDS:
+            return None
+        for name, value in read.items():
+            limit = _READ_LIMITS.get(name)
+            if limit is not None and not _plain(value, limit):
+                return None
+        antenna, reads, rssi = read.get("antenna"), read.get("reads"), read.get("rssi")
+        if ((antenna is not None and (type(antenna) is not int or not 0 <= antenna <= MAX_INT))
+                or (reads is not None and (type(reads) is not int or not 0 <= reads <= MAX_INT))):
+            return None
+        if rssi is not None and not (
+                (type(rssi) is int or (type(rssi) is float and math.isfinite(rssi)))
+                and abs(rssi) <= MAX_QTY):
+            return None
+        read = _new_read(read_kind, read.get("raw"), read.get("symbology"), read.get("tag"),
+                         antenna, rssi, reads, read.get("first"), read.get("last"))
+    doc = get("doc")
+    if doc is not None:
+        if type(doc) is not dict:
+            return None
+        doc_kind, doc_id, check = doc.get("kind"), doc.get("id"), doc.get("check")
+        if (type(doc_kind) is not str or doc_kind not in DOC_KINDS
+                or (check is not None and (type(check) is not str or check not in DOC_CHECKS))
+                or type(doc_id) is not str or not _NAME.match(doc_id)):
+            return None
+        doc = _new_doc(doc_kind, doc_id, check)
+    if when not in times:
+        try:
+            parse_time(when, "time")
+        except WireError:
+            return None
+        times.add(when)
+    return _new_event(event_id, seq, when, kind, _new_item(*values), qty, src, dst, operator,
+                      read, None, doc)
+
+
 def load_json(payload: bytes | str, what: str) -> Any:
     """``json.loads`` with every way it fails as a WireError: bad JSON, bad UTF-8, and nesting
     deeper than the interpreter's recursion limit (``[[[[...`` raises RecursionError, not
@@ -539,10 +646,13 @@ def encode_batch(batch: Batch) -> bytes:
     )
 
 
-def decode_batch(payload: bytes | str) -> Batch:
+def decode_batch(payload: bytes | str, *, fast: bool = True) -> Batch:
     """Read a batch; a bad envelope raises WireError, a bad event lands in ``Batch.invalid``.
 
-    One bad event does not sink its neighbours: each event is judged on its own.
+    One bad event does not sink its neighbours: each event is judged on its own. ``fast``: a
+    well-formed event is read by ``_fast_event``, anything else by ``event_from_dict`` (the
+    reference, which gives every reason); ``fast=False`` reads every event by the reference.
+    The two give equal batches (tests/fuzz/test_wire.py compares them).
     """
     if isinstance(payload, str):
         payload = payload.encode()
@@ -570,7 +680,12 @@ def decode_batch(payload: bytes | str) -> Batch:
         raise WireError(f"{len(raw_events)} events is over the limit of {MAX_EVENTS_PER_BATCH}")
     events: list[Event] = []
     invalid: list[Invalid] = []
+    times: set[str] = set()  # event times this batch has already seen pass parse_time
     for raw in raw_events:
+        event = _fast_event(raw, times) if fast else None
+        if event is not None:
+            events.append(event)
+            continue
         try:
             events.append(event_from_dict(raw))
         except WireError as exc:

@@ -133,6 +133,7 @@ def judged(payload: bytes) -> None:
         assert str(exc).strip()
         assert all(isinstance(i, str) for i in wire.salvage_ids(payload))
         return
+    assert wire.decode_batch(payload, fast=False) == batch  # the reference reads it alike
     for bad in batch.invalid:
         assert bad.reason.strip()
     for event in batch.events:  # what was accepted encodes again, and reads the same
@@ -159,6 +160,86 @@ def test_mangled_batches_are_judged_with_reasons(batch: wire.Batch, data: st.Dat
          b'[{"id":"\\ud800"}]}')
 def test_any_bytes_are_judged_with_reasons(payload: bytes) -> None:
     judged(payload)
+
+
+# Values at the edges of what the fast path takes (wire._fast_event): it must leave each to the
+# reference, or read it exactly as the reference does.
+EDGE_VALUES = [
+    None, "", "x" * 40, "x" * 41, "x" * 256, "x" * 257, "x" * 4096, "x" * 4097, "a\x00b", "é",
+    "\ud800", "a\n", "A-01", True, False, 0, -1, 1, 0.0, -0.0, 1.5, -2.5, float("nan"),
+    float("inf"), -float("inf"), 2**31 - 1, 2**31, 2**63 - 1, 2**63, wire.MAX_QTY,
+    wire.MAX_QTY + 1, float(wire.MAX_QTY), 1e300, [], {}, "count", "adjust", "observe", "move",
+    "receipt", "order", "expected", "barcode", "rfid", "2026-01-02T03:04:05Z",
+    "2026-01-02T03:04:05+15:00", "2026-01-02T03:04:05", "2026-01-02 03:04:05Z",
+    "0190a0b0-0000-7000-8000-000000000000", "0190A0B0-0000-7000-8000-000000000000",
+    "0190a0b0-0000-7000-8000-000000000000\n",
+]
+tricky = st.sampled_from(EDGE_VALUES) | json_values
+EVENT_KEYS = ["id", "seq", "time", "type", "item", "qty", "from", "to", "operator", "read", "doc",
+              "count", "kind", "raw", "symbology", "tag", "antenna", "rssi", "reads", "first",
+              "last", "check", *wire.ITEM_FIELDS]
+
+
+@given(events(), st.data())
+def test_fast_event_reads_as_the_reference(event: wire.Event, data: st.DataObject) -> None:
+    raw = json.loads(wire.encode_event(event))
+    for _ in range(data.draw(st.integers(0, 3))):
+        node = data.draw(st.sampled_from(nodes(raw)))
+        key = data.draw(st.sampled_from(sorted(set(node) | set(EVENT_KEYS))))
+        if data.draw(st.integers(0, 5)) == 0:
+            node.pop(key, None)
+        else:
+            node[key] = data.draw(tricky)
+    assert_fast_reads_as_reference(raw)
+
+
+def assert_fast_reads_as_reference(raw: dict) -> None:
+    fast = wire._fast_event(raw, set())
+    try:
+        reference: wire.Event | None = wire.event_from_dict(raw)
+    except wire.WireError:
+        reference = None
+    if fast is not None:  # taken: exactly the reference's event, types and all
+        assert fast == reference
+        assert repr(fast) == repr(reference)
+
+
+def plain_event(kind: str) -> dict:
+    return {"id": "0190a0b0-0000-7000-8000-000000000000", "seq": 1,
+            "time": "2026-01-02T03:04:05.678+01:00", "type": kind,
+            "item": {"gtin": "09501101530003", "lot": "L1", "serial": "S1"}, "qty": 1,
+            "from": "A-1", "to": "B-2", "operator": "op-1",
+            "read": {"kind": "barcode", "raw": "]C1x", "symbology": "]C1", "antenna": 2,
+                     "rssi": -51.5, "reads": 3, "first": "t1", "last": "t2", "tag": "E2"},
+            "doc": {"kind": "order", "id": "SO-1", "check": "expected"}}
+
+
+def test_fast_path_takes_plain_events() -> None:
+    """Well-formed events (not counts or adjusts, ASCII text) do take the fast path."""
+    for kind in sorted(wire.MOVEMENT_TYPES - {"count", "adjust"}):
+        raw = plain_event(kind)
+        fast = wire._fast_event(raw, set())
+        assert fast is not None and fast == wire.event_from_dict(raw)
+
+
+def test_fast_event_on_every_edge_value() -> None:
+    """Every field of a well-formed event, at every edge value or left out: the fast path
+    leaves it to the reference or reads it exactly as the reference does."""
+    for kind in ("putaway", "receive", "ship", "observe", "adjust", "count"):
+        base = plain_event(kind)
+        paths = [(k,) for k in (*base, "count")] + [
+            (part, k) for part in ("item", "read", "doc")
+            for k in (*base[part], *wire.ITEM_FIELDS, "kind", "id", "check", "antenna",
+                      "reads", "rssi")]
+        for path in paths:
+            for value in [*EDGE_VALUES, "gone"]:
+                raw = json.loads(json.dumps(base))
+                node = raw if len(path) == 1 else raw[path[0]]
+                if value == "gone":
+                    node.pop(path[-1], None)
+                else:
+                    node[path[-1]] = value
+                assert_fast_reads_as_reference(raw)
 
 
 results = st.builds(wire.Result, id=texts, status=st.sampled_from(sorted(wire.RESULT_STATUSES)),

@@ -20,6 +20,9 @@ The modules, each importing only those above it:
 - ``dock``: the network reader at the door, and what counts as generated there.
 - ``site``: one scenario's site: its processes and floor set up and torn down, the edge's config.
 - ``faults``: each fault kind and how it is injected.
+- ``cluster``: the several-hosts scenarios, each on parts of its own: a three-node NATS cluster,
+  two central replicas on a PostgreSQL database, a real edge; a broker node, a replica, both, or
+  the replicas' database connections lost mid-stream (recovery time per fault).
 - ``campaign``: the run of one scenario (faults, recovery, the count), the campaign, the report.
 
 Part of the composition root (like ``floorsync.bench``): it starts ``floorsync server`` and
@@ -29,6 +32,8 @@ Part of the composition root (like ``floorsync.bench``): it starts ``floorsync s
 from __future__ import annotations
 
 from floorsync.chaos.campaign import HEADER, _line, run_campaign
+from floorsync.chaos.cluster import CLUSTER_SCENARIOS
 from floorsync.chaos.scenarios import SCENARIOS, Result, Scenario
 
-__all__ = ["HEADER", "SCENARIOS", "Result", "Scenario", "_line", "run_campaign"]
+__all__ = ["CLUSTER_SCENARIOS", "HEADER", "SCENARIOS", "Result", "Scenario", "_line",
+           "run_campaign"]

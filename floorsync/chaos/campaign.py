@@ -18,10 +18,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from floorsync.chaos.cluster import (
+    CLUSTER_SCENARIOS,
+    EDGE_NODE_SKIPPED,
+    recovery_line,
+    run_cluster_scenario,
+)
 from floorsync.chaos.faults import FaultInjector
 from floorsync.chaos.handheld import GTIN
 from floorsync.chaos.scenarios import SCENARIOS, Result
@@ -204,17 +210,35 @@ HEADER = (f"{'scenario':15} {'faults':>6} {'generated':>9} {'applied':>8} {'lost
           f"{'doubled':>7} {'unconf.':>7} {'wall':>8}")
 
 
+def _report(out: Callable[[str], None], result: Result) -> None:
+    out(HEADER)
+    out(_line(result))
+    out("   faults: " + ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())))
+    if result.recovery:
+        out("   recovery: " + recovery_line(result))
+    for note in result.notes:
+        out(f"   note: {note}")
+    for what, examples in result.examples.items():
+        out(f"   {what}: {', '.join(examples)}")
+
+
 def run_campaign(*, seed: int | None = None, faults: int = 1000,
                  scenarios: Sequence[str] | None = None, as_json: bool = False,
                  data: Path | None = None, keep: bool = False,
-                 stream: TextIO | None = None) -> tuple[int, list[Result]]:
-    """Run the scenarios one after the other; (exit status, results). 1 on any loss or double."""
+                 stream: TextIO | None = None, cluster_events: int = 20_000,
+                 cluster_faults: int = 5) -> tuple[int, list[Result]]:
+    """Run the scenarios one after the other; (exit status, results). 1 on any loss or double.
+
+    ``faults`` is shared by the single-host scenarios; each cluster scenario
+    (``floorsync.chaos.cluster``) streams ``cluster_events`` events through its own three-node
+    NATS cluster into PostgreSQL with ``cluster_faults`` faults of its kind.
+    """
     stream = stream or sys.stdout
-    names = list(scenarios or SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    names = list(scenarios or [*SCENARIOS, *CLUSTER_SCENARIOS])
+    unknown = [n for n in names if n not in SCENARIOS and n not in CLUSTER_SCENARIOS]
     if unknown:
         raise EdgeError(f"unknown scenario(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(SCENARIOS)}")
+                        f"known: {', '.join([*SCENARIOS, *CLUSTER_SCENARIOS])}")
     seed = random.SystemRandom().randrange(1, 2**31) if seed is None else seed
     base = data or Path(tempfile.mkdtemp(prefix="floorsync-chaos-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -223,13 +247,27 @@ def run_campaign(*, seed: int | None = None, faults: int = 1000,
         if not as_json:
             print(text, file=stream, flush=True)
 
-    out(f"floorsync chaos: seed {seed}, {faults} faults over {len(names)} scenario(s), "
-        f"logs in {base}")
+    single = [n for n in names if n in SCENARIOS]
+    budgets = dict(zip(single, _budgets(faults, len(single)), strict=True)) if single else {}
+    clustered = [n for n in names if n in CLUSTER_SCENARIOS]
+    out(f"floorsync chaos: seed {seed}, {faults if single else 0} faults over {len(single)} "
+        f"single-host scenario(s), {len(clustered)} cluster scenario(s) of {cluster_events} "
+        f"events and {cluster_faults} faults each, logs in {base}")
+    if clustered:
+        out(f"   note: {EDGE_NODE_SKIPPED}")
     results: list[Result] = []
     started = time.monotonic()
-    for index, (name, budget) in enumerate(zip(names, _budgets(faults, len(names)),
-                                               strict=True)):
+    for index, name in enumerate(names):
         scenario_seed = random.Random(f"{seed}:{name}").randrange(2**31)
+        if name in CLUSTER_SCENARIOS:
+            out(f"-- {name} ({cluster_faults} faults, {cluster_events} events, "
+                f"seed {scenario_seed})")
+            result = run_cluster_scenario(CLUSTER_SCENARIOS[name], scenario_seed, base / name,
+                                          out, events=cluster_events, faults=cluster_faults)
+            results.append(result)
+            _report(out, result)
+            continue
+        budget = budgets[name]
         out(f"-- {name} ({budget} faults, seed {scenario_seed})")
         world = World(SCENARIOS[name], scenario_seed, base / name, out, index + 1)
         try:
@@ -239,13 +277,7 @@ def run_campaign(*, seed: int | None = None, faults: int = 1000,
             result.notes.append(f"scenario failed to run: {exc}")
             result.lost = max(result.lost, 1)  # a scenario that cannot run proves nothing
         results.append(result)
-        out(HEADER)
-        out(_line(result))
-        out("   faults: " + ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items())))
-        for note in result.notes:
-            out(f"   note: {note}")
-        for what, examples in result.examples.items():
-            out(f"   {what}: {', '.join(examples)}")
+        _report(out, result)
     total = Result("total", "both", seed)
     for r in results:
         total.faults.update(r.faults)

@@ -57,6 +57,7 @@ class Result:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    recovery: list[dict[str, Any]] = field(default_factory=list)  # cluster: per fault, times
 
     @property
     def injected(self) -> int:
@@ -71,4 +72,5 @@ class Result:
                 "faults": self.injected, "by_kind": dict(self.faults),
                 "generated": self.generated, "applied": self.applied, "lost": self.lost,
                 "doubled": self.doubled, "unconfirmed": self.unconfirmed, "wrong": self.wrong,
-                "wall_s": round(self.wall_s, 1), "notes": self.notes, "examples": self.examples}
+                "wall_s": round(self.wall_s, 1), "notes": self.notes, "examples": self.examples,
+                **({"recovery": self.recovery} if self.recovery else {})}

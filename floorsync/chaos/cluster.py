@@ -120,6 +120,35 @@ def mqtt_hello(port: int, timeout: float = 30) -> None:
         time.sleep(0.5)
 
 
+def jetstream_ready(urls: Sequence[str], timeout: float = 60) -> None:
+    """Wait for the cluster's JetStream (its meta leader elected). An MQTT client connecting
+    before that waits out a 4 s JetStream request inside nats-server and is refused; waiting
+    here first brings a three-node cluster up in ~2 s instead of ~7 (measured)."""
+
+    async def ask() -> None:
+        import nats
+
+        nc = await nats.connect(servers=list(urls), connect_timeout=2)
+        try:
+            js = nc.jetstream(timeout=0.5)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    await js.account_info()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(ask())
+    except Exception as exc:
+        raise EdgeError(f"JetStream not ready on {', '.join(urls)}: {exc!r}") from None
+
+
 def three_nodes(directory: Path) -> list[NatsNode]:
     """Three nats-server nodes routed to each other (JetStream R3, MQTT on each); not started."""
     ports = [free_port() for _ in range(3)]
@@ -356,6 +385,7 @@ class ClusterWorld:
                         replica.start(wait=False)
                     for node in nodes:
                         node.wait()
+                    jetstream_ready(urls)
                     mqtt_hello(nodes[0].mqtt_port, 60)  # the MQTT streams need a leader
                     for replica in running:
                         replica.wait()
@@ -369,9 +399,10 @@ class ClusterWorld:
                 finally:
                     stats = [r.stop() for r in running]
                 self.result.notes.append(
-                    "replicas: " + ", ".join(
+                    "replicas (since their last start): " + ", ".join(
                         f"{r.name} {s.get('events', 0):.0f} events, {s.get('redelivered', 0):.0f}"
                         f" redelivered, {s.get('store_failures', 0):.0f} store failures"
+                        f" ({r.starts} starts)"
                         for r, s in zip(running, stats, strict=True)))
                 self._count(url)
         finally:
@@ -454,7 +485,13 @@ class ClusterWorld:
         recovered = threading.Thread(target=self._recovered, args=(url, before, struck, record),
                                      daemon=True)
         if kind == "pg-terminate":
-            record["connections"] = terminate_connections(url, self.admin)
+            # a replica that lost its connections reopens the store on its next group, ~1 s
+            # later: a fault that terminates nothing is no fault, so wait for one to exist
+            deadline = time.monotonic() + 10
+            while not (n := terminate_connections(url, self.admin)) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            record["connections"] = n
             recovered.start()
         else:
             if node is not None:

@@ -35,10 +35,13 @@ bench: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
 	$(VENV)/bin/floorsync bench $(ARGS)
 
-# The fault campaign: >= 1,000 faults over both paths; exits 1 on any loss or double.
+# The fault campaign: >= 1,000 faults over both paths, then the cluster scenarios (three NATS
+# nodes, replicas, PostgreSQL: floorsync/chaos/cluster.py); exits 1 on any loss or double.
 chaos: $(STAMP)
 	@sh deploy/bootstrap.sh mosquitto
 	-@sh deploy/bootstrap.sh faketime
+	@sh deploy/bootstrap.sh nats
+	@sh deploy/bootstrap.sh postgresql
 	$(VENV)/bin/floorsync chaos --faults 1000 $(ARGS)
 
 # Pinned, hashed dependencies of the edge and server extras for deployments (deploy/install.sh

@@ -226,7 +226,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
     scenarios = [n for part in args.scenarios or () for n in part.split(",") if n] or None
     status, _ = run_campaign(seed=args.seed, faults=args.faults, scenarios=scenarios,
-                             as_json=args.json, data=args.data, keep=args.keep)
+                             as_json=args.json, data=args.data, keep=args.keep,
+                             cluster_events=args.cluster_events,
+                             cluster_faults=args.cluster_faults)
     return status
 
 
@@ -425,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data", type=Path, help="keep logs and databases here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--cluster-events", type=int, default=20_000, metavar="N",
+                   help="events each cluster scenario streams (floorsync/chaos/cluster.py)")
+    p.add_argument("--cluster-faults", type=int, default=5, metavar="N",
+                   help="faults in each cluster scenario")
     p.set_defaults(func=cmd_chaos)
 
     p = sub.add_parser("decode", help=COMMANDS["decode"])

@@ -8,6 +8,7 @@ terminates TLS in front of a loopback-bound service is the alternative (deploy/R
 
 from __future__ import annotations
 
+import gc
 import ssl
 from typing import Any
 
@@ -35,9 +36,27 @@ def uvicorn_config(settings: Settings, **extra: Any) -> uvicorn.Config:
     return uvicorn.Config(create_app(settings), **uvicorn_options(settings), **extra)
 
 
+# The youngest generation is collected after this many more allocations than deallocations of
+# tracked objects (CPython's default: 700). Ingest allocates a few objects per event that live
+# until the group commits (up to 5,000 events), so at 700 it ran a collection every ~100 events,
+# each one promoting and re-traversing the group: ~3.5 us an event of the central CPU (of ~45).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """The central process's collector: what start-up made (modules, the app, the store) frozen
+    out of every collection, and collections far apart (``GC_THRESHOLD``). Only cyclic garbage
+    waits longer for them; reference counting frees everything else at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def serve(settings: Settings) -> None:
     """Blocks until interrupted; the app's lifespan starts ingest. The store is opened first,
     so a database that cannot serve (a newer schema, a broken file) is the command's one-line
     error rather than a traceback from uvicorn's startup."""
     with Store(settings.database) as store:
-        uvicorn.run(create_app(settings, store), **uvicorn_options(settings))
+        app = create_app(settings, store)
+        tune_gc()
+        uvicorn.run(app, **uvicorn_options(settings))

@@ -528,8 +528,10 @@ def _fast_event(data: object, times: set[str]) -> Event | None:
     if not 0 < qty <= MAX_QTY:
         return None
     src, dst, operator = get("from"), get("to"), get("operator")
-    if not (_plain(src, 256) and _plain(dst, 256) and _plain(operator, 256)):
-        return None
+    for value in (src, dst, operator):  # _plain(value, 256), inline: the hot path
+        if value is not None and (type(value) is not str or not 0 < len(value) <= 256
+                                  or not value.isascii() or "\x00" in value):
+            return None
     needs_from, needs_to = _NEEDS[kind]
     if (needs_from and src is None) or (needs_to and dst is None):
         return None
@@ -540,7 +542,8 @@ def _fast_event(data: object, times: set[str]) -> Event | None:
     for key, value in raw_item.items():
         index = _ITEM_INDEX.get(key)
         if index is not None and value is not None:
-            if not _plain(value, 256):
+            if (type(value) is not str or not 0 < len(value) <= 256 or not value.isascii()
+                    or "\x00" in value):  # _plain(value, 256), inline
                 return None
             values[index] = value
     if values[1] is None and values[0] is None and values[5] is None and values[4] is None:

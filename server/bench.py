@@ -181,8 +181,8 @@ def _run_pg(url: str, on_hand: int, batches: int, lookups: int) -> dict[str, Any
         with pg.connect(bench_url) as conn:
             _copy_stock(conn, items, on_hand)
             conn.execute("CREATE TABLE raw_stock (LIKE stock INCLUDING ALL)")
-            (options,) = conn.execute(  # stock's fillfactor too (LIKE leaves it)
-                "SELECT reloptions FROM pg_class WHERE oid = 'stock'::regclass").fetchone()
+            [(options,)] = conn.execute(  # stock's fillfactor too (LIKE leaves it)
+                "SELECT reloptions FROM pg_class WHERE oid = 'stock'::regclass").fetchall()
             if options:
                 conn.execute(f"ALTER TABLE raw_stock SET ({', '.join(options)})")
             conn.execute("INSERT INTO raw_stock SELECT * FROM stock")

@@ -175,12 +175,18 @@ class Syncer:
         self._queued_offline = 0  # events captured while not connected (for the log)
         self._next_wait = 0.0  # the wait before the next connection attempt
         self._catching_up = False  # connected with a backlog: say when it is gone
-        # reconnected to a broker that forgot our session (it restarted and lost its state): the
-        # central service's subscription may be gone too until it resubscribes, and what we
-        # send before that is PUBACKed and dropped. The first ack then shows which messages
-        # came too early: those sent before the acked one go again at once; with no ack at all,
-        # messages time out after FORGOT_ACK_TIMEOUT_S instead of ack_timeout_s.
+        # reconnected to a broker that forgot our session (it restarted and lost its state), or
+        # that refused connections meanwhile (its process was down: what it restored came from
+        # its last save, which may hold our session but not the central service's
+        # subscription): the central's subscription may be gone until it resubscribes, and what
+        # we send before that is PUBACKed and dropped. The first ack then shows which messages
+        # came too early: those sent before the acked one go again at once. Messages the
+        # broker took before the first ack time out after FORGOT_ACK_TIMEOUT_S instead of
+        # ack_timeout_s: that first ack may be one the broker kept from before the restart
+        # (for events sent again now), which proves nothing about the central's subscription.
         self._broker_forgot = False
+        self._broker_was_down = False  # a connection refused since the last connect
+        self._first_ack_at: float | None = None  # monotonic: the first ack since reconnecting
         # called on the sync thread with each ack's results, after the outbox settled them
         self.ack_listeners: list[Callable[[tuple[wire.Result, ...]], None]] = []
         self._inflight: dict[int, _InFlight] = {}
@@ -391,6 +397,8 @@ class Syncer:
             self._connect_failed(
                 f"TLS handshake with {self.host}:{self.port} failed: {exc}", logging.ERROR)
         except (OSError, mqtt.WebsocketConnectionError) as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                self._broker_was_down = True
             self._connect_failed(f"connect to {self.host}:{self.port} failed: {exc}")
 
     def _on_paho_log(self, _c: mqtt.Client, _u: object, level: int, message: str) -> None:
@@ -517,9 +525,17 @@ class Syncer:
 
     def _check_ack_timeouts(self, now: float) -> None:
         timeout = self.settings.ack_timeout_s
-        if self._broker_forgot:
-            timeout = min(timeout, FORGOT_ACK_TIMEOUT_S)
-        expired = [n for n, f in self._inflight.items() if f.taken and now - f.sent >= timeout]
+        short = min(timeout, FORGOT_ACK_TIMEOUT_S)
+        first_ack = self._first_ack_at
+        if self._broker_forgot and first_ack is not None and not any(
+                f.taken and f.sent <= first_ack for f in self._inflight.values()):
+            self._broker_forgot = False  # every message taken before the first ack settled
+
+        def limit(flight: _InFlight) -> float:
+            early = self._broker_forgot and (first_ack is None or flight.sent <= first_ack)
+            return short if early else timeout
+
+        expired = [n for n, f in self._inflight.items() if f.taken and now - f.sent >= limit(f)]
         for number in expired:
             flight = self._inflight.pop(number)
             for event_id in flight.ids:
@@ -528,7 +544,8 @@ class Syncer:
             self.stats.resent += requeued
             log.log(
                 logging.INFO if self._broker_forgot else logging.WARNING,
-                "no ack for %d event(s) after %.1f s: sending them again", requeued, timeout,
+                "no ack for %d event(s) after %.1f s: sending them again", requeued,
+                limit(flight),
             )
             self.notify(requeued)
 
@@ -558,8 +575,9 @@ class Syncer:
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()
         attempts, self.stats.connect_attempts = self.stats.connect_attempts, 0
-        self._broker_forgot = self.stats.connects > 1 and not getattr(
-            flags, "session_present", True)
+        self._broker_forgot = self.stats.connects > 1 and (
+            self._broker_was_down or not getattr(flags, "session_present", True))
+        self._broker_was_down, self._first_ack_at = False, None
         client.subscribe(self.acks_topic, qos=1)
         # again on every connect: the broker then sends every retained document anew, so one
         # missed while a session was lost comes back (versions make the repeats harmless)
@@ -643,7 +661,7 @@ class Syncer:
         self._status_dirty = True
         for listener in self.ack_listeners:
             listener(ack.results)
-        if self._broker_forgot:
+        if self._broker_forgot and self._first_ack_at is None:
             self._resend_before(ack.results)
         for result in ack.results:
             number = self._batch_of.pop(result.id, None)
@@ -678,7 +696,7 @@ class Syncer:
         numbers = [n for n in (self._batch_of.get(r.id) for r in results) if n is not None]
         if not numbers:
             return
-        self._broker_forgot = False
+        self._first_ack_at = time.monotonic()
         acked = max(numbers)
         earlier = [n for n in self._inflight if n < acked]
         ids = [i for n in earlier for i in self._inflight.pop(n).ids]

@@ -46,6 +46,66 @@ def test_after_a_broker_restart_in_flight_events_are_acked_well_before_the_ack_t
     assert counts["events"] == counts["distinct"] == 400
 
 
+def test_a_broker_back_with_our_session_but_not_the_centrals_subscription(
+    tmp_path: Path, mosquitto: Mosquitto, site: str
+) -> None:
+    """A broker whose process was down restores what its last save holds: our session (session
+    present) but no subscription of the central service, which is not back yet. What the edge
+    sends then is PUBACKed and dropped. The connections refused while it was down tell the edge
+    so: it sends again after FORGOT_ACK_TIMEOUT_S (1.5 s), not ack_timeout_s (10 s)."""
+    database = tmp_path / "central.db"
+    with edge(tmp_path, site, "hh-p", mosquitto.url, ack_timeout_s=10.0,
+              batch_size=20) as (outbox, syncer):
+        wait_until(lambda: syncer.state == "connected", 10, "edge connected")
+        mosquitto.stop(signal.SIGTERM)  # saves our session, and no other
+        outbox.add([event(i) for i in range(40)])
+        wait_until(lambda: syncer.stats.connect_attempts >= 2, 10, "connections refused")
+        mosquitto.start()
+        wait_until(lambda: outbox.stats().sent == 40, 10, "40 events sent, nobody subscribed")
+        back = time.monotonic()
+        with central(database, mosquitto.url) as store:
+            assert syncer.wait_synced(9.0), outbox.stats()
+            took = time.monotonic() - back
+            assert store.summary()["events"] == 40
+    print(f"central back -> the 40 dropped events acked: {took:.2f} s (ack_timeout_s 10)")
+    assert took < 5.0
+
+
+def test_an_ack_kept_from_before_the_restart_proves_nothing_about_the_central(
+    tmp_path: Path, mosquitto: Mosquitto, site: str
+) -> None:
+    """Back from a restart, the broker may deliver an ack it kept for us from before (for events
+    that we send again now): it says nothing of whether the central service is subscribed yet.
+    A later message the broker took before that first ack and dropped (nobody subscribed) must
+    still go again after FORGOT_ACK_TIMEOUT_S, not after ack_timeout_s. The kept ack is
+    published here by the test, as the restored broker would deliver it."""
+    database = tmp_path / "central.db"
+    with edge(tmp_path, site, "hh-k", mosquitto.url, ack_timeout_s=10.0,
+              batch_size=20) as (outbox, syncer):
+        wait_until(lambda: syncer.state == "connected", 10, "edge connected")
+        mosquitto.stop(signal.SIGTERM)
+        first = [e.id for e in outbox.add([event(i) for i in range(20)])]
+        outbox.add([event(20 + i) for i in range(20)])
+        wait_until(lambda: syncer.stats.connect_attempts >= 2, 10, "connections refused")
+        mosquitto.start()
+        wait_until(lambda: outbox.stats().sent == 40, 10, "40 events sent, nobody subscribed")
+        kept = wire.encode_ack(wire.Ack("hh-k", tuple(wire.Result(i, "applied") for i in first)))
+        publish = subprocess.run(
+            [sys.executable, "-c", "import sys, paho.mqtt.publish as p; p.single(sys.argv[1],"
+             " sys.argv[2].encode(), qos=1, hostname='127.0.0.1', port=int(sys.argv[3]))",
+             wire.acks_topic(site, "hh-k"), kept.decode(), str(mosquitto.port)],
+            capture_output=True, text=True, timeout=30)
+        assert publish.returncode == 0, publish.stderr
+        wait_until(lambda: outbox.stats().acked == 20, 10, "the kept ack settled")
+        back = time.monotonic()
+        with central(database, mosquitto.url) as store:
+            assert syncer.wait_synced(9.0), outbox.stats()
+            took = time.monotonic() - back
+            assert store.summary()["events"] == 20  # the second batch, sent again
+    print(f"central back -> the dropped batch acked: {took:.2f} s (ack_timeout_s 10)")
+    assert took < 5.0
+
+
 def test_a_steady_stream_through_broker_restarts_is_acked_soon_after_each(
     tmp_path: Path, mosquitto: Mosquitto, site: str
 ) -> None:

@@ -97,7 +97,7 @@ class Replica:
     """``await Replica(servers, database).run(stop)`` until ``stop`` is set."""
 
     def __init__(self, servers: Sequence[str], database: str, *, durable: str = DURABLE,
-                 ack_wait_s: float = ACK_WAIT_S, durable_replicas: int = 1,
+                 ack_wait_s: float = ACK_WAIT_S, durable_replicas: int = 0,
                  fetch: int = FETCH) -> None:
         if not servers:
             raise ConfigError("the replica needs a NATS server URL (nats://host:4222)")
@@ -153,6 +153,8 @@ class Replica:
             durable_name=self.durable, filter_subject=EVENTS_FILTER,
             ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s, max_ack_pending=MAX_ACK_PENDING, max_deliver=-1,
+            # 0: as many copies as the stream (R3 on a cluster): the queue's position survives
+            # the node that held it; with 1 a lost node stalled every replica until it returned
             num_replicas=self.durable_replicas,
         )
         said = False

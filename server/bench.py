@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -189,7 +190,9 @@ def _run_pg(url: str, on_hand: int, batches: int, lookups: int) -> dict[str, Any
             conn.execute("VACUUM (ANALYZE) stock, raw_stock")
             conn.execute("CHECKPOINT")
         with Store(bench_url) as store:
+            load_before = os.getloadavg()[0]  # this machine's other work shows in the rate
             applied, apply_s = _apply(store, work)
+            load_after = os.getloadavg()[0]
             (raised,) = store._query("SELECT COUNT(*) FROM exceptions")[0]
             latencies = _lookups(store, items, rng, lookups)
             with _serving(store) as port:
@@ -205,6 +208,8 @@ def _run_pg(url: str, on_hand: int, batches: int, lookups: int) -> dict[str, Any
         "on_hand_rows": on_hand,
         "events_applied": applied,
         "movements_per_s": movements / apply_s,
+        "load_1m_before": load_before,
+        "load_1m_after": load_after,
         "baseline": best,
         "raw_pg_upserts_per_s": raw[best],
         "ratio": (movements / apply_s) / raw[best],
@@ -255,6 +260,9 @@ def _pg_ledger_state(conn: Any, on_hand: int) -> dict[str, Any]:
     not their start plus their movements (0 when every movement reached stock once)."""
     (movements,) = conn.execute("SELECT COUNT(*) FROM movements").fetchone()
     (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+    (orphans,) = conn.execute(  # PostgreSQL keeps no foreign key here (migration 0015)
+        "SELECT COUNT(*) FROM movements m WHERE NOT EXISTS"
+        " (SELECT 1 FROM events e WHERE e.id = m.event_id)").fetchone()
     stock_lines, total = conn.execute("SELECT COUNT(*), SUM(quantity) FROM stock").fetchone()
     (off,) = conn.execute(
         "SELECT COUNT(*) FROM (SELECT item, location, lot, SUM(qty) AS moved FROM movements"
@@ -262,6 +270,7 @@ def _pg_ledger_state(conn: Any, on_hand: int) -> dict[str, Any]:
         " ON (s.item, s.site, s.location, s.lot) = (m.item, 'bench', m.location, m.lot)"
         f" WHERE s.quantity <> {START_QTY} + m.moved").fetchone()
     return {"ledger_events": events, "ledger_movements": movements,
+            "ledger_movements_without_event": orphans,
             "ledger_stock_lines": stock_lines, "ledger_stock_total": float(total),
             "ledger_lines_off": off, "ledger_stock_expected": float(on_hand * START_QTY)}
 

@@ -21,6 +21,7 @@ def test_ledger_benchmark_on_postgresql_leaves_an_exact_ledger() -> None:
     assert result["engine"] == "postgresql"
     assert result["events_applied"] == 1_500 == result["ledger_events"]
     assert result["ledger_movements"] == 3_000  # a put-away is two ledger rows
+    assert result["ledger_movements_without_event"] == 0  # no foreign key there: checked here
     assert result["ledger_stock_lines"] == 2_000  # 40 items x 50 bins, nothing new
     assert result["ledger_stock_total"] == result["ledger_stock_expected"] == 20_000
     assert result["ledger_lines_off"] == 0  # every line is its start plus its movements

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -92,6 +92,36 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
 
 
+class Arrivals:
+    """Received-at stamps, microseconds and strictly increasing: each batch its own, so arrival
+    order (late events, gaps) can be told even for batches received in the same millisecond.
+    Replicas sharing a PostgreSQL store keep them increasing across hosts (``not_before``, with
+    what the last writer stamped, under the writers' lock)."""
+
+    def __init__(self) -> None:
+        self._last = datetime.min.replace(tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            now = datetime.now(UTC)
+            if now <= self._last:
+                now = self._last + timedelta(microseconds=1)
+            self._last = now
+        return now.isoformat(timespec="microseconds")
+
+    @property
+    def last(self) -> str | None:
+        with self._lock:
+            return None if self._last.year == 1 else self._last.isoformat(timespec="microseconds")
+
+    def not_before(self, stamp: str) -> None:
+        """Stamp after ``stamp`` from now on (another replica's, from a clock ahead of ours)."""
+        moment = datetime.fromisoformat(stamp)
+        with self._lock:
+            self._last = max(self._last, moment)
+
+
 class Database:
     """One database: one writer connection, guarded by a lock (a second writer starves), and
     the checks' caches it keeps; readers get a connection per thread (WAL lets them read beside
@@ -112,6 +142,7 @@ class Database:
         self._epoch = -1  # store_epoch as of our caches (PostgreSQL: other replicas write)
         self._caches: checks.Caches | None = None  # the writer's; dropped when a write fails
         self._caches_touched = False
+        self._arrivals = Arrivals()
 
     @property
     def engine(self) -> str:
@@ -213,7 +244,9 @@ class Database:
                 yield cur
                 if self.url is not None:
                     (self._epoch,) = cur.execute(
-                        "UPDATE store_epoch SET n = n + 1 RETURNING n").fetchone()
+                        "UPDATE store_epoch SET n = n + 1, received_at = COALESCE(?, received_at)"
+                        " RETURNING n",
+                        (self._arrivals.last,)).fetchone()
                 cur.execute("COMMIT")
             except BaseException as exc:
                 if self._caches_touched or isinstance(exc, errors):
@@ -227,11 +260,14 @@ class Database:
                 cur.close()
 
     def _pg_writer_turn(self, cur: Any) -> None:
-        """Wait for the other replicas' write to commit; forget our checks if one did."""
+        """Wait for the other replicas' write to commit; forget our checks if one did, and
+        stamp what we receive after what they received (their clocks may be ahead of ours)."""
         cur.execute("SELECT pg_advisory_xact_lock(?)", (pg.WRITER_LOCK,))
-        (epoch,) = cur.execute("SELECT n FROM store_epoch").fetchone()
+        epoch, received_at = cur.execute("SELECT n, received_at FROM store_epoch").fetchone()
         if epoch != self._epoch:
             self._caches = None
+            if received_at is not None:
+                self._arrivals.not_before(received_at)
 
     def _reader(self) -> sqlite3.Connection:
         conn: Any = getattr(self._local, "conn", None)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +81,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class _Arrivals:
-    """Received-at stamps, microseconds and strictly increasing: each batch its own, so arrival
-    order (late events, gaps) can be told even for batches received in the same millisecond."""
-
-    def __init__(self) -> None:
-        self._last = datetime.min.replace(tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def next(self) -> str:
-        with self._lock:
-            now = datetime.now(UTC)
-            if now <= self._last:
-                now = self._last + timedelta(microseconds=1)
-            self._last = now
-        return now.isoformat(timespec="microseconds")
-
 
 def _truncate(payload: bytes | str) -> str:
     """A rejected payload as text both engines store: undecodable bytes and NUL (which
@@ -146,7 +129,6 @@ class Store(Posting, LedgerQueries):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path)
-        self._arrivals = _Arrivals()
         self._batch_hooks: list[BatchHook] = []
 
     def add_batch_hook(self, hook: BatchHook) -> None:

@@ -143,7 +143,8 @@ FUNCTIONS += (
 STORE_EPOCH = """
     CREATE TABLE IF NOT EXISTS store_epoch (one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
         n BIGINT NOT NULL);
-    INSERT INTO store_epoch (one, n) VALUES (TRUE, 0) ON CONFLICT (one) DO NOTHING
+    INSERT INTO store_epoch (one, n) VALUES (TRUE, 0) ON CONFLICT (one) DO NOTHING;
+    ALTER TABLE store_epoch ADD COLUMN IF NOT EXISTS received_at TEXT
 """
 
 

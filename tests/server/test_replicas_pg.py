@@ -473,3 +473,17 @@ def test_a_replicas_reader_sees_the_others_commits_at_once(pg_url: str) -> None:
             SITE, "hh-9", wire.utc_now(), (w.ev("hh-9", "receive", G_NEW, 1, dst="A"),)))])
         assert two._query("SELECT kind FROM exceptions") == []
 
+
+
+def test_receive_times_follow_commit_order_across_replica_clocks(pg_url: str) -> None:
+    """A replica whose clock is an hour ahead stamps a batch; the next replica, its clock right,
+    stamps after it, not an hour before (late-arrival and gap reports read these stamps)."""
+    w = workload()
+    with Store(pg_url) as ahead, Store(pg_url) as right:
+        ahead._arrivals.not_before((datetime.now(UTC) + timedelta(hours=1)).isoformat())
+        for i, store in enumerate((ahead, right, ahead, right)):
+            deliver(store, [wire.encode_batch(wire.Batch(
+                SITE, "hh-8", wire.utc_now(), (w.ev("hh-8", "receive", G1, 1, dst="A", at=i),)))])
+        stamps = [r[0] for r in right._query(
+            "SELECT received_at FROM events WHERE device = 'hh-8' ORDER BY rowid")]
+    assert len(stamps) == 4 and stamps == sorted(stamps) and len(set(stamps)) == 4, stamps

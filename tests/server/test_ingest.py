@@ -193,7 +193,12 @@ def test_broker_restart_reconnects_and_resubscribes(
     later = Edge(mosquitto.port, site, DEV)
     try:
         ids = later.send(event("receive", qty=2))
-        assert [r.id for r in later.next_ack(timeout=20).results] == ids
+        ack = later.next_ack(timeout=20)
+        if ack.results and ack.results[0].id not in ids:
+            # the first edge's ack again: QoS 1 to the same session, saved by the broker before
+            # that PUBACK reached it (at least once); an edge settles acks by event id
+            ack = later.next_ack(timeout=20)
+        assert [r.id for r in ack.results] == ids
         assert ingest.wait_ready(10)
         assert_still_applies(later, store)
     finally:

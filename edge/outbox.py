@@ -113,6 +113,45 @@ def m004_documents(db: Database) -> None:
     db.execute("CREATE INDEX doc_attributions_doc ON doc_attributions (kind, doc_id)")
 
 
+@migrations()
+def m005_live_lane(db: Database) -> None:
+    # What each event touches (edge.sync's live lane: a scan made after the edge reconnected
+    # goes ahead of the backlog only when nothing still pending in the backlog touches the same
+    # serial or EPC, the stock it takes, a location it or the backlog counts, or the same
+    # document). Indexed with the rowid: "a pending row with this key between two rowids".
+    for column, path in LANE_KEYS:
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {column} TEXT")
+        db.execute(f"UPDATE outbox SET {column} = {path} WHERE state IN ('pending', 'sent')")
+        db.execute(f"CREATE INDEX outbox_{column} ON outbox ({column}, rowid)"
+                   f" WHERE {column} IS NOT NULL")
+
+
+# The columns of m005 and, for rows kept before it, their values from the wire text (the same
+# as ``touches`` gives for new ones).
+LANE_KEYS = (
+    ("thing", "COALESCE('epc:' || json_extract(payload, '$.item.epc'),"
+              " 'serial:' || json_extract(payload, '$.item.serial'))"),
+    ("from_loc", "json_extract(payload, '$.from')"),
+    ("to_loc", "json_extract(payload, '$.to')"),
+    ("count_loc", "json_extract(payload, '$.count.location')"),
+    ("doc", "json_extract(payload, '$.doc.kind') || ':' || json_extract(payload, '$.doc.id')"),
+)
+
+
+def touches(event: wire.Event) -> tuple[str | None, str | None, str | None, str | None,
+                                        str | None]:
+    """The live-lane keys of an event, in ``LANE_KEYS`` order."""
+    item, count, doc = event.item, event.count, event.doc
+    thing = None
+    if item is not None:
+        if item.epc is not None:
+            thing = "epc:" + item.epc
+        elif item.serial is not None:
+            thing = "serial:" + item.serial
+    return (thing, event.from_, event.to, count.location if count is not None else None,
+            f"{doc.kind}:{doc.id}" if doc is not None else None)
+
+
 # What was counted against a document in events the central service had not applied yet at a
 # moment (?3): not yet acked, or acked after it. Per line and source: matched, over, unexpected.
 NOT_APPLIED_BY = (
@@ -391,7 +430,7 @@ class Outbox:
             accepted.append(capture)
             added += size
             rows.extend(
-                (e.id, e.seq, e.type, t, b, now)
+                (e.id, e.seq, e.type, t, b, now, *touches(e))
                 for e, t, b in zip(numbered, texts, sizes, strict=True)
             )
         contexts = [c.context for c in accepted if c.context is not None]
@@ -402,8 +441,9 @@ class Outbox:
                 self.db.conn.execute("PRAGMA synchronous=FULL")
                 with self.db.atomic():
                     self.db.conn.executemany(
-                        "INSERT INTO outbox (id, seq, type, payload, bytes, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO outbox (id, seq, type, payload, bytes, created_at, thing,"
+                        " from_loc, to_loc, count_loc, doc)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     self.db.conn.execute(
@@ -478,6 +518,65 @@ class Outbox:
                     [(time.time(), rows[-1][0])],
                 )
         return [Pending(*r) for r in rows]
+
+    def live_boundary(self) -> int | None:
+        """The newest row while events are unconfirmed (a backlog to send), else None: rows
+        after it are the live lane's (``take_live``)."""
+        with self._lock:
+            row = self.db.conn.execute(
+                "SELECT 1 FROM outbox WHERE state IN ('pending', 'sent') LIMIT 1").fetchone()
+            return None if row is None else self._scalar("SELECT MAX(rowid) FROM outbox")
+
+    def take_live(self, limit: int, after: int) -> list[Pending]:
+        """Pending events kept after row ``after``, oldest first, marked sent, stopping at the
+        first that must wait for the backlog (rows up to ``after``): one that touches a serial
+        or EPC, a document, a location's count, or stock the backlog still has pending. Those
+        would be applied centrally in an order the floor did not make them: a false serial
+        conflict or negative line, backlog movements held as late after a count, a document
+        line's "over" on the wrong event. Empty when the backlog is gone (``take`` then)."""
+        with self._lock:
+            conn = self.db.conn
+            (head,) = conn.execute("SELECT MIN(rowid) FROM outbox WHERE state = 'pending'"
+                                   " AND rowid <= ?", (after,)).fetchone()
+            if head is None:
+                return []
+            rows = conn.execute(
+                "SELECT rowid, id, payload, thing, from_loc, to_loc, count_loc, doc FROM outbox"
+                " WHERE state = 'pending' AND rowid > ? ORDER BY rowid LIMIT ?", (after, limit),
+            ).fetchall()
+            taken: list[Pending] = []
+            for rowid, event_id, payload, *keys in rows:
+                if self._waits_for_backlog(keys, head, after):
+                    break
+                taken.append(Pending(rowid, event_id, payload))
+            if taken:
+                self._set_state(
+                    "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1"
+                    " WHERE state = 'pending' AND rowid > ? AND rowid <= ?",
+                    [(time.time(), after, taken[-1].rowid)],
+                )
+        return taken
+
+    def _waits_for_backlog(self, keys: list[str | None], head: int, after: int) -> bool:
+        thing, source, destination, counted, doc = keys
+        look: list[tuple[str, str]] = []
+        if thing is not None:
+            look.append(("thing", thing))
+        if source is not None:  # stock the backlog brings there, or counts there
+            look += [("to_loc", source), ("count_loc", source)]
+        if destination is not None:
+            look.append(("count_loc", destination))
+        if counted is not None:
+            look += [("from_loc", counted), ("to_loc", counted), ("count_loc", counted)]
+        if doc is not None:
+            look.append(("doc", doc))
+        return any(
+            self.db.conn.execute(
+                f"SELECT 1 FROM outbox WHERE {column} = ? AND rowid BETWEEN ? AND ?"
+                " AND state = 'pending' LIMIT 1", (value, head, after),
+            ).fetchone() is not None
+            for column, value in look
+        )
 
     def has_pending(self) -> bool:
         with self._lock:

@@ -175,6 +175,10 @@ class Syncer:
         self._queued_offline = 0  # events captured while not connected (for the log)
         self._next_wait = 0.0  # the wait before the next connection attempt
         self._catching_up = False  # connected with a backlog: say when it is gone
+        # The live lane: while the backlog found at connect (rows up to this one) drains,
+        # events captured since go ahead of it when nothing pending in it touches the same
+        # things (Outbox.take_live), in the window's last slot or any free one. None: one lane.
+        self._live_after: int | None = None
         # reconnected to a broker that forgot our session (it restarted and lost its state), or
         # that refused connections meanwhile (its process was down: what it restored came from
         # its last save, which may hold our session but not the central service's
@@ -498,9 +502,19 @@ class Syncer:
         self._dirty = False
         self._added = 0
         while len(self._inflight) < self.settings.window:
-            batch = self.outbox.take(self.settings.batch_size)
+            live = self._live_after is not None
+            batch = self.outbox.take_live(self.settings.batch_size, self._live_after) \
+                if self._live_after is not None else []
             if not batch:
-                return
+                if live and len(self._inflight) >= self.settings.window - 1:
+                    return  # the last slot waits for a live scan
+                batch = self.outbox.take(self.settings.batch_size)
+                if not batch:
+                    return
+                if self._live_after is not None and batch[0].rowid > self._live_after:
+                    self._live_after = None  # the backlog is sent: one lane again
+                    log.info("backlog sent: events go in capture order again")
+                live = False
             payload = wire.encode_batch_payloads(
                 self.site, self.device, wire.utc_now(), [p.payload for p in batch]
             )
@@ -519,7 +533,7 @@ class Syncer:
             self.stats.messages_sent += 1
             self.stats.events_sent += len(batch)
             log.debug("sent %d event(s) (message %d)", len(batch), info.mid)
-            if len(batch) < self.settings.batch_size:
+            if len(batch) < self.settings.batch_size and not live:
                 return
         self._dirty = True  # the window is full and more may be pending: look again on acks
 
@@ -571,6 +585,8 @@ class Syncer:
             return
         no_delay(client)
         client.on_log = None
+        # before "connected" is seen: what is captured from then on is live
+        self._live_after = self.outbox.live_boundary()
         self._session_up = True
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()

@@ -13,9 +13,9 @@ server`` subprocess on SQLite, as in production. Printed:
   and last tenth of the samples, so growth shows;
 - live scans: one event per capture at a paced rate (operators scanning) into the same outbox
   during the drain, capture -> ack latency p50/p99, and the capture alone (``Outbox.add``, what
-  the scanner's good-read feedback waits for). The syncer sends oldest first (rowid
-  order), so a live scan waits behind whatever of the backlog is still pending: its latency is
-  the rest of the drain;
+  the scanner's good-read feedback waits for). Scans made since the syncer connected go
+  ahead of the backlog (the live lane: these put-aways take nothing the backlog brings), so a
+  live scan waits for the batches already in flight, not for the rest of the drain;
 - raw paho QoS 1 of the same number of events, in the same run, as the baseline.
 """
 

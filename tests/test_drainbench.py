@@ -16,13 +16,16 @@ def test_drain_bench_applies_every_event_once_and_prints_its_figures() -> None:
     assert result["backlog"] == 2000
     assert result["live_events"] >= 1  # the first live scan is kept before the drain is timed
     assert result["central_applied"] == result["central_applied_expected"] == 2000 + result[
-        "live_events"]
+        "live_events"] + result["neighbour_events"]
     assert result["central_missing_seqs"] == 0 and result["central_duplicate_seqs"] == 0
     assert result["count_ok"] is True
     assert result["fill_s"] > 0 and result["drain_events_per_s"] > 0
     assert result["raw_mqtt_events_per_s"] > 0
     assert 0 < result["live_p50_ms"] <= result["live_p99_ms"] <= result["live_max_ms"]
     assert 0 < result["live_capture_p50_ms"] <= result["live_capture_p99_ms"]
+    assert result["neighbour_events"] >= 1  # another device scanning, counted centrally too
+    assert 0 < result["neighbour_p50_ms"] <= result["neighbour_p99_ms"] <= result[
+        "neighbour_max_ms"]
     for side in ("edge_rss", "central_rss"):
         rss = result[side]
         assert rss["samples"] >= 1

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from floorsync.edge import wire
-from floorsync.server import picking
+from floorsync.server import apidocs, picking
 from floorsync.server.api import (
     audit,
     backlog,
@@ -127,7 +127,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version="0.1.0",
         description="Ledger, stock and ingest of barcode and RFID movement events.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc from packaged assets (server/apidocs.py), no CDN
+        redoc_url=None,
     )
+    apidocs.install(app)
     app.state.settings = settings
     app.state.token_rate = RateLimiter(settings.rate_token_per_s, settings.rate_token_burst)
     app.state.device_rate = RateLimiter(settings.rate_device_per_s, settings.rate_device_burst)

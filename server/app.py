@@ -33,6 +33,7 @@ from floorsync.server.api import (
     receipts,
     stock,
 )
+from floorsync.server.api import metrics as metrics_api
 from floorsync.server.auth import document_denials
 from floorsync.server.docpublish import DocumentPublisher
 from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
@@ -138,6 +139,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                    exceptions, counts, epcis, kpi, orders, receipts, backlog, audit):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
+    app.include_router(metrics_api.router)  # GET /metrics (read token), a registry per app
     document_denials(app)
     document_request_errors(app)
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes

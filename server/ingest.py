@@ -22,6 +22,8 @@ import logging
 import queue
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -108,6 +110,11 @@ class MqttIngest:
         self._queue: queue.Queue[_Received | None] = queue.Queue(QUEUE_MESSAGES)
         self._connection = 0  # counts connections; work remembers the one it came on
         self._writer: threading.Thread | None = None
+        # the queue's depth for metrics: each counter has one writing thread, so no lock
+        self._received = 0  # messages the network thread took (it alone counts them)
+        self._finished = 0  # messages the writer acknowledged or dropped (it alone)
+        # told, after a group's acks went out, each one's seconds from the commit (metrics)
+        self.ack_listeners: list[Callable[[list[float]], None]] = []
 
     def _new_client(self) -> Client:
         if self._v5:
@@ -144,6 +151,11 @@ class MqttIngest:
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._ready.wait(timeout)
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet applied and acknowledged (queued or being written)."""
+        return max(0, self._received - self._finished)
 
     def start(self) -> MqttIngest:
         """Connect in the background; paho retries until the broker answers."""
@@ -267,6 +279,7 @@ class MqttIngest:
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         if self._halted:
             return  # not PUBACKed: the broker redelivers it after we reconnect
+        self._received += 1
         self._queue.put(
             _Received(self._connection, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         )
@@ -297,11 +310,13 @@ class MqttIngest:
                 group.append(work)
                 events += work.events
             if self._halted:
+                self._finished += len(group)
                 continue  # dropped unacknowledged: redelivered after the reconnect
             try:
                 results = applier.write(group)
             except StoreError:
                 log.exception("store failed; not acknowledging, reconnecting")
+                self._finished += len(group)
                 self._halted = True
                 self._client.disconnect()
                 # not left to on_disconnect: with no connection at this moment, paho's thread
@@ -311,18 +326,27 @@ class MqttIngest:
             except Exception:
                 log.exception("unexpected error writing %d message(s)", len(group))
                 results = [None] * len(group)
-            self._acknowledge(group, results)
+            self._acknowledge(group, results, time.perf_counter())
+            self._finished += len(group)
 
-    def _acknowledge(self, group: list[Work], results: list[tuple[wire.Result, ...] | None]
-                     ) -> None:
+    def _acknowledge(self, group: list[Work], results: list[tuple[wire.Result, ...] | None],
+                     committed: float = 0.0) -> None:
         """After the commit: application acks to the edges, then PUBACKs in receive order."""
+        listeners, latencies = self.ack_listeners, list[float]()
         for work, result in zip(group, results, strict=True):
             if work.connection != self._connection:
                 continue  # read on a connection that is gone: the broker sends it again
             if result and work.site and work.device:
                 ack = wire.encode_ack(wire.Ack(work.device, result))
                 self._client.publish(wire.acks_topic(work.site, work.device), ack, qos=1)
+                if listeners:
+                    latencies.append(time.perf_counter() - committed)
             self._client.ack(work.mid, work.qos)
+        for listener in listeners if latencies else ():
+            try:
+                listener(latencies)
+            except Exception:
+                log.exception("ack listener %r failed", listener)
 
 
 def prepare(work: Work, topic: str, payload: bytes) -> Work:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from floorsync.edge import wire
 from floorsync.server import checks, pg
@@ -124,12 +125,39 @@ class AppliedBatch:
 BatchHook = Callable[[sqlite3.Cursor, AppliedBatch], None]
 
 
+class ApplyObserver(Protocol):
+    """Told after each commit what was applied or rejected (server.metrics counts it). Called
+    on the writing thread, outside the transaction; an observer that raises is logged, never
+    allowed to turn a committed batch into a failed one."""
+
+    def applied(self, incoming: Sequence[Incoming], results: Sequence[tuple[wire.Result, ...]],
+                seconds: float) -> None: ...
+
+    def rejected(self, source: str, site: str | None, device: str | None, events: int
+                 ) -> None: ...
+
+
 class Store(Posting, LedgerQueries):
     """The ledger database; open with ``with Store(path) as store:``."""
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path)
         self._batch_hooks: list[BatchHook] = []
+        self._observers: list[ApplyObserver] = []
+
+    def add_observer(self, observer: ApplyObserver) -> None:
+        """Have ``observer`` told about every committed apply and rejection (metrics)."""
+        self._observers = [*self._observers, observer]  # copied: writers iterate unlocked
+
+    def remove_observer(self, observer: ApplyObserver) -> None:
+        self._observers = [o for o in self._observers if o is not observer]
+
+    def _observe(self, tell: Callable[[ApplyObserver], None]) -> None:
+        for observer in self._observers:
+            try:
+                tell(observer)
+            except Exception:
+                log.exception("observer %r failed; the write stands", observer)
 
     def add_batch_hook(self, hook: BatchHook) -> None:
         """Have ``hook`` see every applied batch that added events (receipts, orders)."""
@@ -166,9 +194,14 @@ class Store(Posting, LedgerQueries):
         for one in incoming:
             if one.source not in SOURCES:
                 raise ValueError(f"source must be one of {SOURCES}")
+        started = time.perf_counter()
         with self._transaction() as cur:
             caches = self.caches(cur)
-            return [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
+            results = [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
+        if self._observers:
+            seconds = time.perf_counter() - started
+            self._observe(lambda o: o.applied(incoming, results, seconds))
+        return results
 
     def _apply(
         self, cur: sqlite3.Cursor, one: Incoming, now: str, caches: checks.Caches
@@ -294,6 +327,8 @@ class Store(Posting, LedgerQueries):
         ids: Sequence[str | None] = list(event_ids) or [None]
         with self._transaction() as cur:
             self._reject(cur, [(now, source, topic, site, device, i, reason, text) for i in ids])
+        if self._observers:
+            self._observe(lambda o: o.rejected(source, site, device, len(event_ids)))
 
     def record_topic_mismatch(
         self, *, topic: str, site: str, device: str, reason: str, payload: bytes,
@@ -310,6 +345,8 @@ class Store(Posting, LedgerQueries):
             (count,) = cur.execute(
                 "SELECT topic_mismatches FROM devices WHERE site = ? AND device = ?",
                 (site, device)).fetchone()
+        if self._observers:
+            self._observe(lambda o: o.rejected("mqtt", site, device, len(event_ids)))
         return int(count)
 
     def update_presence(self, site: str, device: str, status: wire.Status) -> None:

@@ -22,6 +22,7 @@ test: $(STAMP)
 	@sh deploy/bootstrap.sh nats
 	@sh deploy/bootstrap.sh systemd
 	-@sh deploy/bootstrap.sh faketime
+	@sh deploy/bootstrap.sh chromium
 	@sh deploy/bootstrap.sh postgresql
 	$(PY) -m pytest $(ARGS)
 

@@ -10,6 +10,8 @@
 #                                      steps an edge's clock back; without it that fault is skipped)
 #   deploy/bootstrap.sh systemd     -> makes sure systemd-analyze is installed (tests/deploy check the
 #                                      units with it; installing the package starts nothing)
+#   deploy/bootstrap.sh chromium    -> makes sure Debian's chromium is installed (tests/web drive it
+#                                      headless through playwright's client; no browser download)
 #   deploy/bootstrap.sh postgresql  -> makes sure a PostgreSQL server answers at FLOORSYNC_TEST_PG
 #                                      (default postgres@127.0.0.1:5432): installs and starts it if
 #                                      missing or stopped (the tests create and drop their databases)
@@ -78,6 +80,12 @@ systemd)
         apt_install systemd
     fi
     ;;
+chromium)
+    if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+        echo "bootstrap: installing chromium (tests/web drive the dashboard in it, headless)" >&2
+        apt_install chromium
+    fi
+    ;;
 postgresql)
     url=${FLOORSYNC_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres}
     if ! command -v pg_isready >/dev/null 2>&1; then
@@ -105,5 +113,5 @@ postgresql)
     fi
     ;;
 *)
-    echo "usage: $0 python|mosquitto|nats|faketime|systemd|postgresql" >&2; exit 2 ;;
+    echo "usage: $0 python|mosquitto|nats|faketime|systemd|chromium|postgresql" >&2; exit 2 ;;
 esac

@@ -38,6 +38,26 @@ TRIM_EVERY_S = 0.5  # the journal is trimmed this often (and whenever movements 
 UNACKED_GROUP = 200  # reads of readers that cannot be acknowledged, kept per commit
 
 
+class ReaderCounts:
+    """Reads and bad reads of one scanner or door reader, for metrics. HTTP readers deliver
+    on several threads at once: the counts take a lock (~0.1 us, against a read's commit)."""
+
+    __slots__ = ("_lock", "bad", "reads")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reads = 0
+        self.bad = 0
+
+    def read(self) -> None:
+        with self._lock:
+            self.reads += 1
+
+    def bad_read(self) -> None:
+        with self._lock:
+            self.bad += 1
+
+
 class EdgeAgent:
     """Runs until ``stop()``; use as a context manager or call ``run_forever()``."""
 
@@ -60,12 +80,21 @@ class EdgeAgent:
         self.door_restarts = 0  # doors started again after an error
         self.bad_reads = 0
         self.device_online: dict[str, bool] = {}
+        # per (kind, name), kind "scanner" or "door": what the metrics report (edge.metrics)
+        self.reader_counts = {("scanner", s.name): ReaderCounts() for s in config.scanners} | {
+            ("door", p.name): ReaderCounts() for p in config.portals}
+        self.journals: dict[str, DoorJournal] = {}  # the doors' open journals, by door
+        self.metrics: Any = None  # edge.metrics.EdgeMetrics, with [metrics] port or textfile
         arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
         self._door_arbiter = arbiter if len(arbiter.doors()) > 1 else None  # one: no rival
 
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> EdgeAgent:
+        if self.config.metrics.enabled:  # first: a port in use stops the start here
+            from floorsync.edge.metrics import EdgeMetrics  # prometheus-client only when asked
+
+            self.metrics = EdgeMetrics(self, self.config.metrics).start()
         self.syncer.start()
         for scanner in self.config.scanners:
             self._spawn(f"scan-{scanner.name}", self._run_scanner, scanner)
@@ -96,6 +125,8 @@ class EdgeAgent:
             log.warning("stopping with %d event(s) not yet acked: they are sent at the next start",
                         left.pending + left.sent)
         self.syncer.stop()
+        if self.metrics is not None:  # its last textfile says "stopped"; then the outbox goes
+            self.metrics.stop()
         self.outbox.close()
 
     def __enter__(self) -> EdgeAgent:
@@ -156,8 +187,10 @@ class EdgeAgent:
             documents=self.documents,
         )
         scanner = make_scanner(config)
+        counts = self.reader_counts[("scanner", config.name)]
 
         def on_read(read: ScanRead) -> None:
+            counts.read()
             try:  # the workflow commits events and its state together before it returns
                 outcome = workflow.handle(read)
             except OutboxError as exc:  # nothing kept, the session did not move: scan again
@@ -167,6 +200,7 @@ class EdgeAgent:
                 return
             except Exception as exc:  # a bug must not end this scanner's thread
                 self.bad_reads += 1
+                counts.bad_read()
                 scanner.bad_read()
                 log.exception("%s: scan failed (%r)", config.name, read.text)
                 self.outbox.record_exception(config.name, f"scan failed: {exc!r}", read.text)
@@ -177,6 +211,7 @@ class EdgeAgent:
                 log.info("%s: %s", config.name, outcome.message)
             else:
                 self.bad_reads += 1
+                counts.bad_read()
                 scanner.bad_read()
                 log.warning("%s: bad read (%r): %s", config.name, read.text, outcome.message)
 
@@ -203,8 +238,12 @@ class EdgeAgent:
                                       config.name,
                                       cap_bytes=int(self.config.journal_cap_mb * 1024 * 1024))
                 with journal:
-                    self._run_journaled_door(config, Door(config, arbiter=self._door_arbiter),
-                                             journal)
+                    self.journals[config.name] = journal
+                    try:
+                        self._run_journaled_door(config, Door(config, arbiter=self._door_arbiter),
+                                                 journal)
+                    finally:
+                        self.journals.pop(config.name, None)
                 return
             except Exception as exc:
                 self.device_online[config.name] = False
@@ -266,8 +305,10 @@ class EdgeAgent:
                           config.name, exc)
 
         bounds = ReadBounds(max_ahead_s=config.max_ahead_s, max_behind_s=config.max_behind_s)
+        counts = self.reader_counts[("door", config.name)]
 
         def on_read(read: TagRead) -> None:
+            counts.read()
             reason = check_read(read, now(), bounds)
             if reason is not None:
                 self._bad_read(config.name, reason, read)
@@ -346,12 +387,16 @@ class EdgeAgent:
     def _reader_error(self, door: str) -> Callable[[str, bytes], None]:
         def on_error(reason: str, raw: bytes) -> None:
             self.bad_reads += 1
+            counts = self.reader_counts[("door", door)]
+            counts.read()  # a report that came, unreadable: a read and a bad one
+            counts.bad_read()
             log.warning("door %s: unreadable report (%s): %r", door, reason, raw[:80])
             self._keep_bad_input(door, reason, raw.decode("utf-8", "replace"))
         return on_error
 
     def _bad_read(self, door: str, reason: str, read: TagRead) -> None:
         self.bad_reads += 1
+        self.reader_counts[("door", door)].bad_read()
         log.warning("door %s: read refused (%s): %s", door, reason, read.epc[:64])
         self._keep_bad_input(door, reason, read_sample(read))
 
@@ -385,6 +430,7 @@ class EdgeAgent:
         lag = timedelta(seconds=config.latency_s)
         passed = 0
         keeper = DoorKeeper(self.outbox, door, documents=self.documents)
+        counts = self.reader_counts[("door", config.name)]
 
         def tick() -> None:
             self.keep_door(keeper, door.advance(now() - lag))
@@ -396,6 +442,7 @@ class EdgeAgent:
                 delay = (read.at - now()).total_seconds()
                 if delay > 0 and self._stop.wait(delay):
                     break
+                counts.read()
                 door.add(read)
                 tick()
             deadline = time.monotonic() + config.sim_interval_s

@@ -232,6 +232,38 @@ class PortalConfig:
 
 
 _SECURITY = ("username", "password", "token", "ca_file", "cert_file", "key_file")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: the agent's Prometheus metrics (``edge.metrics``), off by default.
+
+    ``port``: serve ``/metrics`` over HTTP on ``host``, loopback unless set (it has no
+    authentication: open it only where the scraper alone reaches). ``textfile``: write them
+    every ``textfile_interval_s`` for node_exporter's textfile collector (a path ending in
+    ``.prom``, replaced atomically)."""
+
+    port: int = 0  # 0: no HTTP endpoint
+    host: str = "127.0.0.1"
+    textfile: str | None = None
+    textfile_interval_s: float = 15.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.port) or self.textfile is not None
+
+    def check(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("[metrics] port must be 0 (off) or a TCP port (1-65535)")
+        if not self.host:
+            raise ConfigError("[metrics] host must name an address to listen on")
+        if self.textfile is not None and not (
+            self.textfile.endswith(".prom") and len(Path(self.textfile).name) > len(".prom")
+        ):
+            raise ConfigError("[metrics] textfile must be a file name ending in .prom (the"
+                              " only files node_exporter's textfile collector reads)")
+        if not (math.isfinite(self.textfile_interval_s) and self.textfile_interval_s >= 1):
+            raise ConfigError("[metrics] textfile_interval_s must be at least 1")
 _ROLES = ("outside", "inside", "door")
 
 
@@ -285,6 +317,7 @@ class EdgeConfig:
     order_label_prefix: str = "ORD:"  # ORD:{id} selects an order in pick mode
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def journal_directory(self) -> Path:
@@ -301,6 +334,7 @@ class EdgeConfig:
         if not self.journal_cap_mb > 0:
             raise ConfigError("[journal] cap_mb must be positive")
         self.sync.check()  # TLS files only with mqtts://, cert and key together
+        self.metrics.check()
         try:
             wire.check_name(self.site, "site")
             wire.check_name(self.device, "device")
@@ -423,6 +457,8 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
     outbox = _section(data.pop("outbox", {}), "[outbox]", {"path", "cap_mb", "retention_h"})
     journal = _section(data.pop("journal", {}), "[journal]", {"dir", "cap_mb"})
     sync = _build(SyncSettings, data.pop("sync", {}), "[sync]")
+    metrics = _build(MetricsSettings, _section(data.pop("metrics", {}), "[metrics]", {
+        f.name for f in fields(MetricsSettings)}), "[metrics]")
     scanners = tuple(
         _build(ScannerConfig, s, f"[[scanners]] #{i + 1}")
         for i, s in enumerate(data.pop("scanners", []))
@@ -449,6 +485,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
     config = replace(
         config,
         sync=sync,
+        metrics=metrics,
         scanners=scanners,
         portals=portals,
         outbox_path=Path(outbox.get("path", config.outbox_path)),

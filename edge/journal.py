@@ -259,6 +259,15 @@ class DoorJournal:
                 out.append((rid, TagRead(self.door, epc, int(antenna), rssi, at, int(seen))))
         return out
 
+    @property
+    def depth(self) -> int:
+        """Reads kept, from memory (no query, no lock): for metrics scraped while reads flow."""
+        return self._rows
+
+    @property
+    def depth_bytes(self) -> int:
+        return self._rows * ROW_BYTES
+
     def stats(self) -> JournalStats:
         with self._lock:
             oldest = self._conn.execute("SELECT MIN(at_us) FROM reads").fetchone()[0]

@@ -208,7 +208,9 @@ class EdgeAgent:
             self.captured += len(outcome.events)
             if outcome.good:  # feedback only after the commit: a beep means the scan is on disk
                 scanner.good_read()
-                log.info("%s: %s", config.name, outcome.message)
+                log.info("%s: %s", config.name, outcome.message, extra={
+                    "scanner": config.name, **({"event_ids": [e.id for e in outcome.events]}
+                                               if outcome.events else {})})
             else:
                 self.bad_reads += 1
                 counts.bad_read()
@@ -221,8 +223,9 @@ class EdgeAgent:
     def _state_reporter(self, what: str, name: str, where: str | None) -> Callable[[bool], None]:
         def on_state(online: bool) -> None:
             self.device_online[name] = online
+            state = "online" if online else "offline"
             log.log(logging.INFO if online else logging.WARNING, "%s %s %s (%s)", what, name,
-                    "online" if online else "offline", where)
+                    state, where, extra={what: name, "state": state})
         return on_state
 
     def _run_portal(self, config: PortalConfig) -> None:
@@ -249,7 +252,8 @@ class EdgeAgent:
                 self.device_online[config.name] = False
                 self.door_restarts += 1
                 log.exception("door %s stopped by an error (%s); its reads are kept in its "
-                              "journal: starting it again in %.0f s", config.name, exc, pause)
+                              "journal: starting it again in %.0f s", config.name, exc, pause,
+                              extra={"door": config.name, "state": "restarting"})
             if self._stop.wait(pause):
                 return
             pause = min(pause * 2, 30.0)

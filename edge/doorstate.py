@@ -35,7 +35,7 @@ from dataclasses import replace
 from floorsync.edge import wire
 from floorsync.edge.documents import AtDoor, Claim, DocumentBook, book_for
 from floorsync.edge.errors import OutboxError, OutboxFull
-from floorsync.edge.outbox import HoldChanges, Outbox
+from floorsync.edge.outbox import LOGGED_IDS, HoldChanges, Outbox
 from floorsync.edge.portal import Door
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class DoorKeeper:
         self._hold_forget: set[str] = set()
         self._retry_at = 0.0
         self._pause = RETRY_S[0]
+        self._save_failed = False  # logged when saving starts failing and when it works again
         self._restore()
 
     def keep(self, events: Sequence[wire.Event], *, last: bool = False) -> tuple[int, bool]:
@@ -141,7 +142,8 @@ class DoorKeeper:
             for note in done.bad:  # the operator at the door hears of it at once
                 log.warning("door %s: %s", self.door.name, note)
         if self._pause > RETRY_S[0]:
-            log.warning("door %s: the outbox takes its movements again", self.door.name)
+            log.warning("door %s: the outbox takes its movements again", self.door.name,
+                        extra={"door": self.door.name, "state": "accepted"})
         self._pause, self._retry_at, self.backlog_saved = RETRY_S[0], 0.0, True
         return kept, True
 
@@ -156,7 +158,10 @@ class DoorKeeper:
     def _refused(self, now: float, exc: OutboxError) -> None:
         if self._pause == RETRY_S[0]:  # once per outage, not every tick
             log.error("door %s: %d movement(s) refused, kept on disk to retry: %s",
-                      self.door.name, len(self.backlog), exc)
+                      self.door.name, len(self.backlog), exc,
+                      extra={"door": self.door.name, "state": "refused",
+                             "event_ids": [e.id for e in self.backlog[:LOGGED_IDS]],
+                             "events": len(self.backlog)})
         self._retry_at = now + self._pause
         self._pause = min(self._pause * 2, RETRY_S[1])
         self.backlog_saved = self._save_state(now)
@@ -167,8 +172,15 @@ class DoorKeeper:
         try:
             self.outbox.add([], context=(self.key, self._state(self.backlog)), holds=holds)
         except OutboxError as exc:
-            log.error("door %s: state not saved: %s", self.door.name, exc)
+            if not self._save_failed:  # once until it works again, not on every tick
+                log.error("door %s: state not saved: %s", self.door.name, exc,
+                          extra={"door": self.door.name, "state": "state_not_saved"})
+            self._save_failed = True
             return False
+        if self._save_failed:
+            self._save_failed = False
+            log.warning("door %s: its state is saved again", self.door.name,
+                        extra={"door": self.door.name, "state": "state_saved"})
         self._holds_saved(holds)
         self._held_saved_at = now
         return True

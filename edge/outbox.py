@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # file size over payload bytes after a checkpoint, so the cap bounds the file, not an estimate.
 ROW_OVERHEAD = 224
 WARN_AT = 0.8
+LOGGED_IDS = 100  # event ids one log line names at most (its "events" field counts them all)
 
 migrations = Migrations("floorsync.edge.outbox")
 
@@ -616,14 +617,20 @@ class Outbox:
                     " WHERE id = ? AND state IN ('pending', 'sent')",
                     acked,
                 ).rowcount
-                r = self.db.conn.executemany(
+                # one by one (rejections are rare): the log names only the events this ack
+                # settled, not those a repeated ack rejects again
+                newly = [row for row in rejected if self.db.conn.execute(
                     "UPDATE outbox SET state = 'rejected', done_at = ?, reason = ?"
-                    " WHERE id = ? AND state IN ('pending', 'sent')",
-                    rejected,
-                ).rowcount
-        if rejected:
-            log.warning("central service rejected %d event(s): %s", len(rejected), rejected[0][1])
-        return Settled(max(a, 0), max(r, 0))
+                    " WHERE id = ? AND state IN ('pending', 'sent')", row).rowcount > 0]
+        if newly:
+            log.warning(
+                "central service rejected %d event(s): %s", len(newly),
+                "; ".join(f"{i}: {why}" for _, why, i in newly[:3])
+                + (f"; and {len(newly) - 3} more" if len(newly) > 3 else ""),
+                extra={"event_ids": [i for _, _, i in newly[:LOGGED_IDS]],
+                       "reasons": sorted({str(why) for _, why, _ in newly})[:LOGGED_IDS],
+                       "events": len(newly)})
+        return Settled(max(a, 0), len(newly))
 
     def purge(self) -> int:
         """Drop settled events older than the retention; returns how many."""

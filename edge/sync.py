@@ -47,7 +47,7 @@ from floorsync.edge import wire
 from floorsync.edge.documents import DocumentBook, book_for
 from floorsync.edge.errors import ConfigError
 from floorsync.edge.expected import docs_filter
-from floorsync.edge.outbox import Outbox
+from floorsync.edge.outbox import LOGGED_IDS, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,9 @@ class Syncer:
         self._queued_offline = 0  # events captured while not connected (for the log)
         self._next_wait = 0.0  # the wait before the next connection attempt
         self._catching_up = False  # connected with a backlog: say when it is gone
+        # events sent again for want of an ack since the last ack came: the first expiry of
+        # such a spell is logged, the rest counted and told when acks come again
+        self._resent_unacked = 0
         # The live lane: while the backlog found at connect (rows up to this one) drains,
         # events captured since go ahead of it when nothing pending in it touches the same
         # things (Outbox.take_live), in the window's last slot or any free one. None: one lane.
@@ -431,7 +434,8 @@ class Syncer:
         self.state, self.state_since = state, time.time()
         self._status_dirty = True
         if message:
-            log.log(level, "%s", message)
+            log.log(level, "%s", message, extra={"state": state,
+                                                 "broker": f"{self.host}:{self.port}"})
 
     def _refresh_will(self) -> None:
         """The last will goes with the CONNECT: give it the figures of this moment (the central
@@ -556,10 +560,15 @@ class Syncer:
                 self._batch_of.pop(event_id, None)
             requeued = self.outbox.requeue(flight.ids)
             self.stats.resent += requeued
+            first, self._resent_unacked = not self._resent_unacked, self._resent_unacked + requeued
             log.log(
-                logging.INFO if self._broker_forgot else logging.WARNING,
-                "no ack for %d event(s) after %.1f s: sending them again", requeued,
-                limit(flight),
+                (logging.INFO if self._broker_forgot else logging.WARNING) if first
+                else logging.DEBUG,
+                "no ack for %d event(s) after %.1f s: sending them again%s", requeued,
+                limit(flight), " (until an ack comes, further re-sends are counted, not logged)"
+                if first else "",
+                extra={"state": "ack_timeout", "events": requeued,
+                       "event_ids": sorted(flight.ids)[:LOGGED_IDS]},
             )
             self.notify(requeued)
 
@@ -673,6 +682,10 @@ class Syncer:
             return
         self.stats.events_acked += settled.acked
         self.stats.events_rejected += settled.rejected
+        if self._resent_unacked:
+            log.info("acks come again: %d event(s) were sent again while none came",
+                     self._resent_unacked, extra={"state": "acked", "events": self._resent_unacked})
+            self._resent_unacked = 0
         self.stats.last_ack_at = time.time()
         self._status_dirty = True
         for listener in self.ack_listeners:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,30 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _log_context(args: argparse.Namespace, **fields: object) -> None:
+    """Fields every JSON log line of this process carries (floorsync/logs.py)."""
+    setup = getattr(args, "logs", None)
+    if setup is not None:
+        setup.context(**fields)
+
+
+def _log_secrets(args: argparse.Namespace, values: Sequence[str | None],
+                 urls: Sequence[object] = ()) -> None:
+    """Values no log line may show: passwords and tokens as given, and the passwords inside
+    URLs (a broker's, a reader's, a database's)."""
+    from floorsync import logs
+
+    setup = getattr(args, "logs", None)
+    if setup is not None:
+        setup.secrets(*values, *(logs.url_password(u) for u in urls))
+
+
+def _plain_tokens(env_value: str | None) -> list[str]:
+    from floorsync import logs
+
+    return list(logs.plain_tokens(env_value))
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     from floorsync.edge import config as edge_config
 
@@ -79,6 +104,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
         scanner = edge_config.ScannerConfig(name=config.device, port=args.serial, mode=args.mode)
         config = replace(config, scanners=(*config.scanners, scanner)).validate()
+    _log_context(args, site=config.site, device=config.device)
+    _log_secrets(args, [config.sync.password, *(s for p in config.portals
+                                                 for s in (p.password, p.token))],
+                 urls=[config.sync.broker, *(p.broker for p in config.portals)])
     stop = _stop_on_signals()
     with EdgeAgent(config) as agent:
         stop.wait()
@@ -131,7 +160,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.broker is None:
         overrides.pop("broker")
     given = {k: v for k, v in overrides.items() if v is not None or k == "broker"}
+    env = os.environ
+    _log_secrets(args, [*_plain_tokens(env.get("FLOORSYNC_TOKENS")),
+                        env.get("FLOORSYNC_MQTT_PASSWORD")],
+                 urls=[env.get("FLOORSYNC_DATABASE"), env.get("FLOORSYNC_BROKER")])
     settings = Settings.from_env(**given)
+    _log_secrets(args, [settings.mqtt_password], urls=[str(settings.database), settings.broker])
     serve(settings)
     return 0
 
@@ -330,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Barcode and RFID capture for warehouses: edge agents, central service, demo.",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="text lines (default), or one JSON object a line with time, level,"
+                        " logger, message, site/device and event ids (env FLOORSYNC_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("edge", help=COMMANDS["edge"])
@@ -539,11 +576,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from floorsync import logs
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        args.logs = logs.configure(args.log_level, logs.choose_format(args.log_format))
+    except logs.LogError as exc:
+        print(f"floorsync: {exc}", file=sys.stderr)
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -37,12 +37,16 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+MAX_ERRORS_SAID = 8  # distinct errors logged while not connected (one may carry a changing detail)
+
+
 class _ErrorLog:
-    """paho's error lines and failed connection attempts, each distinct one logged once."""
+    """paho's error lines and failed connection attempts, each distinct one logged once until
+    connected (not per retry, even when two errors alternate)."""
 
     def __init__(self, log: logging.Logger, who: str, tls: bool) -> None:
         self._log, self._who, self._tls = log, who, tls
-        self._last: str | None = None
+        self._said: set[str] = set()
 
     def paho_log(self, _c: Client, _u: Any, level: int, message: str) -> None:
         if level == MQTT_LOG_ERR and " on socket" in message:  # why a connection broke
@@ -58,15 +62,20 @@ class _ErrorLog:
         elif exc is not None:
             self._say(f"cannot connect: {exc}")
 
+    def refused(self, reason: object) -> None:
+        """A CONNACK that refused us (not authorized, a bad client id): paho tries again."""
+        self._say(f"refused the connection: {reason}")
+
     def connected(self) -> None:
-        self._last = None
+        self._said.clear()
 
     def _say(self, message: str) -> None:
-        if message != self._last:
-            self._last = message
+        if message not in self._said and len(self._said) < MAX_ERRORS_SAID:
+            self._said.add(message)
             hint = (" (with mutual TLS the broker needs FLOORSYNC_MQTT_CERT_FILE and _KEY_FILE "
                     "signed by its CA)" if self._tls and "alert" in message else "")
-            self._log.error("%s: broker: %s%s; retrying", self._who, message, hint)
+            self._log.error("%s: broker: %s%s; retrying", self._who, message, hint,
+                            extra={"state": "retrying", "error": message})
 
 
 def configure(client: Client, settings: Settings, log: logging.Logger, who: str) -> _ErrorLog:

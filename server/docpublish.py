@@ -202,9 +202,8 @@ class DocumentPublisher:
 
     def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
                     properties: Properties | None) -> None:
-        if reason.is_failure:
-            log.error("broker %s:%s refused the document publisher: %s", self._host, self._port,
-                      reason)
+        if reason.is_failure:  # paho tries again: logged once until connected
+            self._broker_errors.refused(reason)
             return
         sock = client.socket()
         if isinstance(sock, socket.socket):  # small PUBACKs must not wait for a delayed ACK
@@ -217,9 +216,11 @@ class DocumentPublisher:
 
     def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:
+        was_up = self._connected.is_set()
         self._connected.clear()
-        log.info("document publisher disconnected from %s:%s: %s", self._host, self._port,
-                 reason)
+        if was_up:  # not after each refused attempt
+            log.info("document publisher disconnected from %s:%s: %s", self._host, self._port,
+                     reason)
 
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         # Only what the broker held when we subscribed (retain flag set) says anything about

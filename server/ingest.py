@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from floorsync.edge import wire
 from floorsync.server import brokerlink
 from floorsync.server.errors import StoreError
-from floorsync.server.ledger import Incoming, Store
+from floorsync.server.ledger import LOGGED_IDS, Incoming, Store
 from floorsync.server.settings import Settings, broker_address
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class MqttIngest:
         self._events_filter = f"$share/{group}/{EVENTS_FILTER}" if group else EVENTS_FILTER
         self._client = self._new_client()
         self._ready = threading.Event()
+        self._session_up = False  # a CONNACK accepted us and no disconnect came since
         self._subscribe_mid: int | None = None
         self._halted = False  # the store failed: ack nothing until we have reconnected
         self._stopping = False
@@ -229,16 +230,18 @@ class MqttIngest:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self._host, self._port, reason)
+        if reason.is_failure:  # paho tries again: logged once until connected
+            self._broker_errors.refused(reason)
             return
         _no_delay(client)
         self._broker_errors.connected()
+        self._session_up = True
         self._halted = False
         # Every time: a shared subscription does not survive a broker restart.
         _, self._subscribe_mid = client.subscribe([(self._events_filter, 1), (STATUS_FILTER, 1)])
         log.info("connected to %s:%s (session present: %s)", self._host, self._port,
-                 flags.session_present)
+                 flags.session_present, extra={"state": "connected",
+                                               "broker": f"{self._host}:{self._port}"})
 
     def _on_subscribe(
         self,
@@ -265,9 +268,13 @@ class MqttIngest:
         properties: Properties | None,
     ) -> None:
         self._ready.clear()
+        was_up, self._session_up = self._session_up, False
         if self._stopping:
             return
-        log.warning("disconnected from %s:%s: %s", self._host, self._port, reason)
+        if was_up:  # not after each refused attempt: the broker's refusal is logged once
+            log.warning("disconnected from %s:%s: %s", self._host, self._port, reason,
+                        extra={"state": "disconnected",
+                               "broker": f"{self._host}:{self._port}"})
         if self._halted:
             self._schedule_restart()
 
@@ -431,8 +438,10 @@ class Applier:
                 return [self._apply([one])[0] for one in batches]
             one = batches[0]
             reason = f"could not be stored: {exc!r}"[:500]
-            log.exception("rejected a batch on %s", one.topic)
             ids = [e.id for e in one.batch.events] + [b.id for b in one.batch.invalid if b.id]
+            log.exception("rejected a batch on %s", one.topic, extra={
+                "site": one.batch.site, "device": one.batch.device, "reason": reason,
+                "events": len(ids), "event_ids": ids[:LOGGED_IDS]})
             self._store.record_rejection(
                 source=one.source, reason=reason, payload=one.raw or b"", topic=one.topic,
                 site=one.batch.site, device=one.batch.device, event_ids=ids,
@@ -453,10 +462,14 @@ class Applier:
                 "topic/payload mismatch on %s: the payload claims site %s device %s"
                 " (%d event(s) rejected; %d such batch(es) from %s/%s so far)",
                 topic, work.claimed[0], work.claimed[1], len(ids), count, work.site,
-                work.device,
+                work.device, extra={"site": work.site, "device": work.device,
+                                    "reason": "spoofed", "events": len(ids),
+                                    "event_ids": list(ids[:LOGGED_IDS])},
             )
             return wire.results_for(ids, "rejected", reason)
-        log.warning("rejected message on %s: %s", topic, reason)
+        log.warning("rejected message on %s: %s", topic, reason, extra={
+            "site": work.site, "device": work.device, "reason": reason, "events": len(ids),
+            "event_ids": list(ids[:LOGGED_IDS])})
         self._store.record_rejection(
             source="mqtt", reason=reason, payload=payload, topic=topic, site=work.site,
             device=work.device, event_ids=ids,

@@ -26,6 +26,7 @@ from floorsync.server.queries import LedgerQueries
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_CHARS = 64 * 1024
+LOGGED_IDS = 100  # event ids one log line names at most (its "events" field counts them all)
 SOURCES = ("mqtt", "http")
 
 
@@ -198,6 +199,9 @@ class Store(Posting, LedgerQueries):
         with self._transaction() as cur:
             caches = self.caches(cur)
             results = [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
+        for one in incoming:
+            if one.batch.invalid:  # after the commit: one line per batch that had some
+                _log_rejected(one)
         if self._observers:
             seconds = time.perf_counter() - started
             self._observe(lambda o: o.applied(incoming, results, seconds))
@@ -372,3 +376,15 @@ class Store(Posting, LedgerQueries):
                     " WHERE site = ? AND device = ?",
                     (status.backlog, status.oldest_unsynced_s, measured, site, device),
                 )
+
+
+def _log_rejected(one: Incoming) -> None:
+    """The events of a batch rejected one by one (the rest of the batch applied)."""
+    bad = one.batch.invalid
+    log.warning(
+        "%s/%s: %d event(s) rejected (%s): %s", one.batch.site, one.batch.device, len(bad),
+        one.source, "; ".join(f"{b.id or '(no id)'}: {b.reason}" for b in bad[:3])
+        + (f"; and {len(bad) - 3} more" if len(bad) > 3 else ""),
+        extra={"site": one.batch.site, "device": one.batch.device, "source": one.source,
+               "events": len(bad), "event_ids": [b.id for b in bad[:LOGGED_IDS] if b.id],
+               "reasons": sorted({b.reason for b in bad})[:LOGGED_IDS]})

@@ -302,6 +302,9 @@ def json_events(data: bytes) -> Iterator[tuple[Any, bytes] | ParseError]:
             yield value, raw
 
 
+MAX_REASONS_SAID = 8  # distinct reasons logged in one outage (a reason may carry a changing detail)
+
+
 def supervise(
     session: Callable[[Callable[[], None]], None],
     stop: threading.Event,
@@ -320,10 +323,12 @@ def supervise(
     """
     online: bool | None = None
     delay = 0.0
-    last_reason = [""]
+    said: set[str] = set()  # the reasons logged since the reader was last online
 
     def report(state: bool) -> None:
         nonlocal online
+        if state:
+            said.clear()
         if state is not online:
             online = state
             if on_state is not None:
@@ -345,8 +350,9 @@ def supervise(
         try:
             session(mark_online)
         except DeviceGone as exc:
-            if str(exc) != last_reason[0]:  # why, once per reason (not per retry)
-                last_reason[0] = str(exc)
+            # why, once per reason and outage: not per retry, even when two reasons alternate
+            if str(exc) not in said and len(said) < MAX_REASONS_SAID:
+                said.add(str(exc))
                 log.warning("%s; retrying", exc)
             report(False)
         else:

@@ -183,7 +183,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from floorsync.demo import run_demo
 
-    return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data)
+    setup = getattr(args, "logs", None)
+    return run_demo(port=args.port, duration=args.duration, broker=args.broker, data=args.data,
+                    log_format=setup.format if setup is not None else "text")
 
 
 # Benchmarks of one package, run in this process; each returns a dict of figures.

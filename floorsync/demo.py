@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -52,6 +53,9 @@ RECEIPT = {"id": "ASN-DEMO", "site": SITE, "supplier": "ACME Foods", "location":
            "lines": [{"gtin": PRODUCTS[0][0], "lot": PRODUCTS[0][1], "qty": 12}]}
 ORDER = {"id": "SO-DEMO", "site": SITE, "ship_to": "Corner Shop, Leeds", "priority": 1,
          "lines": [{"line": 1, "item": "DEMO-3", "qty": 3}]}
+# Each round the operator picks one of PRODUCTS[1] from this bin, which nothing ever fills: the
+# ledger applies the pick (the floor is the truth) and opens one negative_stock exception.
+EMPTY_BIN = "A-01-03"
 HANDHELD_FIRST = [  # once: scan the ASN label, then the items (ten of the twelve came)
     "CMD:RECEIVE", "ASN:ASN-DEMO", "QTY:10", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
     "CMD:DONE",
@@ -67,7 +71,7 @@ HANDHELD_ROUND = [
     # pick from the bin
     "CMD:PICK", "LOC:A-01-02", "QTY:2", gs1_label(PRODUCTS[0][0], lot=PRODUCTS[0][1]),
     # a pick from a bin the ledger has empty: applied, and a negative-stock exception raised
-    "CMD:PICK", "LOC:A-01-03", gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]),
+    "CMD:PICK", f"LOC:{EMPTY_BIN}", gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]),
     "%%garbled%%",  # a bad scan: bad-read feedback, nothing captured, the agent reads on
 ]
 
@@ -75,15 +79,17 @@ HANDHELD_ROUND = [
 class _Processes:
     """Children started by the demo; stopped in reverse order, logs kept in the data dir."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, log_format: str = "text") -> None:
         self.data = data
+        self.log_format = log_format
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         process = subprocess.Popen(
-            [sys.executable, "-m", "floorsync", "--log-level", "INFO", *args],
+            [sys.executable, "-m", "floorsync", "--log-level", "INFO", "--log-format",
+             self.log_format, *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=None if env is None else {**os.environ, **env},
         )
@@ -185,13 +191,25 @@ def _operator(scanner: ScriptedScanner, stop: threading.Event, pace: float = 0.2
             scanner.type(code)
 
 
-def run_demo(*, port: int, duration: float | None, broker: str | None, data: Path | None) -> int:
+def run_demo(*, port: int, duration: float | None, broker: str | None, data: Path | None,
+             log_format: str = "text") -> int:
+    """Until ``duration`` or a signal; then the summary. Stopped by Ctrl-C (no ``duration``),
+    the central service stays up for the dashboard until a second Ctrl-C: the person who
+    watched the floor wants to look at what it came to. Stopped by ``duration`` (a script,
+    a test) or SIGTERM (a supervisor), everything stops; either way the last lines say how to
+    start the central service again on the demo's database."""
     data = data or Path(tempfile.mkdtemp(prefix="floorsync-demo-"))
     data.mkdir(parents=True, exist_ok=True)
-    processes = _Processes(data)
+    processes = _Processes(data, log_format)
     stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(sig: int, _frame: object) -> None:
+        signals.append(sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     master = -1
     try:
         protocol = "5"
@@ -200,7 +218,8 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
             processes.start("broker", "broker", "--port", str(broker_port))
             wait_for_port(broker_port, timeout=20)
             broker, protocol = f"mqtt://127.0.0.1:{broker_port}", "3.1.1"
-        api = f"http://127.0.0.1:{port}/api/v1"
+        site_url = f"http://127.0.0.1:{port}"
+        api = f"{site_url}/api/v1"
         # this run's own tokens; a person may try the API with them while the demo runs
         read_token, write_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         processes.start("server", "server", "--db", str(data / "central.db"), "--broker", broker,
@@ -227,12 +246,14 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         )
         processes.start("hh-01", "edge", "--config", str(handheld))
         processes.start("dock-1", "edge", "--config", str(door))
-        print(f"floorsync demo: central service {api} (OpenAPI: http://127.0.0.1:{port}/docs)")
+        print(f"floorsync demo: central service {api} (OpenAPI: {site_url}/docs)")
         print(f"  broker {broker} (MQTT {protocol}); logs and databases in {data}")
         print(f"  read token:  {read_token}")
         print(f"  write token: {write_token}")
+        print(f"  live dashboard: {site_url}/ (log in with the read token)")
         print(f'  try: curl -H "Authorization: Bearer {read_token}" {api}/stock')
-        print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick")
+        print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick, and on"
+              f" purpose a pick from the empty bin {EMPTY_BIN}")
         print("  dock-1: RFID dock door receiving pallets of tagged cases")
         print("  documents: receipt ASN-DEMO (12 expected at RECV-1), order SO-DEMO (3 of the"
               " door's item, none in stock yet: backordered)", flush=True)
@@ -243,15 +264,21 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         )
         operator.start()
         started = time.monotonic()
+        explained: set[str] = set()
         while not stop.wait(3.0):
-            _print_progress(api, read_token)
+            _print_progress(api, read_token, explained)
             if processes.failed():
                 raise EdgeError(f"demo process failed: {', '.join(processes.failed())}")
             if duration is not None and time.monotonic() - started >= duration:
                 break
         stop.set()
         operator.join(2)
-        return _finish(api, read_token, write_token, data, processes)
+        code = _finish(api, read_token, write_token, data, processes)
+        if code == 0 and duration is None and signals[:1] == [signal.SIGINT]:
+            _keep_serving(site_url, read_token, processes, stop, signals)
+        processes.stop_all()
+        _how_to_look_again(site_url, read_token, data, port)
+        return code
     finally:
         stop.set()
         processes.stop_all()
@@ -259,7 +286,9 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
             os.close(master)
 
 
-def _print_progress(api: str, token: str) -> None:
+def _print_progress(api: str, token: str, explained: set[str]) -> None:
+    """Applied events and stock lines (negative ones always among those shown); the first
+    time the deliberately emptied bin shows below zero, why, right there."""
     try:
         stock = _get(f"{api}/stock", token)["items"]
         summary = _get(f"{api}/summary", token)
@@ -267,9 +296,20 @@ def _print_progress(api: str, token: str) -> None:
         print(f"  (central service not answering: {exc})", flush=True)
         return
     lines = sorted(stock, key=lambda r: (r["location"], r["item"]))
-    shown = ", ".join(f"{r['location']}:{r['item']}={r['quantity']:g}" for r in lines[:6])
-    more = f" (+{len(lines) - 6} more)" if len(lines) > 6 else ""
+    negative = [r for r in lines if r["quantity"] < 0]
+    keep = negative + [r for r in lines if r["quantity"] >= 0][:max(0, 6 - len(negative))]
+    shown = ", ".join(f"{r['location']}:{r['item']}={r['quantity']:g}"
+                      for r in lines if r in keep)
+    more = f" (+{len(lines) - len(keep)} more)" if len(lines) > len(keep) else ""
     print(f"  applied {summary['events']} events | stock {shown}{more}", flush=True)
+    for r in negative:
+        if r["location"] == EMPTY_BIN and EMPTY_BIN not in explained:
+            explained.add(EMPTY_BIN)
+            print(f"  {EMPTY_BIN}:{r['item']}={r['quantity']:g} is below zero on purpose: each"
+                  f" round the operator picks one from {EMPTY_BIN}, a bin the ledger has empty,\n"
+                  "  to show that the floor is the truth: the pick is applied, not refused, and"
+                  " the ledger opens one negative_stock exception for someone to count the bin"
+                  " (which goes one lower each round)", flush=True)
 
 
 def _documents(api: str, token: str, write_token: str) -> None:
@@ -315,9 +355,51 @@ def _finish(api: str, token: str, write_token: str, data: Path, processes: _Proc
     print("exceptions: " + ("; ".join(
         f"{kind} {', '.join(f'{n} {status}' for status, n in v.items() if n)}"
         for kind, v in sorted(raised.items())) or "none"), flush=True)
-    print(f'  see them: curl -H "Authorization: Bearer {token}" {api}/exceptions', flush=True)
+    why = {"negative_stock": f"the deliberate picks from the empty bin {EMPTY_BIN} (one for the"
+                             " bin, however many picks)",
+           "receipt_short": f"{RECEIPT['id']} closed short of what it expected (above)"}
+    for kind in sorted(raised):
+        if kind in why:
+            print(f"  {kind}: {why[kind]}", flush=True)
     failed = processes.failed()
     if failed:
         print(f"demo: processes failed: {', '.join(failed)}; logs in {data}", file=sys.stderr)
         return 1
     return 0
+
+
+def _keep_serving(site_url: str, token: str, processes: _Processes, stop: threading.Event,
+                  signals: list[int]) -> None:
+    """After the first Ctrl-C: the edges have stopped, the central service stays up with
+    everything the demo did, until the next Ctrl-C (or SIGTERM)."""
+    stop.clear()
+    if len(signals) > 1:  # pressed again while the edges drained: stop now
+        return
+    print("the floor has stopped; the central service is still running with what it did:",
+          flush=True)
+    print(f"  live dashboard: {site_url}/ (log in with the read token {token})", flush=True)
+    print(f'  try: curl -H "Authorization: Bearer {token}" {site_url}/api/v1/exceptions',
+          flush=True)
+    print("press Ctrl-C again to stop it", flush=True)
+    while not stop.wait(1.0):
+        if any(n == "server" and p.poll() is not None for n, p in processes.children):
+            print("demo: the central service stopped by itself; see server.log", file=sys.stderr)
+            return
+
+
+def _how_to_look_again(site_url: str, token: str, data: Path, port: int) -> None:
+    """The exact command that serves the demo's database again (HTTP only: the broker is gone),
+    then where to look. Printed once everything has stopped, so nothing here points at a
+    service that is not running."""
+    floorsync = Path(sys.executable).with_name("floorsync")
+    command = ([str(floorsync)] if floorsync.exists() else [sys.executable, "-m", "floorsync"])
+    env = f"FLOORSYNC_TOKENS={shlex.quote(f'{token}=read')}"
+    if "FLOORSYNC_TOKENS_FILE" in os.environ:  # the demo's own tokens only
+        env += " FLOORSYNC_TOKENS_FILE="
+    print(f"the demo has stopped; its databases and logs stay in {data}. To look at them again,"
+          " start the central service on its database:", flush=True)
+    serve = shlex.join([*command, "server", "--db", str(data / "central.db"), "--broker", "none",
+                        "--port", str(port)])
+    print(f"  {env} {serve}", flush=True)
+    print(f"then open {site_url}/ (log in with the read token {token}), or", flush=True)
+    print(f'  curl -H "Authorization: Bearer {token}" {site_url}/api/v1/exceptions', flush=True)

@@ -31,7 +31,7 @@ from floorsync.edge import wire
 from floorsync.server import checks
 from floorsync.server.api.devices import is_online  # the rule GET /devices applies
 from floorsync.server.errors import StoreError
-from floorsync.server.ledger import Incoming, Store
+from floorsync.server.ledger import SOURCES, Incoming, Store
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class CentralMetrics:
             "floorsync_ack_publish_seconds", "From the commit to the application ack handed to"
             " the broker connection, per message (MQTT ingest)",
             buckets=ACK_BUCKETS, registry=self.registry)
+        for source in SOURCES:  # at 0 from the start, so rate() and alerts see them
+            self._messages.labels(source)
+            self._apply.labels(source)
         self._children: dict[tuple[str, str, str], Any] = {}
         self._pairs: set[tuple[str, str]] = set()
         self.registry.register(_ScrapeCollector(store, ingest, online_after_s))

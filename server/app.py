@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from floorsync.edge import wire
-from floorsync.server import apidocs, picking
+from floorsync.server import apidocs, dashboard, picking
 from floorsync.server.api import (
     audit,
     backlog,
@@ -140,6 +140,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(orders.backorder_router, prefix=API_PREFIX)
     app.include_router(metrics_api.router)  # GET /metrics (read token), a registry per app
+    dashboard.install(app, settings)  # the live page at / (server/dashboard/)
     document_denials(app)
     document_request_errors(app)
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes

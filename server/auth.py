@@ -13,6 +13,7 @@ open, and requests share the rate bucket of their client address.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +34,27 @@ bearer = HTTPBearer(
     "with the scope the operation needs: read, write or admin (admin implies write implies "
     "read).",
 )
+
+# The dashboard's session (server/dashboard/session.py): the token itself, base64url, in an
+# HttpOnly SameSite=Strict cookie, because EventSource cannot send an Authorization header.
+# A write by cookie must also carry CSRF_HEADER (a page of another origin cannot set it
+# without a CORS preflight this service never grants).
+SESSION_COOKIE = "floorsync_session"
+CSRF_HEADER = "X-Floorsync-Dashboard"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_token(request: Request) -> str | None:
+    """The token in the dashboard's session cookie, or None (absent or not base64url)."""
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value or len(value) > 1024:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value.encode("ascii") + b"=" * (-len(value) % 4)
+                                        ).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return None
+
 
 class AuthError(HTTPException):
     """401 or 403, answered as problem+json with a ``WWW-Authenticate`` challenge."""
@@ -72,10 +94,15 @@ def require(scope: str) -> Callable[..., None]:
             client = request.client.host if request.client else "unknown"
             take_rate(request, f"client:{client}")
             return
-        if credentials is None:
+        token = credentials.credentials if credentials is not None else session_token(request)
+        if token is None:
             raise AuthError(401, "unauthorized", "send Authorization: Bearer <token>",
                             f'Bearer scope="{scope}"')
-        entry = tokens.match(credentials.credentials, settings.token_entries)
+        if (credentials is None and request.method not in _SAFE_METHODS
+                and request.headers.get(CSRF_HEADER) != "1"):
+            raise AuthError(403, "forbidden", f"a write by the dashboard's session cookie needs"
+                            f" the {CSRF_HEADER}: 1 header", f'Bearer scope="{scope}"')
+        entry = tokens.match(token, settings.token_entries)
         if entry is None:
             raise AuthError(401, "unauthorized", "the bearer token is not valid",
                             'Bearer error="invalid_token"')

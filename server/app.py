@@ -114,6 +114,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 desk.add_listener(app.state.publisher.document_changed)
             yield
         finally:
+            dashboard.close(app)  # its live streams and their poller
             if app.state.publisher is not None:
                 book.remove_listener(app.state.publisher.document_changed)
                 desk.remove_listener(app.state.publisher.document_changed)

@@ -8,12 +8,16 @@ terminates TLS in front of a loopback-bound service is the alternative (deploy/R
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ssl
+import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.main import STARTUP_FAILURE
 
+from floorsync.server import dashboard
 from floorsync.server.app import create_app
 from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
@@ -52,6 +56,15 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the dashboard's live streams when told to stop: a graceful
+    shutdown waits for every response to finish, and an event stream never would."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        dashboard.close(self.config.app)
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings) -> None:
     """Blocks until interrupted; the app's lifespan starts ingest. The store is opened first,
     so a database that cannot serve (a newer schema, a broken file) is the command's one-line
@@ -59,4 +72,8 @@ def serve(settings: Settings) -> None:
     with Store(settings.database) as store:
         app = create_app(settings, store)
         tune_gc()
-        uvicorn.run(app, **uvicorn_options(settings))
+        server = Server(uvicorn.Config(app, **uvicorn_options(settings)))
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:  # as uvicorn.run: the port was taken, TLS files unreadable
+            sys.exit(STARTUP_FAILURE)

@@ -59,6 +59,7 @@ class CentralProcess:
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
         self.process: subprocess.Popen[bytes] | None = None
         self.token = secrets.token_urlsafe(24)  # admin: the tests may do anything
+        self.tokens = f"{self.token}=admin"  # FLOORSYNC_TOKENS (tests/web add read and write)
 
     def start(self) -> CentralProcess:
         log = open(self.database.with_suffix(".log"), "ab")  # noqa: SIM115
@@ -66,7 +67,7 @@ class CentralProcess:
             [sys.executable, "-m", "floorsync", "server", "--db", str(self.database),
              "--broker", self.broker, "--protocol", self.protocol, "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "FLOORSYNC_TOKENS": f"{self.token}=admin"},
+            env={**os.environ, "FLOORSYNC_TOKENS": self.tokens},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

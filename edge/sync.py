@@ -359,7 +359,8 @@ class Syncer:
                 self._next_wait = self._backoff(attempt)
                 self._connect()
                 continue
-            attempt = 0
+            if self._session_up:  # accepted: the next loss reconnects at once. Not merely the
+                attempt = 0  # socket: a broker that refuses the login would be asked again at once
             timeout = self._timeout()
             fd = sock.fileno()
             want_write = [fd] if self._client.want_write() else []

@@ -32,7 +32,8 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@'\"]*):[^\s@/'\"]+@")
 # the attributes every LogRecord has: anything else on a record came with extra=
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName",
+    "color_message"}  # uvicorn's message again, with terminal colour codes
 _SHORTEST_SECRET = 4  # shorter values would mask ordinary words and numbers
 
 

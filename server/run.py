@@ -72,7 +72,9 @@ def serve(settings: Settings) -> None:
     with Store(settings.database) as store:
         app = create_app(settings, store)
         tune_gc()
-        server = Server(uvicorn.Config(app, **uvicorn_options(settings)))
+        # log_config=None: uvicorn's loggers go through the root handler the command set up
+        # (floorsync/logs.py): its lines in the process's format (text or JSON), masked too
+        server = Server(uvicorn.Config(app, log_config=None, **uvicorn_options(settings)))
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if not server.started:  # as uvicorn.run: the port was taken, TLS files unreadable

@@ -286,3 +286,21 @@ def test_the_ingest_queue_depth_counts_what_waits_for_the_writer(
         edge.close()
     assert value(done, "floorsync_ingest_queue_depth") == 0
     assert events(done, site, "hh-02", "applied") == 3
+
+
+def test_held_events_are_told_apart_from_applied_ones() -> None:
+    """An older edge hears ``applied`` with the count's reason; the metric says held."""
+    metrics = central_metrics.CentralMetrics(lambda: None, process=False)
+    b = batch("wh1", "hh-01", event(), event(), event(), event())
+    ids = [e.id for e in b.events]
+    results = (wire.Result(ids[0], "applied"),
+               wire.Result(ids[1], "applied", "late_after_count: A-01 counted later"),
+               wire.Result(ids[2], "held", "late_after_count: A-01 counted later"),
+               wire.Result(ids[3], "rejected", "qty: not a number"))
+    metrics.applied([Incoming(b, "mqtt")], [results], 0.002)
+    metrics.applied([Incoming(b, "mqtt")], [tuple(wire.Result(i, "duplicate") for i in ids)],
+                    0.001)
+    text = metrics.render(None)[0].decode()
+    got = {s.labels["result"]: s.value for f in text_string_to_metric_families(text)
+           for s in f.samples if s.name == "floorsync_events_total"}
+    assert got == {"applied": 1, "held": 2, "rejected": 1, "duplicate": 4}

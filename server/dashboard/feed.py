@@ -152,14 +152,20 @@ def _count(count: cs.Count) -> dict[str, Any]:
 
 
 def documents(store: Store) -> dict[str, Any]:
-    """Receipts, orders and backorders still open, counts waiting on the floor or on a
-    decision, and the backlog: each as its endpoint lists it, the first ``PANEL_ROWS``."""
+    """Receipts, orders and backorders still open; counts waiting for lines or a decision,
+    then the newest others (posted ones with their differences); and the backlog: each as
+    its endpoint lists it, the first ``PANEL_ROWS``."""
     book = book_of(store)
     receipts = book.receipts(status="open", limit=PANEL_ROWS)
     orders = od.list_orders(store, status="open", limit=PANEL_ROWS)
     backorders = bo.list_backorders(store, status="open", limit=PANEL_ROWS)
-    counts = [c for status in ("needs_decision", "open")
-              for c in cs.list_counts(store, status=status, limit=PANEL_ROWS)][:PANEL_ROWS]
+    newest = int(store._query("SELECT COALESCE(MAX(id), 0) FROM counts")[0][0])
+    recent = cs.list_counts(store, after=max(0, newest - PANEL_ROWS), limit=PANEL_ROWS)
+    waiting = [c for status in ("needs_decision", "open")
+               for c in cs.list_counts(store, status=status, limit=PANEL_ROWS)]
+    counts = sorted({c.id: c for c in (*waiting, *recent)}.values(),
+                    key=lambda c: (c.status not in ("needs_decision", "open"), -c.id))
+    counts = counts[:PANEL_ROWS]
     return {
         "receipts": [ReceiptSummaryOut.model_validate(
             {k: v for k, v in asdict(r).items() if k != "cursor"}).model_dump(mode="json")

@@ -81,7 +81,7 @@ export function passes(frame, feed) {
         inbound ? `in → ${p.location}` : `out ← ${p.location}`),
       h("span", {}, p.item, h("div", { class: "meta" }, p.epc || p.tag || "")),
       h("span", { class: "meta" }, `${p.device} · ${p.reads ?? "?"} reads · `
-        + `${p.rssi ?? "?"} dBm · lag ${seconds(p.lag_s)}`));
+        + `${p.rssi ?? "?"} dBm`, h("div", {}, `lag ${seconds(p.lag_s)}`)));
   }).reverse();
   if (frame.replace) feed.replaceChildren(...rows);
   else feed.prepend(...rows);
@@ -140,7 +140,8 @@ export function stock(page, offset) {
 }
 
 export function counts(list) {
-  $("counts-count").textContent = list.length ? `${list.length} waiting` : "";
+  const waiting = list.filter((c) => c.status === "open" || c.status === "needs_decision");
+  $("counts-count").textContent = waiting.length ? `${waiting.length} waiting` : "";
   fill($("counts"), list.map((c) => h("tr", { "data-count": String(c.id) },
     h("td", {}, String(c.id)), h("td", {}, c.location, h("div", { class: "count" }, c.site)),
     h("td", {}, c.status.replaceAll("_", " ")),
@@ -149,7 +150,7 @@ export function counts(list) {
       `${c.differences_total} differ: `,
       c.differences.map((d) => `${d.item}${d.lot ? ` (${d.lot})` : ""} `
         + `${d.difference > 0 ? "+" : ""}${number(d.difference, 3)}`).join(", "),
-    ] : "none"))), 5, "no count open or waiting for a decision");
+    ] : c.status === "open" ? "counting" : "none"))), 5, "no count yet");
 }
 
 export function receipts(list) {

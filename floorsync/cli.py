@@ -147,8 +147,9 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.replica is not None:  # the store only, shared with the other replicas; no HTTP
         from floorsync.server.replica import main as replica_main
 
-        database = Settings.from_env(**({"database": args.db} if args.db else {})).database
-        return replica_main(args.replica, str(database))
+        found = Settings.from_env(**({"database": args.db} if args.db else {}))
+        return replica_main(args.replica, str(found.database), found.metrics_port,
+                            found.http_host)
 
     overrides = {
         "database": args.db,

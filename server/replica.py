@@ -41,6 +41,7 @@ from floorsync.edge import wire
 from floorsync.server.errors import ConfigError
 from floorsync.server.ingest import Applier, Work, prepare
 from floorsync.server.ledger import Store
+from floorsync.server.metrics import CentralMetrics
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Replica:
 
     def __init__(self, servers: Sequence[str], database: str, *, durable: str = DURABLE,
                  ack_wait_s: float = ACK_WAIT_S, durable_replicas: int = 0,
-                 fetch: int = FETCH) -> None:
+                 fetch: int = FETCH, metrics: CentralMetrics | None = None) -> None:
         if not servers:
             raise ConfigError("the replica needs a NATS server URL (nats://host:4222)")
         self.servers = list(servers)
@@ -108,14 +109,22 @@ class Replica:
         self.durable_replicas = durable_replicas
         self.fetch = fetch
         self.stats = Stats()
+        self.metrics = metrics  # told every apply (a store observer) and each ack's latency
         self._store: Store | None = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="replica-store")
 
     # --- the store (worker thread) ---------------------------------------------------------
 
+    @property
+    def store(self) -> Store | None:
+        """The open store, None between a failure and the next group (read by scrapes)."""
+        return self._store
+
     def _open_store(self) -> Store:
         if self._store is None:
             self._store = Store(self.database).open()
+            if self.metrics is not None:
+                self._store.add_observer(self.metrics)
         return self._store
 
     def _close_store(self) -> None:
@@ -227,11 +236,12 @@ class Replica:
                     await message.nak(delay=RETRY_S)
             await asyncio.sleep(RETRY_S)
             return
-        started = time.thread_time()
+        started, committed, latencies = time.thread_time(), time.perf_counter(), list[float]()
         for message, work, result in zip(messages, group, results, strict=True):
             if result and work.site and work.device:
                 ack = wire.encode_ack(wire.Ack(work.device, result))
                 await nc.publish(subject_of(wire.acks_topic(work.site, work.device)), ack)
+                latencies.append(time.perf_counter() - committed)
             with contextlib.suppress(Exception):  # not acked: redelivered after ack_wait
                 await message.ack()
             self.stats.events += work.events
@@ -240,11 +250,29 @@ class Replica:
         self.stats.messages += len(messages)
         self.stats.groups += 1
         self.stats.ack_cpu_s += time.thread_time() - started
+        if self.metrics is not None and latencies:
+            self.metrics.acked(latencies)
 
 
-def main(servers: str, database: str) -> int:
-    """``floorsync server --replica``: run until SIGTERM or SIGINT; log the figures at the end."""
-    replica = Replica([s.strip() for s in servers.split(",") if s.strip()], database)
+def main(servers: str, database: str, metrics_port: int = 0, metrics_host: str = "127.0.0.1"
+         ) -> int:
+    """``floorsync server --replica``: run until SIGTERM or SIGINT; log the figures at the end.
+    With ``metrics_port`` (FLOORSYNC_METRICS_PORT) its Prometheus metrics are served on
+    ``metrics_host`` (FLOORSYNC_HTTP_HOST) without authentication, as the edge's are."""
+    metrics = CentralMetrics(lambda: replica.store) if metrics_port else None
+    replica = Replica([s.strip() for s in servers.split(",") if s.strip()], database,
+                      metrics=metrics)
+    server = None
+    if metrics is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            server, _ = start_http_server(metrics_port, addr=metrics_host,
+                                          registry=metrics.registry)
+        except OSError as exc:
+            raise ConfigError(f"metrics: cannot listen on {metrics_host}:{metrics_port}:"
+                              f" {exc.strerror or exc}") from None
+        log.info("replica metrics on http://%s:%d/metrics", metrics_host, metrics_port)
 
     async def go() -> Stats:
         stop = asyncio.Event()
@@ -253,6 +281,11 @@ def main(servers: str, database: str) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await replica.run(stop, lambda: log.info("replica consuming %s", servers))
 
-    stats = asyncio.run(go())
+    try:
+        stats = asyncio.run(go())
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     log.info("replica stopped: %s", stats.line())
     return 0

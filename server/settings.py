@@ -78,6 +78,9 @@ class Settings:
     rate_device_per_s: float = 20.0
     rate_device_burst: int = 200
     cors_origins: tuple[str, ...] = ()
+    # a replica's (--replica) Prometheus /metrics on http_host:this port, 0: none; the HTTP
+    # service serves /metrics on its own port (server/api/metrics.py)
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.tokens, Mapping):
@@ -97,6 +100,9 @@ class Settings:
         if self.max_document_bytes > DOCUMENT_CAP:
             raise ConfigError(f"max_document_bytes is at most {DOCUMENT_CAP} (the routes' caps)")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0 (none) or a TCP port, not"
+                              f" {self.metrics_port}")
         check_database(self.database)
         if self.mqtt_protocol not in PROTOCOLS:
             raise ConfigError(
@@ -150,7 +156,7 @@ def check_database(database: Path | str) -> None:
 
 def _convert(name: str, raw: str) -> Any:
     try:
-        if name in ("http_port", *_LIMITS):
+        if name in ("http_port", "metrics_port", *_LIMITS):
             return int(raw)
         if name in ("online_after_s", *_RATES):
             return float(raw)

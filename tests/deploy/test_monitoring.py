@@ -126,9 +126,10 @@ def test_the_alerts_the_issue_asks_for_are_there() -> None:
     got = rules()
     assert "floorsync_edge_oldest_unsynced_seconds > 300" in got["FloorsyncBacklogOlderThan5m"][
         "expr"]
-    assert "floorsync_device_oldest_unsynced_seconds > 300" in got[
+    assert "(floorsync_device_oldest_unsynced_seconds) > 300" in got[
         "FloorsyncDeviceBacklogOlderThan5m"]["expr"]
-    assert got["FloorsyncDeviceOffline"]["expr"].strip() == "floorsync_device_online == 0"
+    assert got["FloorsyncDeviceOffline"]["expr"].strip() == (
+        "max by (site, device) (floorsync_device_online) == 0")
     assert got["FloorsyncDeviceOffline"]["for"] == "10m"
     assert "floorsync_edge_outbox_bytes / floorsync_edge_outbox_cap_bytes > 0.8" in got[
         "FloorsyncOutboxNearCap"]["expr"]
@@ -177,7 +178,8 @@ def test_scrape_config_loads_the_rules_and_sends_a_token() -> None:
     config = yaml.safe_load(SCRAPES.read_text())
     assert [DEPLOY / "prometheus" / f for f in config["rule_files"]] == [RULES]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"floorsync-central", "floorsync-edge", "floorsync-edge-node"}
+    assert set(jobs) == {"floorsync-central", "floorsync-replicas", "floorsync-edge",
+                         "floorsync-edge-node"}
     central = jobs["floorsync-central"]
     assert central["metrics_path"] == "/metrics"
     assert central["authorization"]["type"] == "Bearer"

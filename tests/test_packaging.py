@@ -58,7 +58,9 @@ def test_the_wheel_holds_only_the_floorsync_namespace(wheel: Path) -> None:
                    "floorsync/server/app.py", "floorsync/server/api/items.py",
                    "floorsync/devices/codes.py", "floorsync/devices/rfid/mqtt_reader.py",
                    "floorsync/bench/e2e.py", "floorsync/server/standards/EPCIS-JSON-Schema.json",
-                   "floorsync/server/standards/epcis-context.jsonld"):
+                   "floorsync/server/standards/epcis-context.jsonld",
+                   *(f"floorsync/server/dashboard/static/{asset}" for asset in (
+                       "index.html", "style.css", "app.js", "api.js", "live.js", "panels.js"))):
         assert module in names
     # every module of the source folders is in the wheel, under its installed name
     sources = [f"floorsync/{path.relative_to(ROOT).as_posix()}"

@@ -7,15 +7,17 @@ ignored by git), one file per test and moment, so a CI run keeps what each page 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -25,6 +27,7 @@ from floorsync.localbroker import free_port
 from floorsync.server import dashboard
 from tests.e2e.conftest import CentralProcess
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("FLOORSYNC_ARTIFACTS", ROOT / "artifacts")) / "web"
 CHROMIUM = os.environ.get("FLOORSYNC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,6 +41,12 @@ CHROMIUM_ARGS = [
     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own (free of any loop this thread may hold)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @contextmanager
@@ -77,7 +86,9 @@ class Central(CentralProcess):
         return self.database.with_suffix(".log").read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: playwright's sync client keeps an event loop running in this thread while it
+# lives, and asyncio.run (in later tests of the session) refuses to start beside one.
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -87,7 +98,7 @@ def playwright_driver() -> Iterator[Any]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver: Any) -> Iterator[Any]:
     """Debian's chromium, headless; never a browser playwright downloads."""
     chromium = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,

@@ -29,7 +29,7 @@ from floorsync.server.ledger import Store
 from floorsync.server.settings import Settings
 from tests.factories import event
 from tests.server.helpers import READ_TOKEN, TOKENS, WRITE_TOKEN, api_settings, bearer
-from tests.web.conftest import Central, live_server
+from tests.web.conftest import Central, live_server, run_async
 from tests.web.floor import dock_door, door_pass
 
 SITE = "wh1"
@@ -119,7 +119,7 @@ def test_fifty_streams_at_once_each_get_a_door_pass(served: tuple[str, Any]) -> 
                 for s in streams:
                     await s.__aexit__(None, None, None)
 
-    latencies = asyncio.run(run())
+    latencies = run_async(run())
     assert len(latencies) == 50
     print(f"\n50 streams: door pass POSTed -> on every stream in {max(latencies) * 1000:.0f} ms"
           f" (first {min(latencies) * 1000:.0f} ms); one poller: {hub.ticks} ticks found a change")
@@ -154,7 +154,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_memory_stays_bounded(
             assert again.queue.get_nowait() == live.frame("lag", {"n": live.QUEUE_FRAMES * 3 - 1})
             hub.close()
 
-        asyncio.run(run())
+        run_async(run())
 
 
 def test_a_replica_streams_what_another_replica_wrote(tmp_path: Path, pg_url: str) -> None:

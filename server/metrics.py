@@ -122,12 +122,11 @@ class CentralMetrics:
         key = (site, device, result)
         child = self._children.get(key)
         if child is None:
-            if (site, device) not in self._pairs:
-                if len(self._pairs) >= MAX_DEVICES:
-                    site = device = OTHER
-                else:
-                    self._pairs.add((site, device))
-            child = self._children[key] = self._events.labels(site, device, result)
+            if (site, device) not in self._pairs and len(self._pairs) >= MAX_DEVICES:
+                child = self._events.labels(OTHER, OTHER, result)  # not kept: memory bounded
+            else:
+                self._pairs.add((site, device))
+                child = self._children[key] = self._events.labels(site, device, result)
         child.inc(n)
 
     # --- exposition ------------------------------------------------------------------------

@@ -202,6 +202,7 @@ def test_device_labels_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     devices = {s.labels["device"]: s.value for f in text_string_to_metric_families(text)
                for s in f.samples if s.name == "floorsync_events_total"}
     assert devices == {"hh-0": 1, "hh-1": 1, "_other": 2}
+    assert len(metrics._children) == 2  # the devices past the cap are not remembered either
 
 
 # --- MQTT ingest through a real mosquitto -----------------------------------------------------

@@ -9,6 +9,7 @@ at any size: the store's change counter, and the newest ledger rows with their e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -176,5 +177,24 @@ def documents(store: Store) -> dict[str, Any]:
         "backorders": [BackorderOut.model_validate(asdict(r)).model_dump(mode="json")
                        for r in backorders],
         "counts": [_count(c) for c in counts],
-        "backlog": BacklogOut.model_validate(asdict(bl.backlog(store))).model_dump(mode="json"),
+        "backlog": backlog_summary(BacklogOut.model_validate(asdict(bl.backlog(store)))),
+    }
+
+
+def backlog_summary(backlog: BacklogOut) -> dict[str, Any]:
+    """``/api/v1/backlog`` in figures: how many of each and the oldest's age (the endpoint
+    lists every line; a busy site's would be megabytes on every tab every few seconds)."""
+
+    def figures(rows: list[Any], size: Callable[[Any], float] = lambda _: 1) -> dict[str, Any]:
+        return {"count": sum(size(r) for r in rows),
+                "oldest_s": max((r.age_s for r in rows), default=None)}
+
+    return {
+        "generated_at": backlog.generated_at,
+        "receipts": figures(backlog.receipts),
+        "not_put_away": figures(backlog.not_put_away),
+        "order_lines": figures(backlog.order_lines),
+        "exceptions": figures(backlog.exceptions, lambda e: e.open),
+        "devices": {"count": sum(1 for d in backlog.devices if d.backlog),
+                    "events": sum(d.backlog for d in backlog.devices)},
     }

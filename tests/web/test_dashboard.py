@@ -262,7 +262,8 @@ def test_every_panel_shows_what_the_service_holds(
         expect(page.locator(f'#counts tr[data-count="{counting["id"]}"]')).to_contain_text(
             "counting")
         expect(page.locator("#counts-count")).to_have_text("1 waiting")
-        expect(page.locator("#backlog")).to_contain_text("open receipts")
+        expect(page.locator("#backlog dd").first).to_contain_text("1 · oldest")  # ASN-1001
+        expect(page.locator("#backlog dd").nth(3)).to_contain_text("1 · oldest")  # B-02-01
         expect(page.locator("#lag")).to_contain_text("sync lag")
         page.fill("#stock-location", "A-01-01")
         page.click("#stock-form button[type=submit]")

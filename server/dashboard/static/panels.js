@@ -180,13 +180,13 @@ export function backorders(list) {
 }
 
 export function backlog(b) {
-  const oldest = (rows) => (rows.length ? ` · oldest ${seconds(Math.max(...rows.map((r) => r.age_s)))}` : "");
+  const oldest = (f) => (f.count ? ` · oldest ${seconds(f.oldest_s)}` : "");
   const figures = [
-    ["open receipts", `${b.receipts.length}${oldest(b.receipts)}`],
-    ["received, not put away", `${b.not_put_away.length} lines${oldest(b.not_put_away)}`],
-    ["order lines not done", `${b.order_lines.length}${oldest(b.order_lines)}`],
-    ["open exceptions", `${b.exceptions.reduce((n, e) => n + e.open, 0)}${oldest(b.exceptions)}`],
-    ["events held on edges", `${number(b.devices.reduce((n, d) => n + d.backlog, 0))} on ${b.devices.length} devices`],
+    ["open receipts", `${number(b.receipts.count)}${oldest(b.receipts)}`],
+    ["received, not put away", `${number(b.not_put_away.count)} lines${oldest(b.not_put_away)}`],
+    ["order lines not done", `${number(b.order_lines.count)}${oldest(b.order_lines)}`],
+    ["open exceptions", `${number(b.exceptions.count)}${oldest(b.exceptions)}`],
+    ["events held on edges", `${number(b.devices.events)} on ${b.devices.count} devices`],
   ];
   $("backlog").replaceChildren(...figures.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }

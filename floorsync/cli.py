@@ -130,6 +130,11 @@ def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) ->
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    env = os.environ  # every server command's log (the replica's, a backup's) masks these
+    _log_secrets(args, [*_plain_tokens(env.get("FLOORSYNC_TOKENS")),
+                        env.get("FLOORSYNC_MQTT_PASSWORD")],
+                 urls=[env.get("FLOORSYNC_DATABASE"), env.get("FLOORSYNC_BROKER"),
+                       getattr(args, "db", None)])
     if args.server_command == "backup":
         from floorsync.server.backup import backup
 
@@ -161,10 +166,6 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.broker is None:
         overrides.pop("broker")
     given = {k: v for k, v in overrides.items() if v is not None or k == "broker"}
-    env = os.environ
-    _log_secrets(args, [*_plain_tokens(env.get("FLOORSYNC_TOKENS")),
-                        env.get("FLOORSYNC_MQTT_PASSWORD")],
-                 urls=[env.get("FLOORSYNC_DATABASE"), env.get("FLOORSYNC_BROKER")])
     settings = Settings.from_env(**given)
     _log_secrets(args, [settings.mqtt_password], urls=[str(settings.database), settings.broker])
     serve(settings)

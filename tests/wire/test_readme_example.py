@@ -21,21 +21,18 @@ import pytest
 
 from floorsync.localbroker import free_port
 
-# Exactly the text README's "Wire format (v1)" section shows (the lead keeps them equal).
-README_BATCH = """\
-{"v": 1, "site": "wh1", "device": "hh-07", "sent_at": "2026-11-22T09:30:00.512Z",
- "events": [
-  {"id": "01a20297-0501-7c3e-9a41-5b6c7d8e9f01", "seq": 1041,
-   "time": "2026-11-22T10:29:41.377+01:00", "type": "receive",
-   "item": {"gtin": "09501101530003", "lot": "12345AB"},
-   "qty": 1, "to": "RECV-1", "operator": "op-12",
-   "read": {"kind": "barcode", "raw": "]C101095011015300031012345AB", "symbology": "]C1"}},
-  {"id": "01a20297-4668-7d2f-8b13-0e1f2a3b4c5d", "seq": 1042,
-   "time": "2026-11-22T10:29:58.120+01:00", "type": "putaway",
-   "item": {"gtin": "09501101530003", "lot": "12345AB"},
-   "qty": 1, "from": "RECV-1", "to": "A-01-02", "operator": "op-12",
-   "read": {"kind": "barcode", "raw": "]C101095011015300031012345AB", "symbology": "]C1"}}]}
-"""
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_batch() -> str:
+    """The JSON block after "A batch" in README's "Wire format (v1)" section, as printed."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Wire format (v1)"):]
+    after = section[section.index("\nA batch"):]
+    return after.split("```json\n", 1)[1].split("```", 1)[0]
+
+
+README_BATCH = readme_batch()
 # The example before: one put-away from RECV-1, where nothing had been received.
 OLD_BATCH = """\
 {"v": 1, "site": "wh1", "device": "hh-07", "sent_at": "2026-11-22T09:30:00.512Z",

@@ -27,7 +27,7 @@ from typing import Any
 
 from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
 from floorsync.edge.errors import EdgeError
-from floorsync.localbroker import free_port, wait_for_port
+from floorsync.localbroker import free_port, wait_for_mqtt
 
 SITE = "demo"
 PRODUCTS = [("09501101530003", "L2611A"), ("04012345000009", "L2611B")]
@@ -216,7 +216,7 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         if broker is None:
             broker_port = free_port()
             processes.start("broker", "broker", "--port", str(broker_port))
-            wait_for_port(broker_port, timeout=20)
+            wait_for_mqtt(broker_port, timeout=20)
             broker, protocol = f"mqtt://127.0.0.1:{broker_port}", "3.1.1"
         site_url = f"http://127.0.0.1:{port}"
         api = f"{site_url}/api/v1"

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 from floorsync.edge.errors import EdgeError
 
 
@@ -41,6 +43,32 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_for_mqtt(port: int, timeout: float = 10.0) -> None:
+    """Until an MQTT 3.1.1 CONNECT to 127.0.0.1:port gets its CONNACK. A bare TCP probe would
+    do to see the port, but amqtt logs an ERROR ("No data from client") for every client that
+    connects and says nothing: a new user reading the demo's broker.log should find none."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="floorsync-probe",
+                             protocol=mqtt.MQTTv311)
+        try:
+            client.connect("127.0.0.1", port, keepalive=10)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            while not client.is_connected() and time.monotonic() < deadline:
+                if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if client.is_connected():
+                return
+        finally:
+            client.disconnect()
+            client.loop(0.1)
+        time.sleep(0.05)
+    raise TimeoutError(f"no MQTT broker answers on 127.0.0.1:{port} after {timeout}s")
 
 
 class Mosquitto:

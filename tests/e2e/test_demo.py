@@ -41,6 +41,11 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
     assert read and write, result.stdout
     assert len(read[1]) >= 32 and len(write[1]) >= 32 and read[1] != write[1]
     assert f"Bearer {read[1]}" in result.stdout  # the curl line
+    # no process of the demo logged an ERROR (the broker's readiness probe speaks MQTT: a bare
+    # TCP probe made amqtt log "No data from client" at ERROR in broker.log)
+    for log in sorted(tmp_path.glob("*.log")):
+        errors = [ln for ln in log.read_text().splitlines() if " ERROR " in ln]
+        assert not errors, (log.name, errors[:3])
     # the garbled scan got a bad read and nothing else broke
     assert "bad read" in (tmp_path / "hh-01.log").read_text()
     # both edges sent events: the handheld's receive/put-away/pick and the door's RFID receives

@@ -57,7 +57,9 @@ class AgentView(Protocol):
     def reader_counts(self) -> Mapping[tuple[str, str], Counts]: ...  # by (kind, name)
 
 
-BROKER_STATES = ("starting", "connecting", "connected", "retrying", "disconnected", "stopped")
+# "refused": connected, but the broker refused the acks subscription (edge.sync)
+BROKER_STATES = ("starting", "connecting", "connected", "refused", "retrying", "disconnected",
+                 "stopped")
 OUTBOX_STATES = ("pending", "sent", "acked", "rejected")
 
 

@@ -7,8 +7,9 @@ Two sources, both beside the outbox:
 - the documents' tallies (``edge.documents``), read from the same database: per open
   document, what it expects and what this edge counted against it, per door and handheld;
 - ``<outbox>-status.json``, written by the running agent's syncer (atomic rename, on a change of
-  broker state or ack, at most once a second): broker state and since when, the last error, the
-  last application ack. ``<outbox>-sync.lock`` is locked while a syncer runs, so a stale file
+  broker state or ack, at most once a second): broker state and since when, the last error, a
+  subscription the broker refuses (acks or documents, with its reason), the last application
+  ack. ``<outbox>-sync.lock`` is locked while a syncer runs, so a stale file
   from a stopped (or killed) agent is told apart from a live one.
 
 Standard library and edge modules only: it runs on an edge host without the server.
@@ -148,6 +149,11 @@ def report(outbox: Path | str, cap_bytes: int, now: float | None = None, config:
             "last_state": written.get("state"),
             "last_error": written.get("last_error"),
             "connect_attempts": written.get("connect_attempts"),
+            # a subscription the broker refused (its SUBACK's reason), None when granted
+            "acks_topic": written.get("acks_topic"),
+            "acks_refused": written.get("acks_refused"),
+            "documents_filter": written.get("documents_filter"),
+            "documents_refused": written.get("documents_refused"),
         }
     return out
 
@@ -191,6 +197,14 @@ def format_report(data: dict[str, Any]) -> str:
         state = broker["state"] if agent["running"] else (
             f"not running (last: {broker['last_state']})")
         lines.append(f"broker      {state} since {broker['since']} ({broker['url']})")
+        if broker.get("acks_refused"):
+            lines.append(f"refused     acks subscription refused: {broker['acks_refused']}"
+                         f" ({broker.get('acks_topic')}): nothing is sent until the broker"
+                         " grants it")
+        if broker.get("documents_refused"):
+            lines.append(f"refused     documents subscription refused:"
+                         f" {broker['documents_refused']} ({broker.get('documents_filter')}):"
+                         " events still flow, documents do not")
         if broker.get("last_error"):
             lines.append(f"last error  {broker['last_error']}")
     lines.append(f"last ack    {data['last_ack_at'] or 'none since the agent started'}")

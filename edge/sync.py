@@ -15,8 +15,15 @@ connect the syncer subscribes to ``floorsync/v1/{site}/docs/#`` (QoS 1), so the 
 every open document's retained message again, and each message is kept in the outbox
 database before paho PUBACKs it. A bad one is recorded and skipped, never fatal.
 
-The broker state (connecting, connected, retrying, disconnected, stopped) is logged once per
-change, and written with the last ack time to a small status file beside the outbox (atomic
+Nothing is sent until the broker grants the acks subscription (its SUBACK): acks it would not
+deliver would leave every batch applied centrally but unsettled here, sent again forever. A
+refused one (a reason code of 0x80 or more: an ACL, a NATS permission, a cluster short of a
+node) is logged once as an ERROR and the connection dropped, then made again with the backoff
+until the broker grants it (state ``refused``). A refused documents subscription is a WARNING:
+events still flow.
+
+The broker state (connecting, connected, refused, retrying, disconnected, stopped) is logged once
+per change, and written with the last ack time to a small status file beside the outbox (atomic
 rename, at most once a second) that ``floorsync edge status`` reads; a lock file held while
 syncing tells it whether an agent is running.
 """
@@ -41,6 +48,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from floorsync.edge import status as local_status
 from floorsync.edge import wire
@@ -162,8 +170,9 @@ class Syncer:
         self._docs_prefix = self.docs_filter[:-1]  # floorsync/v1/{site}/docs/
         self.documents = documents if documents is not None else book_for(outbox, site)
         self.stats = SyncStats()
-        # broker state, logged once per change: starting | connecting | connected | retrying |
-        # disconnected | stopped (wall-clock ``state_since``)
+        # broker state, logged once per change: starting | connecting | connected | refused |
+        # retrying | disconnected | stopped (wall-clock ``state_since``). "connected" only once
+        # the broker granted the acks subscription: before that nothing is sent
         self.state = "starting"
         self.state_since = time.time()
         self.started_at = time.time()
@@ -215,6 +224,17 @@ class Syncer:
         self._tls = tls
         self._socket_error: str | None = None  # paho's last error before a CONNACK (TLS alerts)
         self._answered = False  # the broker sent a CONNACK on this connection attempt
+        # The SUBACKs of this connection's subscriptions (mid -> "acks" | "documents"). Sending
+        # waits for the acks one; a refusal (>= 0x80) is said once per spell (until granted):
+        # the reason is kept for the status file, and the connection dropped on purpose.
+        self._sub_mids: dict[int, str] = {}
+        self._acks_granted = False
+        self.acks_refused: str | None = None
+        self.documents_refused: str | None = None
+        self._refusals = 0  # acks refusals in this spell (told when it ends)
+        self._hanging_up = False  # we dropped the connection ourselves (no "disconnected")
+        self._connected_note = ""  # the "connected" line, said once the acks are granted
+        self._broker_lost_state = False  # kept from the CONNACK until the acks are granted
         self._client = self._make_client(tls)
         outbox.listeners.append(self.notify)
 
@@ -239,6 +259,7 @@ class Syncer:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         properties = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)
@@ -302,7 +323,8 @@ class Syncer:
 
     @property
     def connected(self) -> bool:
-        return self._session_up
+        """Connected and the acks subscription granted: events flow."""
+        return self._session_up and self._acks_granted
 
     def wait_synced(self, timeout: float) -> bool:
         """Block until the outbox holds nothing unconfirmed (tests, benchmarks, shutdown)."""
@@ -359,8 +381,10 @@ class Syncer:
                 self._next_wait = self._backoff(attempt)
                 self._connect()
                 continue
-            if self._session_up:  # accepted: the next loss reconnects at once. Not merely the
-                attempt = 0  # socket: a broker that refuses the login would be asked again at once
+            if self._acks_granted:  # accepted: the next loss reconnects at once. Not merely the
+                # socket (a broker that refuses the login would be asked again at once), nor the
+                # CONNACK (one that refuses the acks subscription would be)
+                attempt = 0
             timeout = self._timeout()
             fd = sock.fileno()
             want_write = [fd] if self._client.want_write() else []
@@ -377,9 +401,14 @@ class Syncer:
             if self._client.socket() is not None:
                 self._client.loop_misc()
             if self._session_up:
-                self._pump()
                 now = time.monotonic()
-                self._check_ack_timeouts(now)
+                if self._acks_granted:
+                    self._pump()
+                    self._check_ack_timeouts(now)
+                elif (not self._hanging_up and self.stats.connected_at is not None
+                      and now - self.stats.connected_at >= self.settings.ack_timeout_s):
+                    self._acks_not_granted(
+                        f"no SUBACK within {self.settings.ack_timeout_s:g} s", None)
                 if now - last_status >= self.settings.status_interval_s:
                     last_status = now
                     self._publish_status("online")
@@ -388,7 +417,7 @@ class Syncer:
                     self.outbox.purge()
 
     def _connect(self) -> None:
-        if self.state not in ("connecting", "retrying"):
+        if self.state not in ("connecting", "retrying", "refused"):
             self._set_state("connecting", f"connecting to {self.host}:{self.port}")
         if time.monotonic() - self._will_at >= self.settings.status_interval_s:
             self._refresh_will()
@@ -473,6 +502,8 @@ class Syncer:
             "in_flight_messages": len(self._inflight), "connects": s.connects,
             "events_sent": s.events_sent, "events_acked": s.events_acked,
             "events_rejected": s.events_rejected, "resent": s.resent,
+            "acks_topic": self.acks_topic, "acks_refused": self.acks_refused,
+            "documents_filter": self.docs_filter, "documents_refused": self.documents_refused,
         }
 
     def _backoff(self, attempt: int) -> float:
@@ -600,14 +631,19 @@ class Syncer:
         self._session_up = True
         self.stats.connects += 1
         self.stats.connected_at = time.monotonic()
-        attempts, self.stats.connect_attempts = self.stats.connect_attempts, 0
-        self._broker_forgot = self.stats.connects > 1 and (
-            self._broker_was_down or not getattr(flags, "session_present", True))
-        self._broker_was_down, self._first_ack_at = False, None
-        client.subscribe(self.acks_topic, qos=1)
-        # again on every connect: the broker then sends every retained document anew, so one
-        # missed while a session was lost comes back (versions make the repeats harmless)
-        client.subscribe(self.docs_filter, qos=1)
+        if self.stats.connects > 1 and (
+                self._broker_was_down or not getattr(flags, "session_present", True)):
+            self._broker_lost_state = True  # until a connection's acks subscription is granted
+        self._broker_was_down = False
+        self._acks_granted, self._hanging_up = False, False
+        self._sub_mids.clear()
+        # again on every connect (documents: the broker then sends every retained document
+        # anew, so one missed while a session was lost comes back; versions make the repeats
+        # harmless). A SUBSCRIBE not sent (the connection just dropped) is never answered.
+        for topic, which in ((self.acks_topic, "acks"), (self.docs_filter, "documents")):
+            _rc, mid = client.subscribe(topic, qos=1)
+            if mid is not None:
+                self._sub_mids[mid] = which
         # Everything in flight goes again now, not after the ack timeout: a broker restart may
         # have lost the messages or their acks (the central service answers "duplicate").
         self._inflight.clear()
@@ -618,22 +654,103 @@ class Syncer:
         backlog = self.outbox.stats().backlog
         self._dirty, self._dirty_since = True, 0.0
         self._catching_up = backlog > 0
-        self._publish_status("online")
-        waited = f" after {attempts} failed attempt(s)" if attempts else ""
         offline = (f", {self._queued_offline} captured while not connected"
                    if self._queued_offline else "")
         self._queued_offline = 0
-        self._set_state(
-            "connected",
-            f"connected to {self.host}:{self.port}{waited}; sending {backlog} event(s) not yet"
-            f" acked ({resend} of them were in flight: sent again now{offline})"
-            if backlog else f"connected to {self.host}:{self.port}{waited}; nothing to send",
-        )
+        # said once the broker grants the acks subscription (nothing is sent before)
+        self._connected_note = (
+            f"sending {backlog} event(s) not yet acked ({resend} of them were in flight: sent"
+            f" again now{offline})" if backlog else "nothing to send")
+
+    def _on_subscribe(self, client: mqtt.Client, _u: object, mid: int,
+                      reasons: list[ReasonCode], _p: object) -> None:
+        which = self._sub_mids.pop(mid, None)
+        if which is None or not reasons:
+            return  # a SUBACK of an earlier connection
+        reason = reasons[0]
+        if which == "documents":
+            self._documents_subscription(reason)
+        elif reason.is_failure:
+            self._acks_not_granted(self._reason_text(reason), client)
+        else:
+            self._acks_subscribed()
+
+    def _reason_text(self, reason: ReasonCode) -> str:
+        """"Not authorized (0x87)"; MQTT 3.1.1's SUBACK has one failure code and no reason."""
+        if self.settings.protocol != "5":
+            return f"failure (0x{reason.value:02X}; MQTT 3.1.1 gives no reason)"
+        return f"{reason} (0x{reason.value:02X})"
+
+    def _acks_subscribed(self) -> None:
+        """The broker granted the acks subscription: sending starts, and the spell of
+        refusals (if any) ends, said once."""
+        self._acks_granted = True
+        self._broker_forgot, self._broker_lost_state = self._broker_lost_state, False
+        self._first_ack_at = None
+        attempts, self.stats.connect_attempts = self.stats.connect_attempts, 0
+        if self.acks_refused is not None:
+            log.info("the broker grants the acks subscription on %s again (refused %d time(s)"
+                     " before, last: %s)", self.acks_topic, self._refusals, self.acks_refused,
+                     extra={"state": "connected", "topic": self.acks_topic})
+            self.acks_refused, self._refusals = None, 0
+        # "online" only now: a refused connection publishes nothing (its PUBACK would come
+        # after we hung up, and paho would send it again on every connection of the spell)
+        self._publish_status("online")
+        waited = f" after {attempts} failed attempt(s)" if attempts else ""
+        self._set_state("connected",
+                        f"connected to {self.host}:{self.port}{waited}; {self._connected_note}")
+        self._status_dirty = True
+
+    def _acks_not_granted(self, why: str, client: mqtt.Client | None) -> None:
+        """The acks subscription refused (or never answered): batches sent now would be applied
+        centrally and never acked here. Say so once per spell, drop this connection and make
+        another with the backoff: the broker may grant it later (a cluster node back, an ACL
+        fixed)."""
+        self._sub_mids.clear()
+        self._refusals += 1
+        self.stats.connect_attempts += 1
+        self.stats.last_error = f"acks subscription refused: {why} ({self.acks_topic})"
+        first = self.acks_refused is None
+        self.acks_refused = why
+        self._status_dirty = True
+        self._set_state("refused", (
+            f"the broker at {self.host}:{self.port} refused the subscription to the acks topic"
+            f" {self.acks_topic}: {why}. The central service's acks cannot reach this edge, so"
+            " nothing is sent (events are kept in the outbox); reconnecting with the backoff"
+            " until the broker grants it: check its ACL or permissions for this device"
+            " (said once until then)") if first else "", logging.ERROR)
+        if not first:
+            log.debug("acks subscription refused again: %s", why)
+        self._hanging_up = True
+        (client or self._client).disconnect()
+
+    def _documents_subscription(self, reason: ReasonCode) -> None:
+        """A refused documents subscription: events still flow; said once per spell."""
+        if reason.is_failure:
+            if self.documents_refused is None:
+                log.warning(
+                    "the broker refused the subscription to the documents %s: %s. Events still"
+                    " flow, but the site's documents (expected lists) do not reach this edge;"
+                    " asked again on every connect (said once until granted)",
+                    self.docs_filter, self._reason_text(reason),
+                    extra={"state": "documents_refused", "topic": self.docs_filter})
+            self.documents_refused = self._reason_text(reason)
+            self._status_dirty = True
+        elif self.documents_refused is not None:
+            log.info("the broker grants the documents subscription on %s again",
+                     self.docs_filter, extra={"state": "documents", "topic": self.docs_filter})
+            self.documents_refused = None
+            self._status_dirty = True
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
                        _p: object) -> None:
         was_up, self._session_up = self._session_up, False
+        self._acks_granted = False
+        self._sub_mids.clear()
         self.stats.disconnected_at = time.monotonic()
+        if self._hanging_up:  # our own doing (a refused acks subscription): already said
+            self._hanging_up = False
+            return
         if not (was_up or self._answered or self._stop.is_set()):
             # closed before its CONNACK: with TLS, typically the broker refusing our
             # certificate (or the lack of one); paho reports that only in its log

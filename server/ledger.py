@@ -196,19 +196,24 @@ class Store(Posting, LedgerQueries):
             if one.source not in SOURCES:
                 raise ValueError(f"source must be one of {SOURCES}")
         started = time.perf_counter()
+        raised: list[Pass] = []
         with self._transaction() as cur:
             caches = self.caches(cur)
-            results = [self._apply(cur, one, self._arrivals.next(), caches) for one in incoming]
+            results = [self._apply(cur, one, self._arrivals.next(), caches, raised)
+                       for one in incoming]
         for one in incoming:
             if one.batch.invalid:  # after the commit: one line per batch that had some
                 _log_rejected(one)
+        for run in raised:
+            _log_raised(run)
         if self._observers:
             seconds = time.perf_counter() - started
             self._observe(lambda o: o.applied(incoming, results, seconds))
         return results
 
     def _apply(
-        self, cur: sqlite3.Cursor, one: Incoming, now: str, caches: checks.Caches
+        self, cur: sqlite3.Cursor, one: Incoming, now: str, caches: checks.Caches,
+        raised: list[Pass],
     ) -> tuple[wire.Result, ...]:
         batch, source, topic, raw = one.batch, one.source, one.topic, one.raw
         results: list[wire.Result] = []
@@ -251,6 +256,8 @@ class Store(Posting, LedgerQueries):
             )
         last_seq = max((e.seq for e in batch.events), default=None)
         cur.execute(_UPSERT_DEVICE_SEEN, (batch.site, batch.device, now, last_seq, applied))
+        if run.raised:
+            raised.append(run)
         return tuple(results)
 
     def post(
@@ -359,23 +366,49 @@ class Store(Posting, LedgerQueries):
         connected (older figures, or none from an older edge): the last figures reported stay,
         with the time they were measured, so an outage still shows the backlog."""
         measured = status.measured_at or status.at
+        online = status.state == "online"
         with self._transaction() as cur:
-            cur.execute(_UPSERT_PRESENCE, (site, device, status.state == "online", status.at,
-                                           status.last_seq))
-            if status.backlog is None:
-                return
-            (kept,) = cur.execute("SELECT backlog_at FROM devices WHERE site = ? AND device = ?",
-                                  (site, device)).fetchone()
-            try:
-                newer = kept is None or checks.utc(measured) >= checks.utc(kept)
-            except ValueError:
-                newer = True  # a stored time that does not parse is no reason to keep it
-            if newer:
-                cur.execute(
-                    "UPDATE devices SET backlog = ?, oldest_unsynced_s = ?, backlog_at = ?"
-                    " WHERE site = ? AND device = ?",
-                    (status.backlog, status.oldest_unsynced_s, measured, site, device),
-                )
+            was = cur.execute("SELECT online FROM devices WHERE site = ? AND device = ?",
+                              (site, device)).fetchone()
+            cur.execute(_UPSERT_PRESENCE, (site, device, online, status.at, status.last_seq))
+            if status.backlog is not None:
+                self._keep_backlog(cur, site, device, status, measured)
+        if was is None or was[0] is None or bool(was[0]) != online:  # committed: say it once
+            held = "" if status.backlog is None else f", {status.backlog} event(s) unconfirmed"
+            log.log(logging.INFO if online else logging.WARNING, "%s/%s is %s (said at %s%s)",
+                    site, device, status.state, status.at, held,
+                    extra={"site": site, "device": device, "state": status.state,
+                           "backlog": status.backlog})
+
+    @staticmethod
+    def _keep_backlog(cur: sqlite3.Cursor, site: str, device: str, status: wire.Status,
+                      measured: str) -> None:
+        """Backlog figures newer than those kept replace them."""
+        (kept,) = cur.execute("SELECT backlog_at FROM devices WHERE site = ? AND device = ?",
+                              (site, device)).fetchone()
+        try:
+            newer = kept is None or checks.utc(measured) >= checks.utc(kept)
+        except ValueError:
+            newer = True  # a stored time that does not parse is no reason to keep it
+        if newer:
+            cur.execute(
+                "UPDATE devices SET backlog = ?, oldest_unsynced_s = ?, backlog_at = ?"
+                " WHERE site = ? AND device = ?",
+                (status.backlog, status.oldest_unsynced_s, measured, site, device),
+            )
+
+
+def _log_raised(run: Pass) -> None:
+    """Exception records a batch opened (not the occurrences added to open ones): a person has
+    something new to decide."""
+    log.info(
+        "%s/%s: %d exception(s) raised: %s", run.site, run.device, len(run.raised),
+        "; ".join(f"{kind} ({event or 'no event'}): {detail}"
+                  for kind, event, detail in run.raised[:3])
+        + (f"; and {len(run.raised) - 3} more" if len(run.raised) > 3 else ""),
+        extra={"site": run.site, "device": run.device, "exceptions": len(run.raised),
+               "kinds": sorted({kind for kind, _, _ in run.raised}),
+               "event_ids": [e for _, e, _ in run.raised[:LOGGED_IDS] if e]})
 
 
 def _log_rejected(one: Incoming) -> None:

@@ -253,6 +253,7 @@ class Pass:
     serials_changed: set[tuple[str, str]] = field(default_factory=set)
     # event id -> what a count held of it (the ack says ``held`` with these reasons)
     holds: dict[str, list[str]] = field(default_factory=dict)
+    raised: list[tuple[str, str | None, str]] = field(default_factory=list)  # kind, event, why
 
     def stage(self, event: wire.Event, lines: list[Line]) -> None:
         pending, drivers = self.pending, self.drivers
@@ -475,6 +476,7 @@ class Posting:
         cur.execute(_INSERT_EXCEPTION, (kind, run.now, run.site, run.device, event_id, event_id,
                                         count_id, held_by_count_id, item, lot or None, location,
                                         serial, quantity, detail))
+        run.raised.append((kind, event_id, detail))
         return int(cur.fetchone()[0])
 
     def _flush_stock(self, cur: sqlite3.Cursor, run: Pass) -> None:

@@ -531,14 +531,16 @@ class Outbox:
     def take_live(self, limit: int, after: int) -> list[Pending]:
         """Pending events kept after row ``after``, oldest first, marked sent, stopping at the
         first that must wait for the backlog (rows up to ``after``): one that touches a serial
-        or EPC, a document, a location's count, or stock the backlog still has pending. Those
-        would be applied centrally in an order the floor did not make them: a false serial
-        conflict or negative line, backlog movements held as late after a count, a document
-        line's "over" on the wrong event. Empty when the backlog is gone (``take`` then)."""
+        or EPC, a document, a location's count, or stock that the backlog has not yet had
+        confirmed (pending, or sent and not acked: an ack means committed centrally, so the
+        order holds across replicas and lost messages). Sent first, those would be applied in
+        an order the floor did not make them: a false serial conflict or negative line,
+        backlog movements held as late after a count, a document line's "over" on the wrong
+        event. Empty when the backlog is confirmed (``take`` then)."""
         with self._lock:
             conn = self.db.conn
-            (head,) = conn.execute("SELECT MIN(rowid) FROM outbox WHERE state = 'pending'"
-                                   " AND rowid <= ?", (after,)).fetchone()
+            (head,) = conn.execute("SELECT MIN(rowid) FROM outbox WHERE state IN"
+                                   " ('pending', 'sent') AND rowid <= ?", (after,)).fetchone()
             if head is None:
                 return []
             rows = conn.execute(
@@ -574,7 +576,7 @@ class Outbox:
         return any(
             self.db.conn.execute(
                 f"SELECT 1 FROM outbox WHERE {column} = ? AND rowid BETWEEN ? AND ?"
-                " AND state = 'pending' LIMIT 1", (value, head, after),
+                " AND state IN ('pending', 'sent') LIMIT 1", (value, head, after),
             ).fetchone() is not None
             for column, value in look
         )

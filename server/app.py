@@ -40,6 +40,7 @@ from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerErro
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.limits import BodyLimit, BodyTooLarge, RateLimiter
+from floorsync.server.nulguard import NulGuard
 from floorsync.server.receipts import book_of
 from floorsync.server.schemas import amend_operations, problem_content
 from floorsync.server.settings import Settings
@@ -146,6 +147,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     document_request_errors(app)
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes
                  for path in ("orders", "receipts", "items/import", "locations/import")}
+    # NUL refused for every route (422) before anything is stored; inside BodyLimit, so a
+    # body is read only up to its limit; events' bodies are the wire decoder's to refuse
+    app.add_middleware(NulGuard, skip=[f"{API_PREFIX}/events"],
+                       text=[f"{API_PREFIX}/items/import", f"{API_PREFIX}/locations/import"])
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={f"{API_PREFIX}/events": wire.MAX_PAYLOAD_BYTES, **documents})
     if settings.cors_origins:  # closed by default: no CORS headers at all

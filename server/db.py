@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from floorsync.server import checks, pg
-from floorsync.server.errors import StoreError
+from floorsync.server.errors import StoreError, Unstorable
 from floorsync.server.migrations import FOREIGN_KEYS_OFF, MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
@@ -254,7 +254,7 @@ class Database:
                 if self._writer.in_transaction:
                     self._writer.execute("ROLLBACK")
                 if isinstance(exc, errors):
-                    raise StoreError(f"database write failed: {_message(exc)}") from exc
+                    raise failure(exc, "write") from exc
                 raise
             finally:
                 cur.close()
@@ -289,7 +289,7 @@ class Database:
                 with self._pool.connection() as raw:
                     return pg.Connection(raw).execute(sql, params).fetchall()
             except _errors("postgresql") as exc:
-                raise StoreError(f"database read failed: {_message(exc)}") from exc
+                raise failure(exc, "read") from exc
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -322,6 +322,26 @@ def _errors(engine: str) -> tuple[type[BaseException], ...]:
     from psycopg_pool import PoolTimeout
 
     return (psycopg.Error, PoolTimeout)
+
+
+UNTRANSLATABLE = "22P05"  # PostgreSQL's untranslatable_character: \u0000 in json text
+
+
+def failure(exc: BaseException, doing: str) -> StoreError | Unstorable:
+    """An engine's error as ours: a value the database refuses for what it is (a NUL in text)
+    is the request's fault (``Unstorable``, 422); anything else failed the database
+    (``StoreError``, 503). psycopg refuses a str holding NUL itself, before sending it, with
+    ``psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")`` (no
+    sqlstate; also from COPY and executemany); the server refuses ``\\u0000`` in json text
+    with 22P05. The HTTP boundary refuses NUL first (server/nulguard.py): this is for a path
+    it missed."""
+    if not isinstance(exc, sqlite3.Error):
+        if getattr(exc, "sqlstate", None) == UNTRANSLATABLE:
+            return Unstorable(f"a value the database cannot store as text: {_message(exc)}")
+        if "cannot contain NUL" in str(exc):
+            return Unstorable("a text value holds a NUL character (U+0000), which the"
+                              " database cannot store")
+    return StoreError(f"database {doing} failed: {_message(exc)}")
 
 
 def _message(exc: BaseException) -> str:

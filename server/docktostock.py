@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from floorsync.server import checks
-from floorsync.server.errors import StoreError
+from floorsync.server.db import failure
 from floorsync.server.kpi import Span, instant_sql, invalid, read, to_ms, weighted_rank
 from floorsync.server.ledger import Store
 from floorsync.server.posting import CLOCK_AHEAD
@@ -167,7 +167,7 @@ def _first_received_since(store: Store, since: str) -> int:
                 low = found + 1
         return int(low)
     except store.errors as exc:
-        raise StoreError(f"database read failed: {exc}") from exc
+        raise failure(exc, "read") from exc
 
 
 def _summary(put: float, timed: list[tuple[float, float]]) -> DockToStock:

@@ -63,3 +63,12 @@ class Conflict(MasterDataError):
     """Refused because of what the database holds: a key or label taken, a cycle, a bad parent."""
 
     status = 409
+
+
+class Unstorable(Refused):
+    """A value the database refused for what it is, not for its state: a NUL (U+0000) in text,
+    which PostgreSQL cannot hold. The request's fault, so a 422 like any invalid request, never
+    the 503 "retry later" of a ``StoreError`` (a retry would be refused the same way)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(422, "invalid request", detail)

@@ -19,7 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from floorsync.edge import wire
-from floorsync.server.errors import Refused, StoreError
+from floorsync.server.db import failure
+from floorsync.server.errors import Refused
 from floorsync.server.ledger import Store
 
 PERIODS = ("day", "week", "month")
@@ -204,7 +205,7 @@ def read(store: Store, sql: str, params: Mapping[str, Any]) -> list[Any]:
             conn.create_function(INSTANT_FUNCTION, 1, _instant_ms, deterministic=True)
         return conn.execute(sql, params).fetchall()
     except store.errors as exc:
-        raise StoreError(f"database read failed: {exc}") from exc
+        raise failure(exc, "read") from exc
 
 
 # --- shares and order statistics ------------------------------------------------------------

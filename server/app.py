@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from floorsync.edge import wire
-from floorsync.server import apidocs, dashboard, picking
+from floorsync.server import apidocs, dashboard, nulguard, picking
 from floorsync.server.api import (
     audit,
     backlog,
@@ -40,7 +40,6 @@ from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerErro
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
 from floorsync.server.limits import BodyLimit, BodyTooLarge, RateLimiter
-from floorsync.server.nulguard import NulGuard
 from floorsync.server.receipts import book_of
 from floorsync.server.schemas import amend_operations, problem_content
 from floorsync.server.settings import Settings
@@ -145,11 +144,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     dashboard.install(app, settings)  # the live page at / (server/dashboard/)
     document_denials(app)
     document_request_errors(app)
+    nulguard.document(app)  # the NUL guard's 422 (below) on every operation
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes
                  for path in ("orders", "receipts", "items/import", "locations/import")}
     # NUL refused for every route (422) before anything is stored; inside BodyLimit, so a
     # body is read only up to its limit; events' bodies are the wire decoder's to refuse
-    app.add_middleware(NulGuard, skip=[f"{API_PREFIX}/events"],
+    app.add_middleware(nulguard.NulGuard, skip=[f"{API_PREFIX}/events"],
                        text=[f"{API_PREFIX}/items/import", f"{API_PREFIX}/locations/import"])
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={f"{API_PREFIX}/events": wire.MAX_PAYLOAD_BYTES, **documents})

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from floorsync.server.schemas import Problem, amend_operations, inline_schema
 
 PROBLEM_JSON = "application/problem+json"
 TITLE = "invalid request"
@@ -131,6 +135,40 @@ def problem_body(found: list[Nul]) -> bytes:
         "errors": [{"path": n.path, "reason": n.reason} for n in found[:MAX_LISTED]],
         "total": len(found),
     }).encode()
+
+
+class NulPlace(BaseModel):
+    path: str = Field(description="where: a JSON path (lines[2].item), line N of a CSV file,"
+                                  " ?name of a query parameter, or URL path")
+    reason: str
+
+
+class NulProblem(Problem):
+    """A NUL (U+0000) in the request: refused before anything was done."""
+
+    errors: list[NulPlace] = Field(description=f"where, up to {MAX_LISTED}")
+    total: int = Field(description="how many places hold a NUL")
+
+
+_DOCUMENTED = ("A NUL character (U+0000) in the URL or the body is refused the same way,"
+               " each place named (errors[].path).")
+
+
+def document(app: FastAPI) -> None:
+    """Every operation may answer the guard's 422: in the OpenAPI document too (found by
+    tests/server/test_schemathesis.py: the CSV imports documented no 422)."""
+    content = {PROBLEM_JSON: {"schema": inline_schema(NulProblem)}}
+
+    def amend(operation: dict[str, Any]) -> None:
+        responses = operation.setdefault("responses", {})
+        if "422" in responses:
+            described = responses["422"].get("description", "")
+            responses["422"]["description"] = f"{described} {_DOCUMENTED}".strip()
+        else:
+            responses["422"] = {"description": "a NUL character (U+0000) in the URL or the"
+                                " body, each place named; nothing was done", "content": content}
+
+    amend_operations(app, amend)
 
 
 # --- the middleware ----------------------------------------------------------------------

@@ -11,15 +11,19 @@ store maps PostgreSQL's refusal of NUL to 422 too (``server.db.failure``).
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fastapi.routing
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -441,3 +445,79 @@ def test_postgresql_refusing_nul_is_a_422_not_a_503(pg_url: str, tmp_path: Path)
             found = client.get(f"{P}/backorders", params={"item": f"A{NUL}"})
             assert found.status_code == 422, found.text
         assert store._query("SELECT COUNT(*) FROM counts")[0][0] == 0
+
+
+def test_every_operation_documents_the_422(tmp_path: Path) -> None:
+    document = create_app(api_settings(tmp_path / "ledger.db")).openapi()
+    operations = [(path, method, op) for path, ops in document["paths"].items()
+                  for method, op in ops.items()]
+    assert len(operations) >= 40
+    for path, method, op in operations:
+        assert "422" in op["responses"], (method, path)
+        assert "NUL" in op["responses"]["422"]["description"], (method, path)
+    imports = document["paths"][f"{P}/items/import"]["post"]["responses"]["422"]
+    assert "errors" in imports["content"]["application/problem+json"]["schema"]["properties"]
+
+
+# --- over real HTTP: uvicorn, chunked bodies, the body limit in front ----------------------------
+
+
+@pytest.fixture
+def served(store: Store, tmp_path: Path) -> Iterator[int]:
+    """The real app on ``store`` under uvicorn (bodies limited to 4 KiB); yields its port."""
+    settings = api_settings(tmp_path / "ledger.db", max_body_bytes=4096)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1",
+                                           port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def exchange(conn: http.client.HTTPConnection, method: str, url: str,
+             chunks: list[bytes] | None = None) -> tuple[int, dict[str, Any]]:
+    headers = {**bearer(WRITE_TOKEN), "Content-Type": "application/json"}
+    if chunks is None:
+        conn.request(method, url, headers=headers)
+    else:
+        conn.request(method, url, body=iter(chunks), headers=headers, encode_chunked=True)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, json.loads(body) if body else {}
+
+
+def test_over_http_chunked_bodies_queries_and_the_limit(served: int, store: Store) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+    apply(store, event("receive", gtin=G, dst="A", qty=10))
+    before = snapshot(store)
+    # the NUL's escape cut across two chunks, on a keep-alive connection
+    status, problem = exchange(conn, "POST", f"{P}/counts", [
+        b'{"site": "wh1", "location": "A", "by": "ann\\u00', b'00"}'])
+    assert (status, [e["path"] for e in problem["errors"]]) == (422, ["by"])
+    status, problem = exchange(conn, "GET", f"{P}/backorders?item=%00")
+    assert (status, [e["path"] for e in problem["errors"]]) == (422, ["?item"])
+    status, problem = exchange(conn, "GET", f"{P}/orders/SO%001")
+    assert (status, [e["path"] for e in problem["errors"]]) == (422, ["URL path"])
+    assert snapshot(store) == before
+    # over the limit: 413 before anything is read for NUL
+    status, problem = exchange(conn, "POST", f"{P}/counts", [
+        b'{"by": "' + b"x" * 5000, b'\\u0000"}'])
+    assert (status, problem["limit"]) == (413, 4096)
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+    # without NUL, a chunked body reaches the route whole, the streaming ones too
+    status, count = exchange(conn, "POST", f"{P}/counts", [
+        b'{"site": "wh1", "location": "A",', b' "by": "ann\\\\u0000"}'])
+    assert (status, count["started_by"]) == (201, "ann\\u0000"), count
+    with_items(store)
+    doc = json.dumps(order_doc("SO-1", ("A", 1))).encode()
+    status, order = exchange(conn, "POST", f"{P}/orders", [doc[:10], doc[10:50], doc[50:]])
+    assert (status, order["id"]) == (201, "SO-1"), order
+    conn.close()

@@ -406,9 +406,12 @@ class Syncer:
                     self._pump()
                     self._check_ack_timeouts(now)
                 elif (not self._hanging_up and self.stats.connected_at is not None
-                      and now - self.stats.connected_at >= self.settings.ack_timeout_s):
+                      and now - self.stats.connected_at >= self.settings.keepalive_s):
+                    # a broker that never answers the SUBSCRIBE is as good as silent: like a
+                    # missing PINGRESP, given the keepalive (not heard of here, but sending
+                    # waits on that answer, so it must not wait forever)
                     self._acks_not_granted(
-                        f"no SUBACK within {self.settings.ack_timeout_s:g} s", None)
+                        f"no SUBACK within {self.settings.keepalive_s} s", None)
                 if now - last_status >= self.settings.status_interval_s:
                     last_status = now
                     self._publish_status("online")

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from floorsync.server.schemas import Problem, amend_operations, inline_schema
@@ -41,6 +42,18 @@ class Nul:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The places holding a NUL, in order: the first ``MAX_LISTED`` named, all counted."""
+
+    places: tuple[Nul, ...] = ()
+    total: int = 0
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
+NOTHING = Found()
 IN_VALUE = "holds a NUL character (U+0000), which the service does not store"
 IN_KEY = "a key holding a NUL character (U+0000), which the service does not store"
 
@@ -48,72 +61,133 @@ IN_KEY = "a key holding a NUL character (U+0000), which the service does not sto
 # --- where: JSON, text, URL --------------------------------------------------------------
 
 
-def in_json(body: bytes) -> list[Nul]:
+MAX_ESCAPED_LOOKS = 64  # texts \\u0000 looked at one by one before reading the whole body
+
+
+def in_json(body: bytes) -> Found:
     """The NULs of a JSON body, by path; none when there is no NUL or it is no JSON (the route
     says so). Read leniently (raw control characters allowed) so no route's parser can differ."""
-    if b"\\u0000" not in body and b"\x00" not in body:
-        return []  # the fast path: a NUL has no other spelling in JSON
+    return nuls_in_json(body) if might_hold_nul(body) else NOTHING
+
+
+def might_hold_nul(body: bytes) -> bool:
+    """The fast path every body takes: a raw 0x00 (memchr), else an escape ``\\u0000`` found
+    by search (only when the body has a backslash at all) that follows an even number of
+    backslashes (``\\\\u0000`` is a backslash, then the text u0000: no NUL)."""
+    if b"\x00" in body:
+        return True
+    if b"\\" not in body:
+        return False
+    at = body.find(b"\\u0000")
+    for _ in range(MAX_ESCAPED_LOOKS):
+        if at < 0:
+            return False
+        start, floor = at, max(0, at - MAX_ESCAPED_LOOKS)
+        while start > floor and body[start - 1] == 0x5C:  # the backslashes before it
+            start -= 1
+        if (at - start) % 2 == 0 or start == floor > 0:  # even, or too many to count here
+            return True
+        at = body.find(b"\\u0000", at + 6)
+    return at >= 0  # many escaped texts: the slow path decides
+
+
+def nuls_in_json(body: bytes) -> Found:
+    """The slow path, when a NUL may be there: the document read and walked."""
     try:
         data = json.loads(body, strict=False)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return []
-    return list(_walk(data))
+        return NOTHING
+    return _walk(data)
 
 
-def _walk(data: Any) -> Iterator[Nul]:
-    """In document order, without recursion (a document may nest deeply)."""
-    stack: list[tuple[str, Any, bool]] = [("", data, False)]
+# Where the walk is: (key or index, its position among its siblings, the parent's trail).
+_Trail = tuple[str | int, int, "_Trail"] | None
+
+
+def _walk(data: Any) -> Found:
+    """Every NUL in ``data`` (keys too) without recursion (a document may nest deeply):
+    strings are looked at in place, and paths spelled only for what is found."""
+    if type(data) is str:
+        return Found((Nul("$", IN_VALUE),), 1) if "\x00" in data else NOTHING
+    hits: list[tuple[_Trail, str]] = []
+    stack: list[tuple[Any, _Trail]] = [(data, None)] if type(data) in (dict, list) else []
     while stack:
-        path, value, is_key = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                yield Nul(path or "$", IN_KEY if is_key else IN_VALUE)
-        elif isinstance(value, dict):
-            children: list[tuple[str, Any, bool]] = []
-            for key, child in value.items():
-                step = _step(path, key)
-                children += ((step, key, True), (step, child, False))
-            stack.extend(reversed(children))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v, False) for i, v in reversed(list(enumerate(value))))
+        value, trail = stack.pop()
+        items = value.items() if type(value) is dict else enumerate(value)
+        for position, (step, child) in enumerate(items):
+            if type(step) is str and "\x00" in step:
+                hits.append(((step, position, trail), IN_KEY))
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child:
+                    hits.append(((step, position, trail), IN_VALUE))
+            elif kind is dict or kind is list:
+                stack.append((child, (step, position, trail)))
+    hits.sort(key=lambda hit: _order(*hit))
+    return Found(tuple(Nul(_path(trail), reason) for trail, reason in hits[:MAX_LISTED]),
+                 len(hits))
 
 
-def _step(path: str, key: str) -> str:
-    if _IDENTIFIER.match(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key[:60])}]"
+def _order(trail: _Trail, reason: str) -> tuple[int, ...]:
+    """Where ``trail`` is in document order (a key before its value)."""
+    order = [0 if reason == IN_KEY else 1]
+    while trail is not None:
+        _, position, trail = trail
+        order.append(position)
+    return tuple(reversed(order))
 
 
-def in_text(body: bytes, charset: str) -> list[Nul]:
+def _path(trail: _Trail) -> str:
+    steps: list[str | int] = []
+    while trail is not None:
+        step, _, trail = trail
+        steps.append(step)
+    path = ""
+    for step in reversed(steps):
+        if isinstance(step, int):
+            path += f"[{step}]"
+        elif _IDENTIFIER.match(step):
+            path += f".{step}" if path else step
+        else:
+            path += f"[{json.dumps(step[:60])}]"
+    return path
+
+
+def in_text(body: bytes, charset: str) -> Found:
     """The NULs of a text body (a CSV upload) by physical line; none when it cannot be decoded
     in ``charset`` (the route says so)."""
     if b"\x00" not in body:
-        return []  # the fast path; UTF-16/32 text has 0x00 bytes and is decoded below
+        return NOTHING  # the fast path; UTF-16/32 text has 0x00 bytes and is decoded below
     try:
         text = body.decode(charset)
     except (LookupError, UnicodeDecodeError):
-        return []
-    found = []
-    at = text.find("\x00")
-    while at >= 0:
-        found.append(Nul(f"line {text.count(chr(10), 0, at) + 1}", IN_VALUE))
+        return NOTHING
+    total = text.count("\x00")
+    places: list[Nul] = []
+    line, counted, at = 1, 0, text.find("\x00")
+    while at >= 0 and len(places) < MAX_LISTED:
+        line += text.count("\n", counted, at)
+        counted = at
+        places.append(Nul(f"line {line}", IN_VALUE))
         at = text.find("\x00", at + 1)
-    return found
+    return Found(tuple(places), total)
 
 
-def in_url(scope: Scope) -> list[Nul]:
+def in_url(scope: Scope) -> Found:
     """A NUL in the URL path (decoded by the server) or in a query parameter, by name."""
-    found = []
-    if "\x00" in scope.get("path", ""):
-        found.append(Nul("URL path", IN_VALUE))
     query: bytes = scope.get("query_string", b"")
+    if "\x00" not in scope.get("path", "") and b"%00" not in query and b"\x00" not in query:
+        return NOTHING
+    places = []
+    if "\x00" in scope.get("path", ""):
+        places.append(Nul("URL path", IN_VALUE))
     if b"%00" in query or b"\x00" in query:
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if "\x00" in name:
-                found.append(Nul(f"?{json.dumps(name[:60])}", IN_KEY))
+                places.append(Nul(f"?{json.dumps(name[:60])}", IN_KEY))
             elif "\x00" in value:
-                found.append(Nul(f"?{name[:60]}", IN_VALUE))
-    return found
+                places.append(Nul(f"?{name[:60]}", IN_VALUE))
+    return Found(tuple(places[:MAX_LISTED]), len(places))
 
 
 def charset_of(content_type: str) -> str:
@@ -125,15 +199,15 @@ def charset_of(content_type: str) -> str:
     return DEFAULT_CHARSET
 
 
-def problem_body(found: list[Nul]) -> bytes:
-    """The 422: problem+json as the app's other refusals, every place listed (up to 100)."""
-    first = found[0]
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+def problem_body(found: Found) -> bytes:
+    """The 422: problem+json as the app's other refusals, the places listed (up to 100)."""
+    first = found.places[0]
+    more = f" (and {found.total - 1} more)" if found.total > 1 else ""
     return json.dumps({
         "type": "about:blank", "title": TITLE, "status": 422,
         "detail": f"{first.path}: {first.reason}{more}; nothing was done",
-        "errors": [{"path": n.path, "reason": n.reason} for n in found[:MAX_LISTED]],
-        "total": len(found),
+        "errors": [{"path": n.path, "reason": n.reason} for n in found.places],
+        "total": found.total,
     }).encode()
 
 
@@ -179,7 +253,8 @@ class NulGuard:
 
     ``text`` paths take text bodies (CSV), the others JSON; ``skip`` paths' bodies are not
     looked at (their route refuses NUL itself). Sits inside ``BodyLimit``: a body is read only
-    up to its route's limit, then handed on whole to the route.
+    up to its route's limit, then handed on whole to the route. A body that may hold a NUL is
+    read in the thread pool, as the routes read large documents.
     """
 
     def __init__(self, app: ASGIApp, text: Collection[str] = (), skip: Collection[str] = ()
@@ -211,8 +286,12 @@ class NulGuard:
                 break
         body = b"".join(chunks)
         del chunks
-        found = (in_text(body, charset_of(_header(scope, b"content-type")))
-                 if path in self.text else in_json(body))
+        if path in self.text:
+            found = NOTHING if b"\x00" not in body else await run_in_threadpool(
+                in_text, body, charset_of(_header(scope, b"content-type")))
+        else:  # the slow path off the event loop: reading a large document takes a while
+            found = await run_in_threadpool(nuls_in_json, body) if might_hold_nul(body) else (
+                NOTHING)
         if found:
             await _refuse(send, found)
             return
@@ -241,7 +320,7 @@ def _header(scope: Scope, wanted: bytes) -> str:
     return ""
 
 
-async def _refuse(send: Send, found: list[Nul]) -> None:
+async def _refuse(send: Send, found: Found) -> None:
     body = problem_body(found)
     await send({"type": "http.response.start", "status": 422, "headers": [
         (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})

@@ -224,6 +224,8 @@ async def _json_body(request: Request) -> Any:
         return json.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("invalid JSON", f"the order is not JSON: {exc}") from None
+    except RecursionError:  # json.loads of nesting deeper than the interpreter's stack
+        raise BadRequest("invalid JSON", "the order is nested too deeply") from None
 
 
 # --- orders ----------------------------------------------------------------------------------

@@ -279,6 +279,8 @@ async def post_receipt(
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return _rejected([DocError("$", f"not JSON: {exc}")], 1, "the body is not JSON")
+        except RecursionError:  # nesting deeper than the interpreter's stack
+            return _rejected([DocError("$", "nested too deeply")], 1, "the body is not JSON")
         if not is_epcis(data) and given != Given():
             named = [f"?{k}" for k, v in asdict(given).items() if v is not None]
             return _rejected([DocError(n, "only for an EPCIS document: a native receipt says"

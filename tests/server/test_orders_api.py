@@ -136,6 +136,9 @@ def test_garbage_truncation_and_the_wrong_shape(api: TestClient, store: Store) -
         answer = api.post(f"{P}/orders", content=broken.encode("utf-8", "surrogateescape"),
                           headers={"content-type": "application/json"})
         assert answer.status_code == 400, broken
+    deep = "[" * 200_000 + "]" * 200_000  # deeper than json.loads' stack: 400, not a 500
+    answer = api.post(f"{P}/orders", content=deep, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["detail"]
     for shape in ("[]", '"SO-1"', "7", "null"):
         answer = api.post(f"{P}/orders", content=shape,
                           headers={"content-type": "application/json"})

@@ -38,10 +38,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from floorsync.edge import wire
+from floorsync.server import picking
 from floorsync.server.errors import ConfigError
 from floorsync.server.ingest import Applier, Work, prepare
 from floorsync.server.ledger import Store
 from floorsync.server.metrics import CentralMetrics
+from floorsync.server.receipts import book_of
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,10 @@ class Replica:
     def _open_store(self) -> Store:
         if self._store is None:
             self._store = Store(self.database).open()
+            # the documents' batch hooks, as create_app installs them: a batch a replica applies
+            # matches picks and ships to orders, fills backorders, raises receipt exceptions
+            picking.install(self._store)
+            book_of(self._store)
             if self.metrics is not None:
                 self._store.add_observer(self.metrics)
         return self._store

@@ -141,8 +141,8 @@ def _master(store: Store) -> None:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as store:
+def ledger(database: str | Path) -> Iterator[Store]:
+    with Store(database) as store:
         _master(store)
         store.apply_batch(decoded("wh1", "hh-01", *(e for e, _ in LEDGER)), source="http")
         store.apply_batch(decoded("wh2", "hh-02", *(e for e, _ in OTHER_SITE)), source="http")

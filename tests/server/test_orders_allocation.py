@@ -28,8 +28,8 @@ from tests.server.orderkit import (
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as store:
+def shop(database: str | Path) -> Iterator[Store]:
+    with Store(database) as store:
         yield with_items(store)
 
 

@@ -20,13 +20,13 @@ Told = tuple[str, str, str, Expected | None]
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Iterator[tuple[Store, list[Told]]]:
+def shop(database: str | Path) -> Iterator[tuple[Store, list[Told]]]:
     told: list[Told] = []
 
     def listen(kind: str, site: str, ident: str, expected: Expected | None) -> None:
         told.append((kind, site, ident, expected))
 
-    with Store(tmp_path / "ledger.db") as store:
+    with Store(database) as store:
         with_items(store)
         apply(store, receive("A", 5, "A-01"), receive("B", 2, "B-01", lot="L1"))
         desk = picking.install(store)

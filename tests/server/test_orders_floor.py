@@ -30,8 +30,8 @@ from tests.server.orderkit import (
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "ledger.db") as store:
+def shop(database: str | Path) -> Iterator[Store]:
+    with Store(database) as store:
         with_items(store)
         apply(store, receive("A", 10, "A-01"), receive("A", 4, "A-02"),
               receive("B", 5, "B-01", lot="L1"), receive("B", 5, "B-02", lot="L2"))

@@ -45,14 +45,18 @@ chaos: $(STAMP)
 	@sh deploy/bootstrap.sh postgresql
 	$(VENV)/bin/floorsync chaos --faults 1000 $(ARGS)
 
-# Pinned, hashed dependencies of the edge and server extras for deployments (deploy/install.sh
-# installs them with --require-hashes). Run monthly or on a security advisory, then the tests,
+# Pinned, hashed dependencies for deployments, one lock a role of deploy/install.sh (which
+# installs it with --require-hashes): edge, server, and central (a replica of a network of sites,
+# deploy/multisite: PostgreSQL store, NATS replica consumer). tests/deploy/test_locks.py reads the
+# roles' extras from the lines below. Run monthly or on a security advisory, then the tests,
 # then commit deploy/constraints/ (deploy/README.md). Upgrades every pin within pyproject's ranges.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --upgrade --quiet \
 	--custom-compile-command 'make lock'
 lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra edge $(LOCK_FLAGS) -o deploy/constraints/edge.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra server $(LOCK_FLAGS) -o deploy/constraints/server.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra server --extra postgresql --extra cluster \
+		$(LOCK_FLAGS) -o deploy/constraints/central.txt
 
 # Fuzzing, longer than CI's: the hypothesis fuzz tests (tests/fuzz) with the "long" profile,
 # then each coverage-guided atheris target (the `fuzz` extra, x86-64 Linux) for FUZZ_SECONDS.

@@ -2,7 +2,10 @@
 # Install floorsync on a host: the steps of deploy/README.md's "Install" section, as one script,
 # so the steps that are documented are the steps that are tested (tests/deploy/test_install.py).
 #   deploy/install.sh edge      a scanner or reader host: the edge extra only, no web stack
-#   deploy/install.sh server    the central host
+#   deploy/install.sh server    the central host of a site
+#   deploy/install.sh central   a central replica of a network of sites (deploy/multisite/):
+#                               the server, PostgreSQL and cluster extras, the unit template
+#                               floorsync-central@.service and /etc/floorsync/central-1.env
 # Environment:
 #   DESTDIR         install under this root instead of / (packaging, and the tests). Then no user
 #                   is created, no file is given group floorsync (that needs root), no venv is
@@ -18,8 +21,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 role=${1:-}
 case "$role" in
-edge|server) ;;
-*) echo "usage: $0 edge|server" >&2; exit 2 ;;
+edge|server|central) ;;
+*) echo "usage: $0 edge|server|central" >&2; exit 2 ;;
 esac
 
 D=${DESTDIR:-}
@@ -52,25 +55,32 @@ if [ "$venv" = yes ]; then
     "$D/opt/floorsync/venv/bin/pip" install --no-deps "${FLOORSYNC_SOURCE:-$here/..}"
 fi
 
-config() {  # config SOURCE TARGET: the example, mode 0640, unless the operator's copy exists
+config() {  # config SOURCE TARGET: deploy/SOURCE, mode 0640, unless the operator's copy exists
     if [ -e "$D/etc/floorsync/$2" ]; then
         echo "install: keeping /etc/floorsync/$2"
     else
         # shellcheck disable=SC2086
-        install -m 0640 $own "$here/examples/$1" "$D/etc/floorsync/$2"
-        echo "install: wrote /etc/floorsync/$2 from deploy/examples/$1: edit it"
+        install -m 0640 $own "$here/$1" "$D/etc/floorsync/$2"
+        echo "install: wrote /etc/floorsync/$2 from deploy/$1: edit it"
     fi
 }
 
+unit=floorsync-$role.service
+units=$here/systemd
 if [ "$role" = edge ]; then
-    config handheld.toml edge.toml
+    config examples/handheld.toml edge.toml
     install -d -m 0755 "$D/etc/udev" "$D/etc/udev/rules.d" "$D/etc/modules-load.d"
     install -m 0644 "$here/udev/99-floorsync.rules" "$D/etc/udev/rules.d/"
     install -m 0644 "$here/modules-load/floorsync.conf" "$D/etc/modules-load.d/"
+elif [ "$role" = server ]; then
+    config examples/server.env server.env
 else
-    config server.env server.env
+    # replica 1; a further replica is a copy of this file with its lines "per replica" changed
+    config multisite/env/central-1.env central-1.env
+    unit=floorsync-central@.service
+    units=$here/multisite/systemd
 fi
-install -m 0644 "$here/systemd/floorsync-$role.service" "$D/etc/systemd/system/"
+install -m 0644 "$units/$unit" "$D/etc/systemd/system/"
 
 if [ -z "$D" ]; then
     if [ "$role" = edge ]; then
@@ -79,5 +89,5 @@ if [ -z "$D" ]; then
         udevadm trigger --subsystem-match=tty --subsystem-match=input
     fi
     systemctl daemon-reload
-    echo "install: then: systemctl enable --now floorsync-$role"
+    echo "install: then: systemctl enable --now $(echo "$unit" | sed 's/@/@1/; s/\.service$//')"
 fi

@@ -15,28 +15,39 @@ from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
 from .conftest import DEPLOY, install
-from .test_locks import read_lock
+from .test_locks import ROLES, read_lock
 
 SECRET = 0o640   # config with passwords or tokens: owner and group floorsync only
 PUBLIC = 0o644
+# Each role: its subsection of deploy/README.md's Install section, the unit it installs, its
+# configuration in /etc/floorsync.
+HEADING = {"edge": "Edge hosts", "server": "The central host", "central": "Central replicas"}
+UNIT = {"edge": "floorsync-edge.service", "server": "floorsync-server.service",
+        "central": "floorsync-central@.service"}
+CONFIG = {"edge": "edge.toml", "server": "server.env", "central": "central-1.env"}
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def readme_installs(role: str) -> list[tuple[int, str, str]]:
-    """(mode, source, target file) of each `install -m` line of README's Install section that a
-    host of the role runs: the common part, then the role's own subsection."""
+def readme_section(role: str) -> tuple[str, str]:
+    """The common part of deploy/README.md's Install section and the role's own subsection."""
     text = (DEPLOY / "README.md").read_text()
     section = text.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
     common, *parts = section.split("\n### ")
-    heading = "Edge hosts" if role == "edge" else "The central host"
-    own = [part for part in parts if part.startswith(heading)]
-    assert len(own) == 1, f"README's Install section has no '### {heading}'"
+    own = [part for part in parts if part.startswith(HEADING[role])]
+    assert len(own) == 1, f"README's Install section has no '### {HEADING[role]}'"
+    return common, own[0]
+
+
+def readme_installs(role: str) -> list[tuple[int, str, str]]:
+    """(mode, source, target file) of each `install -m` line of README's Install section that a
+    host of the role runs: the common part, then the role's own subsection."""
+    common, own = readme_section(role)
     out = []
     line = re.compile(r"^install -m (\d+) (?:-g \S+ )?(\S+) (\S+)", re.MULTILINE)
-    for m in line.finditer(common + own[0]):
+    for m in line.finditer(common + own):
         source, target = m.group(2), m.group(3)
         if target.endswith("/"):
             target += Path(source).name
@@ -44,7 +55,19 @@ def readme_installs(role: str) -> list[tuple[int, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("role", ["edge", "server"])
+def test_every_role_is_tested() -> None:
+    """The roles checked here are install.sh's (test_locks checks they are the locks')."""
+    assert set(HEADING) == set(UNIT) == set(CONFIG) == set(ROLE_MODULES) == set(ROLES)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_installs_the_roles_lock(role: str) -> None:
+    _, own = readme_section(role)
+    assert "pip install --require-hashes --no-deps -r " \
+        f"deploy/constraints/{role}.txt\n" in own, own
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_install_lays_out_the_documented_files(role: str, tmp_path: Path) -> None:
     done = install(role, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -56,10 +79,12 @@ def test_install_lays_out_the_documented_files(role: str, tmp_path: Path) -> Non
         assert landed.is_file(), f"README installs {source} to {target}; install.sh did not"
         assert mode(landed) == wanted, f"{target}: {oct(mode(landed))}, README says {oct(wanted)}"
         assert landed.read_bytes() == (DEPLOY.parent / source).read_bytes()
-    unit = tmp_path / f"etc/systemd/system/floorsync-{role}.service"
-    assert mode(unit) == PUBLIC
-    config = tmp_path / "etc/floorsync" / ("edge.toml" if role == "edge" else "server.env")
-    assert mode(config) == SECRET
+    units = sorted(p.name for p in (tmp_path / "etc/systemd/system").iterdir())
+    assert units == [UNIT[role]]
+    assert mode(tmp_path / "etc/systemd/system" / UNIT[role]) == PUBLIC
+    configs = sorted(p.name for p in (tmp_path / "etc/floorsync").iterdir())
+    assert configs == [CONFIG[role]]
+    assert mode(tmp_path / "etc/floorsync" / CONFIG[role]) == SECRET
     extra = [tmp_path / "etc/udev/rules.d/99-floorsync.rules",
              tmp_path / "etc/modules-load.d/floorsync.conf"]
     if role == "edge":
@@ -92,11 +117,14 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__p
 ROLE_MODULES = {
     "edge": ["floorsync.cli", "floorsync.edge.sync", "floorsync.edge.agent", "floorsync.devices"],
     "server": ["floorsync.cli", "floorsync.server.app", "floorsync.server.run"],
+    # the PostgreSQL store and the NATS client of a replica of a network of sites
+    "central": ["floorsync.cli", "floorsync.server.app", "floorsync.server.run",
+                "floorsync.server.pg", "psycopg", "psycopg_pool", "nats.js"],
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", ["edge", "server"])
+@pytest.mark.parametrize("role", ROLES)
 def test_install_makes_a_venv_from_the_lock_alone(role: str, tmp_path: Path) -> None:
     """The whole install, venv included (from PyPI, with --require-hashes): exactly the pinned
     versions land, nothing is missing for the role's modules, and an edge has no web stack."""

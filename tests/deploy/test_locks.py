@@ -1,7 +1,8 @@
-"""deploy/constraints/: the deployment pins agree with pyproject.toml's edge and server extras and
-cover every package those extras pull in, each pinned with == and hashed. Offline: pyproject and
-the lock files are read with `packaging`, the transitive check uses the metadata of this venv's
-distributions where their version is the pinned one."""
+"""deploy/constraints/: one lock a role of deploy/install.sh (edge, server, central), each made by
+the Makefile's `lock` target from some of pyproject.toml's extras. The pins agree with those
+extras and cover every package they pull in, each pinned with == and hashed. Offline: pyproject,
+the Makefile and the lock files are read with `packaging`; the transitive check uses the metadata
+of this venv's distributions where their version is the pinned one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from packaging.version import Version
 
 from .conftest import DEPLOY, ROOT
 
-EXTRAS = ("edge", "server")
 FIX = "run `make lock`, then the tests, and commit deploy/constraints/"
 # The web stack, which an edge host must not need, and the GPL-3.0 LLRP client (its own extra).
 SERVER_ONLY = {"fastapi", "starlette", "uvicorn", "pydantic", "amqtt", "jsonschema"}
@@ -32,9 +32,37 @@ class Pin:
     via: frozenset[str]
 
 
-def extra_requirements(extra: str) -> list[Requirement]:
+def lock_extras() -> dict[str, tuple[str, ...]]:
+    """role -> the extras its lock is compiled from: each `uv pip compile` of the Makefile's
+    `lock` target (continued lines joined)."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    target = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    out = {}
+    for line in target.splitlines():
+        if "pip compile" in line:
+            role = re.search(r"-o deploy/constraints/([\w-]+)\.txt", line)
+            assert role, f"the lock target writes elsewhere than deploy/constraints/: {line}"
+            out[role.group(1)] = tuple(re.findall(r"--extra (\S+)", line))
+    return out
+
+
+ROLES = lock_extras()
+CENTRAL = ("server", "postgresql", "cluster")  # a replica of a network of sites
+
+
+def install_roles() -> set[str]:
+    """The roles deploy/install.sh accepts (its `case "$role"` line)."""
+    found = re.search(r'^case "\$role" in\n([\w|-]+)\)', (DEPLOY / "install.sh").read_text(),
+                      re.MULTILINE)
+    assert found, "deploy/install.sh: no case over the roles"
+    return set(found.group(1).split("|"))
+
+
+def extra_requirements(role: str) -> list[Requirement]:
+    """The requirements of the extras the role's lock is made from."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["optional-dependencies"][extra]]
+    extras = project["optional-dependencies"]
+    return [Requirement(text) for extra in ROLES[role] for text in extras[extra]]
 
 
 def read_lock(extra: str) -> dict[str, Pin]:
@@ -56,40 +84,59 @@ def read_lock(extra: str) -> dict[str, Pin]:
     return pins
 
 
-def stale(extra: str, why: str) -> str:
-    return f"deploy/constraints/{extra}.txt does not match pyproject.toml's [{extra}] extra " \
-           f"({why}): {FIX}"
+def stale(role: str, why: str) -> str:
+    extras = ", ".join(f"[{e}]" for e in ROLES[role])
+    return f"deploy/constraints/{role}.txt does not match pyproject.toml's {extras} " \
+           f"extra{'s' * (len(ROLES[role]) > 1)} ({why}): {FIX}"
 
 
-@pytest.mark.parametrize("extra", EXTRAS)
-def test_lock_pins_each_requirement_of_the_extra_within_its_range(extra: str) -> None:
-    pins = read_lock(extra)
+def test_every_install_role_has_a_lock_made_by_make_lock() -> None:
+    """install.sh's roles, the Makefile's locks and the files in deploy/constraints/ are the
+    same set, and the central replica's lock is made from the extras it runs on."""
+    files = {p.stem for p in (DEPLOY / "constraints").glob("*.txt")}
+    assert install_roles() == set(ROLES) == files, (install_roles(), ROLES, files)
+    assert ROLES == {"edge": ("edge",), "server": ("server",), "central": CENTRAL}, ROLES
+
+
+def test_central_lock_is_the_servers_plus_its_own() -> None:
+    """Every package of server.txt at the same version in central.txt (a site's central host
+    and its network's replicas run the same stack), plus PostgreSQL's and the cluster's."""
+    server, central = read_lock("server"), read_lock("central")
+    differ = {n: (str(p.version), str(central[n].version) if n in central else None)
+              for n, p in server.items() if n not in central or central[n].version != p.version}
+    assert not differ, stale("central", f"server.txt -> central.txt: {differ}")
+    assert {"psycopg", "psycopg-pool", "psycopg-binary", "nats-py"} <= set(central) - set(server)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_lock_pins_each_requirement_of_the_extra_within_its_range(role: str) -> None:
+    pins = read_lock(role)
     problems = []
-    for req in extra_requirements(extra):
+    for req in extra_requirements(role):
         pin = pins.get(canonicalize_name(req.name))
         if pin is None:
             problems.append(f"{req.name} is not pinned")
         elif not req.specifier.contains(pin.version, prereleases=True):
             problems.append(f"{req.name}=={pin.version} is outside {req.specifier}")
-    assert not problems, stale(extra, "; ".join(problems))
+    assert not problems, stale(role, "; ".join(problems))
 
 
-@pytest.mark.parametrize("extra", EXTRAS)
-def test_lock_has_nothing_the_extra_no_longer_asks_for(extra: str) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_lock_has_nothing_the_extra_no_longer_asks_for(role: str) -> None:
     """What the lock says came straight from pyproject is exactly the extra's list."""
-    direct = {name for name, pin in read_lock(extra).items() if "floorsync" in pin.via}
-    wanted = {canonicalize_name(req.name) for req in extra_requirements(extra)}
-    assert direct == wanted, stale(extra, f"pinned as direct only: {sorted(direct - wanted)}, "
-                                          f"not pinned as direct: {sorted(wanted - direct)}")
+    direct = {name for name, pin in read_lock(role).items() if "floorsync" in pin.via}
+    wanted = {canonicalize_name(req.name) for req in extra_requirements(role)}
+    assert direct == wanted, stale(role, f"pinned as direct only: {sorted(direct - wanted)}, "
+                                         f"not pinned as direct: {sorted(wanted - direct)}")
 
 
-@pytest.mark.parametrize("extra", EXTRAS)
-def test_lock_covers_the_dependencies_of_its_pins(extra: str) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_lock_covers_the_dependencies_of_its_pins(role: str) -> None:
     """Every requirement of a pinned package is pinned too. Read from the installed metadata of
     the pins this venv has at exactly the pinned version (others cannot be read offline)."""
-    pins = read_lock(extra)
+    pins = read_lock(role)
     asked: dict[str, set[str]] = {
-        canonicalize_name(r.name): set(r.extras) for r in extra_requirements(extra)
+        canonicalize_name(r.name): set(r.extras) for r in extra_requirements(role)
     }
     checked, missing = 0, []
     for name, pin in pins.items():
@@ -109,38 +156,55 @@ def test_lock_covers_the_dependencies_of_its_pins(extra: str) -> None:
             if canonicalize_name(req.name) not in pins:
                 missing.append(f"{req.name} (needed by {name}=={pin.version})")
     assert checked, f"none of the {len(pins)} pins is installed here at its pinned version"
-    assert not missing, stale(extra, "not pinned: " + ", ".join(sorted(missing)))
+    assert not missing, stale(role, "not pinned: " + ", ".join(sorted(missing)))
 
 
-@pytest.mark.parametrize("extra", EXTRAS)
-def test_every_pin_is_wanted_by_the_extra(extra: str) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_every_pin_is_wanted_by_the_extra(role: str) -> None:
     """The resolver's own record: each pin is wanted by floorsync or by another pin, so the pins
     form one tree from the extra (nothing orphaned, nothing wanted that is not pinned)."""
-    pins = read_lock(extra)
+    pins = read_lock(role)
     problems = [f"{name} is wanted by {sorted(pin.via - set(pins) - {'floorsync'})}"
                 for name, pin in pins.items() if not pin.via or pin.via - set(pins) - {"floorsync"}]
-    assert not problems, stale(extra, "; ".join(problems))
+    assert not problems, stale(role, "; ".join(problems))
 
 
-@pytest.mark.parametrize("extra", EXTRAS)
-def test_every_pin_is_hashed(extra: str) -> None:
-    unhashed = [name for name, pin in read_lock(extra).items() if pin.hashes == 0]
-    assert not unhashed, stale(extra, f"no hashes for {unhashed}")
+@pytest.mark.parametrize("role", ROLES)
+def test_every_pin_is_hashed(role: str) -> None:
+    unhashed = [name for name, pin in read_lock(role).items() if pin.hashes == 0]
+    assert not unhashed, stale(role, f"no hashes for {unhashed}")
 
 
 def test_edge_lock_has_no_web_stack_and_neither_has_the_gpl_client() -> None:
-    edge, server = set(read_lock("edge")), set(read_lock("server"))
+    edge = set(read_lock("edge"))
     assert not edge & (SERVER_ONLY | NEVER), edge & (SERVER_ONLY | NEVER)
-    assert not server & NEVER
+    for role in set(ROLES) - {"edge"}:
+        assert not set(read_lock(role)) & NEVER, role
 
 
-def test_the_check_sees_a_missing_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("role", ROLES)
+def test_the_check_sees_a_missing_pin(role: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests above can fail: an extra that asks for an unpinned package is reported with
     the command that fixes it."""
     original = extra_requirements
     monkeypatch.setitem(
         globals(), "extra_requirements",
-        lambda extra: [*original(extra), Requirement("no-such-floorsync-dep>=1")],
+        lambda role: [*original(role), Requirement("no-such-floorsync-dep>=1")],
     )
     with pytest.raises(AssertionError, match=r"no-such-floorsync-dep is not pinned.*make lock"):
-        test_lock_pins_each_requirement_of_the_extra_within_its_range("edge")
+        test_lock_pins_each_requirement_of_the_extra_within_its_range(role)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_check_sees_a_dropped_pin(role: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock made before its extra gained a requirement (as prometheus-client and
+    fastapi-offline were added): each direct pin taken out in turn is reported."""
+    original = read_lock
+    for req in extra_requirements(role):
+        name = canonicalize_name(req.name)
+        monkeypatch.setitem(globals(), "read_lock", lambda role, name=name: {
+            k: v for k, v in original(role).items() if k != name})
+        with pytest.raises(AssertionError, match=rf"{re.escape(req.name)} is not pinned"):
+            test_lock_pins_each_requirement_of_the_extra_within_its_range(role)
+        with pytest.raises(AssertionError, match=r"not pinned as direct: \[.+\].*make lock"):
+            test_lock_has_nothing_the_extra_no_longer_asks_for(role)

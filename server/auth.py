@@ -9,12 +9,26 @@ its position shows in the timing. The matching entry's *name* is what the reques
 itself is never stored or logged. An authenticated request then takes one from its token's
 rate bucket (429 with ``Retry-After`` when empty). With ``Settings.auth`` off every route is
 open, and requests share the rate bucket of their client address.
+
+Failed authentications (a token, by header, cookie or the dashboard's log-in, that the server
+does not know) are limited per client address (``AuthFailures``): past ``AUTH_FAILURES_BURST``
+of them, one more every ``1 / AUTH_FAILURES_PER_S`` seconds; until then every authentication
+from that address is answered 429 with ``Retry-After``, whatever its token, so the answer says
+nothing about a guess. A token that succeeded from the address since its failures began keeps
+working (the sites' edges behind one NAT address, one of them misconfigured); other addresses
+are never touched. No token at all is a 401 and no failure (nothing was guessed).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import ipaddress
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Security
@@ -22,7 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from floorsync.server import tokens
-from floorsync.server.limits import RateLimited, RateLimiter
+from floorsync.server.limits import MAX_BUCKETS, RateLimited, RateLimiter
 from floorsync.server.schemas import amend_operations, problem_content
 from floorsync.server.settings import Settings
 from floorsync.server.tokens import SCOPES, TokenEntry
@@ -42,6 +56,115 @@ bearer = HTTPBearer(
 SESSION_COOKIE = "floorsync_session"
 CSRF_HEADER = "X-Floorsync-Dashboard"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Failed authentications per client address: a burst, then one every 5 s (720 an hour).
+AUTH_FAILURES_BURST = 20
+AUTH_FAILURES_PER_S = 0.2
+_KNOWN_GOOD = 64  # token names remembered per address
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Failures:
+    left: float  # failures still allowed (a token bucket)
+    at: float
+    good: set[str] = field(default_factory=set)  # tokens that succeeded since the first failure
+
+
+@functools.lru_cache(maxsize=4096)
+def address_key(host: str) -> str:
+    """What failures are counted by: the address, an IPv6 one by its /64 (a host holds a whole
+    /64, and would otherwise have 2**64 addresses to fail from)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class AuthFailures:
+    """Failed authentications by client address (``address_key``), as token buckets of
+    ``burst`` failures refilled at ``per_s``; ``per_s == 0``: no limit.
+
+    ``check(host, name)`` is called with the matching token's name, or None when the token is
+    unknown (a failure). A valid token costs one look at an empty dict while no address has
+    failed (~40 ns), a cached key and a dict look-up while others have (~0.1 us); an
+    address's entry is dropped once its bucket is full again.
+    """
+
+    def __init__(self, per_s: float = AUTH_FAILURES_PER_S, burst: int = AUTH_FAILURES_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.burst = burst
+        self.clock = clock
+        self._entries: dict[str, _Failures] = {}
+        self._lock = threading.Lock()
+
+    def check(self, host: str, name: str | None) -> float:
+        """0.0: go on (the token's own answer, 200 or 401); else the seconds until this
+        address may authenticate again (429). A failure is counted only when it goes on."""
+        if name is not None and not self._entries:
+            return 0.0
+        if self.per_s <= 0:
+            return 0.0
+        key = address_key(host)
+        if name is not None and key not in self._entries:  # others failed, not this address
+            return 0.0
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None and name is not None:
+                return 0.0
+            now = self.clock()
+            if entry is None:
+                if len(self._entries) >= MAX_BUCKETS:
+                    self._forget_full(now)
+                entry = self._entries[key] = _Failures(float(self.burst), now)
+            entry.left = min(float(self.burst), entry.left + (now - entry.at) * self.per_s)
+            entry.at = now
+            if name is not None:  # a valid token
+                if entry.left >= 1 or name in entry.good:
+                    if entry.left >= self.burst:
+                        del self._entries[key]
+                    elif len(entry.good) < _KNOWN_GOOD:
+                        entry.good.add(name)
+                    return 0.0
+            elif entry.left >= 1:
+                entry.left -= 1
+                if entry.left < 1:
+                    log.warning("failed authentications from %s over the limit (%d, then one"
+                                " every %.0f s): its authentications refused for %.0f s", key,
+                                self.burst, 1 / self.per_s, (1 - entry.left) / self.per_s)
+                return 0.0
+            return (1 - entry.left) / self.per_s
+
+    def _forget_full(self, now: float) -> None:
+        full = [k for k, e in self._entries.items()
+                if e.left + (now - e.at) * self.per_s >= self.burst]
+        for key in full or list(self._entries):
+            del self._entries[key]
+
+
+_created = threading.Lock()
+
+
+def check_failures(request: Request, name: str | None) -> None:
+    """429 when the request's address is over its failed authentications (``AuthFailures``);
+    counts the failure when ``name`` is None. Nothing else happens: the caller then answers
+    with the token's own outcome."""
+    failures: AuthFailures | None = getattr(request.app.state, "auth_failures", None)
+    if failures is None:
+        with _created:
+            failures = getattr(request.app.state, "auth_failures", None)
+            if failures is None:
+                failures = request.app.state.auth_failures = AuthFailures()
+    wait = failures.check(request.client.host if request.client else "unknown", name)
+    if wait > 0:
+        raise RateLimited("failed authentications from this address", wait)
 
 
 def session_token(request: Request) -> str | None:
@@ -103,6 +226,7 @@ def require(scope: str) -> Callable[..., None]:
             raise AuthError(403, "forbidden", f"a write by the dashboard's session cookie needs"
                             f" the {CSRF_HEADER}: 1 header", f'Bearer scope="{scope}"')
         entry = tokens.match(token, settings.token_entries)
+        check_failures(request, None if entry is None else entry.name)
         if entry is None:
             raise AuthError(401, "unauthorized", "the bearer token is not valid",
                             'Bearer error="invalid_token"')
@@ -144,8 +268,9 @@ def document_denials(app: FastAPI) -> None:
             "content": schema,
         })
         responses.setdefault("429", {
-            "description": "too many requests for this token (or device); nothing was"
-            " done: retry after the Retry-After header's seconds",
+            "description": "too many requests for this token (or device), or too many"
+            " failed authentications from this address; nothing was done: retry after the"
+            " Retry-After header's seconds",
             "content": schema,
         })["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
                                          "description": "seconds to wait"}}

@@ -8,6 +8,8 @@ session too. It is ``HttpOnly`` (the page's scripts never see it), ``SameSite=St
 other site's page makes the browser send it), ``Secure`` when the request came over HTTPS,
 and lasts a shift (``MAX_AGE_S``). Writes by cookie also need ``auth.CSRF_HEADER``.
 What the cookie may do is the token's scopes: ``read`` to look, ``write`` to resolve.
+A log-in or a session check with a token the server does not know is a failed authentication,
+limited per client address together with the API's (``auth.check_failures``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from floorsync.server import tokens
-from floorsync.server.auth import SESSION_COOKIE, AuthError, session_token
+from floorsync.server.auth import SESSION_COOKIE, AuthError, check_failures, session_token
 from floorsync.server.limits import RateLimited, RateLimiter
 from floorsync.server.settings import Settings
 
@@ -48,10 +50,13 @@ def _limiter(request: Request) -> RateLimiter:
     return limiter
 
 
-def _session(settings: Settings, token: str | None) -> SessionOut:
+def _session(request: Request, token: str | None) -> SessionOut:
+    settings: Settings = request.app.state.settings
     if not settings.auth:
         return SessionOut(auth=False, name=None, scopes=ALL_SCOPES)
     entry = None if token is None else tokens.match(token, settings.token_entries)
+    if token is not None:  # no cookie at all guesses nothing: not a failure
+        check_failures(request, None if entry is None else entry.name)
     if entry is None:
         raise AuthError(401, "unauthorized", "log in with a token", 'Bearer scope="read"')
     return SessionOut(auth=True, name=entry.name, scopes=sorted(entry.scopes))
@@ -65,8 +70,7 @@ def login(request: Request, response: Response, body: LoginIn) -> SessionOut:
     wait = _limiter(request).take(f"login:{client}")
     if wait > 0:
         raise RateLimited("log-ins from this address", wait)
-    settings: Settings = request.app.state.settings
-    session = _session(settings, body.token)
+    session = _session(request, body.token)
     if session.auth:
         value = base64.urlsafe_b64encode(body.token.encode()).decode("ascii").rstrip("=")
         response.set_cookie(SESSION_COOKIE, value, max_age=MAX_AGE_S, path="/", httponly=True,
@@ -82,5 +86,6 @@ def logout(request: Request, response: Response) -> None:
 
 @router.get("/session", response_model=SessionOut)
 def session(request: Request) -> SessionOut:
-    """Who the cookie is (401 without a valid one): the page asks before showing anything."""
-    return _session(request.app.state.settings, session_token(request))
+    """Who the cookie is (401 without a valid one, 429 past the failed authentications of
+    this address): the page asks before showing anything."""
+    return _session(request, session_token(request))

@@ -183,6 +183,7 @@ class EdgeAgent:
             command_prefix=self.config.command_prefix,
             receipt_label_prefix=self.config.receipt_label_prefix,
             order_label_prefix=self.config.order_label_prefix,
+            tote_label_prefix=self.config.tote_label_prefix,
             duplicate_window_ms=config.duplicate_window_ms,
             documents=self.documents,
         )

@@ -315,6 +315,7 @@ class EdgeConfig:
     command_prefix: str = "CMD:"
     receipt_label_prefix: str = "ASN:"  # ASN:{id} selects a receipt in receive mode
     order_label_prefix: str = "ORD:"  # ORD:{id} selects an order in pick mode
+    tote_label_prefix: str = "TOTE:"  # TOTE:{tote} selects the open order naming that tote
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -342,13 +343,16 @@ class EdgeConfig:
             raise ConfigError(str(exc)) from None
         prefixes = {"command_prefix": self.command_prefix,
                      "receipt_label_prefix": self.receipt_label_prefix,
-                     "order_label_prefix": self.order_label_prefix}
+                     "order_label_prefix": self.order_label_prefix,
+                     "tote_label_prefix": self.tote_label_prefix}
         for key, prefix in prefixes.items():
             if not isinstance(prefix, str):
                 raise ConfigError(f"[workflow] {key} must be text")
-        documents = [p.upper() for p in (self.receipt_label_prefix, self.order_label_prefix) if p]
+        documents = [p.upper() for p in (self.receipt_label_prefix, self.order_label_prefix,
+                                         self.tote_label_prefix) if p]
         if len(set(documents)) != len(documents):
-            raise ConfigError("[workflow] receipt_label_prefix and order_label_prefix must differ")
+            raise ConfigError("[workflow] receipt_label_prefix, order_label_prefix and"
+                              " tote_label_prefix must differ")
         for pattern in self.location_patterns:
             try:
                 re.compile(pattern)
@@ -470,7 +474,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
     workflow = _section(
         data.pop("workflow", {}), "[workflow]",
         {"location_prefixes", "location_patterns", "command_prefix", "receipt_label_prefix",
-         "order_label_prefix"},
+         "order_label_prefix", "tote_label_prefix"},
     )
     config = _build(EdgeConfig, data, "top level")
     sections = {"outbox_path": ("[outbox] path", outbox.get("path")),
@@ -479,7 +483,8 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
                 "journal_dir": ("[journal] dir", journal.get("dir")),
                 "journal_cap_mb": ("[journal] cap_mb", journal.get("cap_mb"))}
     sections |= {key: (f"[workflow] {key}", workflow.get(key)) for key in
-                 ("command_prefix", "receipt_label_prefix", "order_label_prefix")}
+                 ("command_prefix", "receipt_label_prefix", "order_label_prefix",
+                  "tote_label_prefix")}
     _check_types(EdgeConfig, {k: v for k, (_, v) in sections.items() if v is not None}, "",
                  {k: name for k, (name, _) in sections.items()})
     config = replace(
@@ -498,6 +503,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
         command_prefix=workflow.get("command_prefix", config.command_prefix),
         receipt_label_prefix=workflow.get("receipt_label_prefix", config.receipt_label_prefix),
         order_label_prefix=workflow.get("order_label_prefix", config.order_label_prefix),
+        tote_label_prefix=workflow.get("tote_label_prefix", config.tote_label_prefix),
     )
     sync_overrides = {k: overrides.pop(k) for k in ("broker", "protocol") if k in overrides}
     sync_overrides = {k: v for k, v in sync_overrides.items() if v is not None}

@@ -124,6 +124,7 @@ class DocumentBook:
         self._sheets: dict[tuple[str, str], Sheet] = {}
         self._labels: dict[str, tuple[str, str]] = {}
         self._pallets: dict[str, str] = {}  # SSCC -> receipt id
+        self._totes: dict[str, str] = {}  # tote -> order id
         self._at: dict[str | None, tuple[str, ...]] = {}  # location -> receipt ids
         self._taken: dict[tuple[str, str, str], float] = {}  # (kind, id, line) -> matched
         self._last: dict[str, tuple[str, str]] = {}  # source -> the document it counted last
@@ -164,15 +165,18 @@ class DocumentBook:
         """The lookups, made anew after a change (documents change rarely; lookups are hot)."""
         labels: dict[str, tuple[str, str]] = {}
         pallets: dict[str, str] = {}
+        totes: dict[str, str] = {}
         at: dict[str | None, list[str]] = {}
         for (kind, doc_id), sheet in self._sheets.items():
             for label in sheet.doc.labels:
                 labels[label] = (kind, doc_id)
+            for tote in sheet.doc.totes:
+                totes[tote] = doc_id
             if kind == "receipt":
                 for pallet in sheet.doc.pallets:
                     pallets[pallet.sscc] = doc_id
                 at.setdefault(sheet.doc.location, []).append(doc_id)
-        self._labels, self._pallets = labels, pallets
+        self._labels, self._pallets, self._totes = labels, pallets, totes
         self._at = {k: tuple(v) for k, v in at.items()}
 
     # --- reception ------------------------------------------------------------------------
@@ -245,6 +249,10 @@ class DocumentBook:
 
     def receipt_of_pallet(self, sscc: str) -> str | None:
         return self._pallets.get(sscc)
+
+    def order_of_tote(self, tote: str) -> str | None:
+        """The open order (of this edge's site) whose copy names this tote."""
+        return self._totes.get(tote)
 
     def expects_at(self, location: str) -> bool:
         """Any receipt open at this location (or at any)? Without the lock: a door's fast way

@@ -15,6 +15,10 @@ to ``floorsync/v1/{site}/docs/#`` and keep the highest version of each in their 
 - ``pallets``: for receipts, SSCC pallets with their child EPCs and/or GTIN quantities (an
   EPCIS AggregationEvent from the supplier gives exactly this).
 - ``labels``: barcode texts that select the document on a handheld (the ASN or order label).
+- ``totes``: an order's totes (ids, as the order names them): a handheld scanning a tote's
+  label (the edge's ``tote_label_prefix`` + the id) picks against the order. Sent only when
+  there are some, so an order without totes is the message it was before; an edge from before
+  totes ignores the field (decoding reads the keys it knows).
 
 Standard library only, like ``wire``: the server imports this module too.
 """
@@ -59,6 +63,7 @@ class Expected:
     lines: tuple[ExpectedLine, ...] = ()
     pallets: tuple[ExpectedPallet, ...] = ()
     labels: tuple[str, ...] = ()
+    totes: tuple[str, ...] = ()
 
 
 def docs_topic(site: str, kind: str, doc_id: str) -> str:
@@ -98,6 +103,8 @@ def encode_expected(doc: Expected) -> bytes:
                      "lines": [_line_to_dict(line) for line in p.lines]} for p in doc.pallets],
         "labels": list(doc.labels),
     }
+    if doc.totes:
+        data["totes"] = list(doc.totes)
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -165,4 +172,6 @@ def decode_expected(payload: bytes | str) -> Expected:
                     for i, line in enumerate(_list(data, "lines", ""))),
         pallets=tuple(pallets),
         labels=tuple(_text(label, "labels", 512) for label in _list(data, "labels", "")),
+        totes=tuple(wire.check_name(tote, f"totes[{i}]")
+                    for i, tote in enumerate(_list(data, "totes", ""))),
     )

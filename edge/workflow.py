@@ -39,10 +39,16 @@ Documents (``edge.documents``): in receive mode, a receipt's label (one of its `
 ``ASN:{id}``, the ``receipt_label_prefix``) or the SSCC of one of its pallets selects it; the
 item scans that follow are receives with ``doc`` = the receipt and the edge's check: expected
 (on it, within what is left), over (beyond), unexpected (not on it). In pick mode an order's
-label (``ORD:{id}``) does the same for picks. Over and unexpected get bad-read feedback while
-the event is kept (physical truth wins: nothing is refused for a document). A label of the
-prefixed form for a document this edge has no copy of selects it with check ``unknown``. The
-selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a mode change or another document's label.
+label (``ORD:{id}``), or the label of one of its totes (``TOTE:{tote}``, the
+``tote_label_prefix``; the order names its totes and the edge's copy carries them), does the
+same for picks: a picker with a cart of totes scans the tote, then the items, and the picks
+count against that tote's order (``to`` stays empty, as with ``ORD:``: the tote is not a stock
+location). A tote no open order of this edge's copies names (a free tote, one of another
+site's order, or its order not here yet) is a bad read saying so. Over and unexpected get
+bad-read feedback while the event is kept (physical truth wins: nothing is refused for a
+document). A label of the prefixed form for a document this edge has no copy of selects it
+with check ``unknown``. The selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a mode change
+or another document's label.
 
 The same code (text and AIM id) again within ``duplicate_window_ms`` of the time it last counted
 is ignored with good-read feedback (like a scanner's same-symbol timeout: not an error, and the
@@ -80,6 +86,7 @@ MODES = ("receive", "putaway", "move", "pick", "pack", "ship", "count", "return"
 QUANTITY_PREFIX = "QTY:"
 RECEIPT_LABEL_PREFIX = "ASN:"
 ORDER_LABEL_PREFIX = "ORD:"
+TOTE_LABEL_PREFIX = "TOTE:"
 DEFAULT_DUPLICATE_WINDOW_MS = 500
 _CONTEXT_VERSION = 1
 # Where the session's location goes on an event of each mode; putaway/move add the destination.
@@ -130,6 +137,7 @@ class Chosen:
     kind: str
     id: str
     pallet: str | None = None
+    tote: str | None = None  # the order's tote whose label selected it
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +178,8 @@ class Session:
                 "qty": self.last.qty, "location": self.last.location, "id": self.last.id},
             "sent": self.sent,
             "doc": None if self.doc is None else {
-                "kind": self.doc.kind, "id": self.doc.id, "pallet": self.doc.pallet},
+                "kind": self.doc.kind, "id": self.doc.id, "pallet": self.doc.pallet,
+                **({} if self.doc.tote is None else {"tote": self.doc.tote})},
         }, separators=(",", ":"))
 
     @classmethod
@@ -201,9 +210,10 @@ class Session:
         if doc is not None:
             if not isinstance(doc, dict) or doc.get("kind") not in MOVEMENT:
                 raise ValueError(f"saved state has a bad document: {text[:80]!r}")
-            pallet = doc.get("pallet")
+            pallet, tote = doc.get("pallet"), doc.get("tote")
             chosen = Chosen(doc["kind"], wire.check_name(doc.get("id"), "document id"),
-                            None if pallet is None else str(pallet))
+                            None if pallet is None else str(pallet),
+                            None if tote is None else wire.check_name(tote, "tote"))
         return cls(
             mode=data["mode"],
             location=data.get("location"),
@@ -275,6 +285,7 @@ class HandheldWorkflow:
         quantity_prefix: str = QUANTITY_PREFIX,
         receipt_label_prefix: str = RECEIPT_LABEL_PREFIX,
         order_label_prefix: str = ORDER_LABEL_PREFIX,
+        tote_label_prefix: str = TOTE_LABEL_PREFIX,
         duplicate_window_ms: float = DEFAULT_DUPLICATE_WINDOW_MS,
         tz: tzinfo | None = None,
         documents: DocumentBook | None = None,
@@ -292,6 +303,7 @@ class HandheldWorkflow:
         self.command_prefix = command_prefix
         self.quantity_prefix = quantity_prefix
         self.label_prefixes = (("receipt", receipt_label_prefix), ("order", order_label_prefix))
+        self.tote_label_prefix = tote_label_prefix
         self.documents = documents if documents is not None else book_for(store)
         self.duplicate_window_s = duplicate_window_ms / 1000
         self._last_good: tuple[str, str | None, datetime] | None = None
@@ -419,6 +431,9 @@ class HandheldWorkflow:
         found = self.documents.by_label(code)
         if found is not None:
             return Chosen(*found)
+        prefix = self.tote_label_prefix
+        if prefix and code[:len(prefix)].upper() == prefix.upper():
+            return self._tote(code[len(prefix):].strip())
         for kind, prefix in self.label_prefixes:
             if prefix and code[:len(prefix)].upper() == prefix.upper():
                 doc_id = code[len(prefix):].strip()
@@ -427,6 +442,21 @@ class HandheldWorkflow:
                 except wire.WireError as exc:
                     raise _Refused(f"a {kind} label without a usable id: {exc}") from None
         return None
+
+    def _tote(self, text: str) -> Chosen:
+        """A tote's label: the open order whose copy names it. Not known here, it selects
+        nothing (unlike ``ORD:{id}``, a tote does not say which order it is for)."""
+        try:
+            tote = wire.check_name(text, "tote id")
+        except wire.WireError as exc:
+            raise _Refused(f"a tote label without a usable id: {exc}") from None
+        order = self.documents.order_of_tote(tote)
+        if order is None:
+            site = f" of site {self.documents.site}" if self.documents.site else ""
+            raise _Refused(f"tote {tote}: no open order{site} names it here (a free tote, a"
+                           " tote of another site's order, or its order not yet come to this"
+                           " edge): scan the order's label")
+        return Chosen("order", order, tote=tote)
 
     def _choose(self, s: Session, chosen: Chosen) -> _Step:
         mode = MOVEMENT[chosen.kind]
@@ -438,7 +468,8 @@ class HandheldWorkflow:
         if where is None and sheet is not None and chosen.kind == "receipt":
             where = sheet.doc.location  # the receipt's door, unless the operator named one
         after = replace(s, doc=chosen, location=where, last=None, sent=0)
-        what = f"{chosen.kind} {chosen.id}" + (f" pallet {chosen.pallet}" if chosen.pallet else "")
+        what = (f"{chosen.kind} {chosen.id}" + (f" pallet {chosen.pallet}" if chosen.pallet else "")
+                + (f" tote {chosen.tote}" if chosen.tote else ""))
         if sheet is None:
             what += " (not known here: checked centrally)"
         else:

@@ -612,4 +612,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "0015_movements_event_key_pg",
         "-- PostgreSQL only (server/pg.py)",
     ),
+    (
+        # The totes an order names (server/orders.py): its floor copy carries them, so a tote's
+        # label selects the order on a handheld. Looked up by tote (one open order per tote).
+        "0016_order_totes",
+        """
+        CREATE TABLE order_totes (
+            order_id TEXT NOT NULL REFERENCES orders (id),
+            tote TEXT NOT NULL,
+            PRIMARY KEY (order_id, tote)
+        );
+        CREATE INDEX order_totes_tote ON order_totes (tote, order_id)
+        """,
+    ),
 )

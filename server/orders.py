@@ -14,6 +14,11 @@ The document (``POST /api/v1/orders``)::
 - ``lines``: 1 to 100,000; ``item`` a SKU or a GTIN of master data (stored as ordered, and as
   the SKU it belongs to), ``qty`` a positive number, ``lot`` optional (only that lot will do);
   ``line`` a positive number unique in the order, default its position.
+- ``totes``: optional, up to 1000 tote ids (as ``id``; their order does not matter): the
+  reusable totes (or pre-labelled cartons) the order is picked into. A tote holds one open
+  order at a time: naming a tote another open order names is a 409 (``tote in use``). The
+  floor's copy carries them, so a picker scanning a tote's label (``TOTE:{tote}`` by default)
+  picks against its order, offline too.
 
 All or nothing: a bad document is refused with every problem listed (``OrderRejected``, 422),
 nothing written. The same document again changes nothing; another one under the same id is a
@@ -22,8 +27,8 @@ there first), then allocates its lines (``server.allocation``) and backorders th
 (``server.backorders``), in the same transaction.
 
 The floor's picks and ships against it are matched by ``server.picking``. The floor selects an
-order by scanning ``ORD:{id}`` (the label in its expected list, ``expected``); its ``version``
-grows with every change of the order or its allocations.
+order by scanning ``ORD:{id}`` (the label in its expected list, ``expected``) or one of its
+totes; its ``version`` grows with every change of the order or its allocations.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ STATUSES = ("open", "closed", "cancelled")
 MAX_LINES = 100_000
 MAX_LINE_NO = 10**9
 MAX_REPORTED = 1000
+MAX_TOTES = 1000
 DEFAULT_PRIORITY = 5
 LABEL_PREFIX = "ORD:"  # the label a handheld scans to select an order: ORD:{id}
-_FIELDS = ("id", "site", "ship_to", "priority", "due", "lines")
+_FIELDS = ("id", "site", "ship_to", "priority", "due", "lines", "totes")
 _LINE_FIELDS = ("line", "item", "qty", "lot")
 _LINE_KEYS = frozenset(_LINE_FIELDS)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -97,13 +103,17 @@ class OrderDoc:
     priority: int
     due: str
     lines: tuple[OrderLine, ...]
+    totes: tuple[str, ...] = ()  # sorted: a set
 
     def digest(self) -> str:
-        """Of the canonical form: the same order sent again has the same digest."""
-        canonical = json.dumps(
-            [self.id, self.site, self.ship_to, self.priority, self.due,
-             [[ln.line, ln.item, ln.lot, ln.qty] for ln in self.lines]],
-            separators=(",", ":"), ensure_ascii=False)
+        """Of the canonical form: the same order sent again has the same digest. Totes are part
+        of it (another tote list is another document); an order without totes has the digest
+        it had before orders had totes."""
+        form: list[Any] = [self.id, self.site, self.ship_to, self.priority, self.due,
+                           [[ln.line, ln.item, ln.lot, ln.qty] for ln in self.lines]]
+        if self.totes:
+            form.append(list(self.totes))
+        canonical = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -151,6 +161,7 @@ class OrderView:
     reason: str | None
     lines: tuple[LineView, ...]
     exceptions: tuple[int, ...]  # ids of the exceptions the floor's events raised against it
+    totes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +202,7 @@ class PickList:
     status: str
     version: int
     lines: tuple[PickLine, ...]  # in location order: the walk
+    totes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +234,7 @@ class _Draft:
 
     header: dict[str, Any]
     lines: list[tuple[int, int | None, str | None, str, float | None]]  # index, no, item, lot, qty
+    totes: tuple[str, ...] = ()
 
 
 def _unicode(value: str) -> bool:
@@ -271,10 +284,11 @@ def _parse(data: object) -> tuple[_Draft, list[Problem]]:
         problems.append(Problem(None, "due", "due must be a date as YYYY-MM-DD"
                                 f" (got {str(due)[:40]!r})"))
     header["due"] = due
+    totes = _totes(data.get("totes", []), problems)
     raw_lines = data.get("lines")
     if not isinstance(raw_lines, list) or not 1 <= len(raw_lines) <= MAX_LINES:
         problems.append(Problem(None, "lines", f"lines must be a list of 1-{MAX_LINES} lines"))
-        return _Draft(header, []), problems
+        return _Draft(header, [], totes), problems
     lines: list[tuple[int, int | None, str | None, str, float | None]] = []
     seen: dict[int, int] = {}
     for i, raw in enumerate(raw_lines):
@@ -314,7 +328,27 @@ def _parse(data: object) -> tuple[_Draft, list[Problem]]:
                                     f" most {wire.MAX_QTY} (got {str(qty)[:40]!r})"))
             qty = None
         lines.append((i, no, item, lot, None if qty is None else float(qty)))
-    return _Draft(header, lines), problems
+    return _Draft(header, lines, totes), problems
+
+
+def _totes(raw: object, problems: list[Problem]) -> tuple[str, ...]:
+    """The order's tote ids, sorted (a set: their order is not content)."""
+    if not isinstance(raw, list) or len(raw) > MAX_TOTES:
+        problems.append(Problem(None, "totes", f"totes must be a list of at most {MAX_TOTES}"
+                                " tote ids"))
+        return ()
+    seen: dict[str, int] = {}
+    for i, tote in enumerate(raw):
+        try:
+            name = wire.check_name(tote, "a tote id")
+        except wire.WireError as exc:
+            problems.append(Problem(None, f"totes[{i}]", str(exc)))
+            continue
+        if name in seen:
+            problems.append(Problem(None, f"totes[{i}]", f"tote {name} twice (also"
+                                    f" totes[{seen[name]}])"))
+        seen.setdefault(name, i)
+    return tuple(sorted(seen))
 
 
 def _resolve(cur: sqlite3.Cursor, draft: _Draft) -> tuple[dict[int, tuple[str, str]],
@@ -373,7 +407,7 @@ def accept(store: Store, data: object) -> tuple[OrderView, bool]:
         h = draft.header
         doc = OrderDoc(h["id"], h["site"], h["ship_to"], h["priority"], h["due"], tuple(sorted(
             (OrderLine(no or i + 1, found[i][0], found[i][1], lot, qty or 0.0)
-             for i, no, _item, lot, qty in draft.lines), key=lambda ln: ln.line)))
+             for i, no, _item, lot, qty in draft.lines), key=lambda ln: ln.line)), draft.totes)
         digest = doc.digest()
         row = cur.execute("SELECT digest FROM orders WHERE id = ?", (doc.id,)).fetchone()
         created = row is None
@@ -381,9 +415,28 @@ def accept(store: Store, data: object) -> tuple[OrderView, bool]:
             raise Refused(409, "order exists", f"order {doc.id} was accepted with other content;"
                           " an order is not changed by sending it again (cancel it and send"
                           " one under a new id)")
+        if created:
+            _totes_free(cur, doc)
         touched = _insert(cur, doc, digest, now) if created else set()
     orderdesk.changed(store, touched)
     return get_order(store, doc.id), created
+
+
+def _totes_free(cur: sqlite3.Cursor, doc: OrderDoc) -> None:
+    """A tote holds one open order's picks: one another open order names is refused (409)."""
+    taken: list[tuple[str, str, str]] = []
+    totes = list(doc.totes)
+    for i in range(0, len(totes), 500):
+        chunk = totes[i:i + 500]
+        taken += cur.execute(
+            "SELECT t.tote, t.order_id, o.site FROM order_totes t JOIN orders o"
+            f" ON o.id = t.order_id WHERE o.status = 'open' AND t.tote IN"
+            f" ({','.join('?' * len(chunk))}) ORDER BY t.tote", chunk).fetchall()
+    if taken:
+        named = "; ".join(f"tote {tote} is on open order {order} (site {site})"
+                          for tote, order, site in taken[:20])
+        raise Refused(409, "tote in use", f"{named}: a tote holds one open order at a time"
+                      " (ship or cancel that order, or name other totes)")
 
 
 def _insert(cur: sqlite3.Cursor, doc: OrderDoc, digest: str, now: str) -> set[str]:
@@ -396,6 +449,8 @@ def _insert(cur: sqlite3.Cursor, doc: OrderDoc, digest: str, now: str) -> set[st
     cur.executemany(
         "INSERT INTO order_lines (order_id, line, item, sku, lot, qty) VALUES (?, ?, ?, ?, ?, ?)",
         [(doc.id, ln.line, ln.item, ln.sku, ln.lot, ln.qty) for ln in doc.lines])
+    cur.executemany("INSERT INTO order_totes (order_id, tote) VALUES (?, ?)",
+                    [(doc.id, tote) for tote in doc.totes])
     # older backorders of these items first (stock may have come by a way that filled nothing:
     # an adjustment, a count), then this order's lines in line order
     touched = backorders.fill(cur, doc.site, {ln.sku for ln in doc.lines}, now)
@@ -477,7 +532,12 @@ def get_order(store: Store, order_id: str) -> OrderView:
         (order_id,)))
     ident, site, ship_to, priority, due, status, version, rx, updated, closed, by, reason = row
     return OrderView(ident, site, ship_to, priority, due, status, version, rx, updated, closed,
-                     by, reason, lines, raised)
+                     by, reason, lines, raised, _order_totes(conn, order_id))
+
+
+def _order_totes(conn: Any, order_id: str) -> tuple[str, ...]:
+    return tuple(t for (t,) in conn.execute(
+        "SELECT tote FROM order_totes WHERE order_id = ? ORDER BY tote", (order_id,)))
 
 
 def list_orders(
@@ -526,12 +586,14 @@ def pick_list(store: Store, order_id: str) -> PickList:
             " JOIN order_lines l ON l.order_id = a.order_id AND l.line = a.line"
             " WHERE a.order_id = ? AND a.qty > 0 AND NOT a.staged AND l.status = 'open'"
             " GROUP BY a.location, a.line, a.item, a.lot, l.sku"
-            " ORDER BY a.location, a.line, a.item, a.lot", (order_id,))))
+            " ORDER BY a.location, a.line, a.item, a.lot", (order_id,))),
+        _order_totes(conn, order_id))
 
 
 def expected_of(store: Store, order_id: str) -> Expected | None:
     """An open order's pick list as the floor gets it (``edge.expected``); None once it is not
-    open (the floor's copy is withdrawn). The label ``ORD:{id}`` selects it on a handheld;
+    open (the floor's copy is withdrawn). The label ``ORD:{id}`` selects it on a handheld, and
+    so does the label of one of its ``totes`` (the edge's ``tote_label_prefix`` + the tote);
     each line names the item by SKU and GTIN (the stock's own key when it is a GTIN, else the
     item's first GTIN), its lot when it has one, and the location to pick from."""
     try:
@@ -552,7 +614,7 @@ def expected_of(store: Store, order_id: str) -> Expected | None:
         lines=tuple(ExpectedLine(
             wire.Item(sku=p.sku, gtin=p.item if p.item != p.sku else gtins.get(p.sku),
                       lot=p.lot), p.qty, p.location) for p in picks.lines),
-        labels=(LABEL_PREFIX + order_id,))
+        labels=(LABEL_PREFIX + order_id,), totes=picks.totes)
 
 
 def floor_copy(store: Store, order_id: str) -> tuple[str, Expected | None] | None:

@@ -53,6 +53,11 @@ class OrderIn(BaseModel):
     priority: int = Field(od.DEFAULT_PRIORITY, ge=1, le=9, description="1 first, 9 last")
     due: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="YYYY-MM-DD")
     lines: list[OrderLineIn] = Field(min_length=1, max_length=od.MAX_LINES)
+    totes: list[Annotated[str, Field(pattern=NAME)]] = Field(
+        default_factory=list, max_length=od.MAX_TOTES,
+        description="the totes it is picked into, each unique; a tote on another open order is"
+                    " a 409. The floor's copy carries them: a tote's label (TOTE:{tote}) selects"
+                    " the order on a handheld")
 
 
 class ProblemLine(BaseModel):
@@ -72,7 +77,8 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "example": {"id": "SO-1001", "site": "wh1", "ship_to": "ACME Ltd, 1 Dock Road, Leeds",
                 "priority": 3, "due": "2026-12-01",
                 "lines": [{"line": 1, "item": "TSHIRT-M", "qty": 12},
-                          {"line": 2, "item": "09501101530003", "qty": 5, "lot": "L42"}]},
+                          {"line": 2, "item": "09501101530003", "qty": 5, "lot": "L42"}],
+                "totes": ["T-00417"]},
 }}}}
 
 
@@ -118,6 +124,7 @@ class OrderOut(BaseModel):
     reason: str | None
     lines: list[LineOut]
     exceptions: list[int] = Field(description="exceptions the floor's events raised against it")
+    totes: list[str] = Field(description="the totes it is picked into")
 
 
 class OrderSummaryOut(BaseModel):
@@ -160,6 +167,7 @@ class PickListOut(BaseModel):
     version: int
     label: str = Field(description="the label a handheld scans to pick against this order")
     lines: list[PickLineOut] = Field(description="in location order")
+    totes: list[str] = Field(description="its totes: scanning one's label selects the order too")
 
 
 class CancelIn(BaseModel):
@@ -244,7 +252,8 @@ async def _json_body(request: Request) -> Any:
 async def post_order(request: Request, response: Response, store: StoreDep) -> Any:
     """Accept an order in one transaction: its lines are allocated at once, what cannot be
     allocated is backordered. 201 when new; the same document again is a 200 that changes
-    nothing; another document under the same id is a 409."""
+    nothing; another document under the same id is a 409, and so is a tote another open order
+    names."""
     data = await _json_body(request)
     try:
         view, created = await run_in_threadpool(od.accept, store, data)

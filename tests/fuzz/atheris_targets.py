@@ -4,7 +4,9 @@
 
 One target per input path, each the same boundary as its hypothesis test in this folder:
 anything but the path's documented error is a crash, and a rejected input must say why. Not a
-test module (pytest never collects it: see conftest.py); needs the ``fuzz`` extra.
+test module (pytest never collects it: see conftest.py); ``main`` needs the ``fuzz`` extra, the
+rest does not: tests/fuzz/test_atheris_targets.py imports it without atheris and runs every
+target on its seeds in CI (``prepare`` first, as ``main`` does).
 """
 
 from __future__ import annotations
@@ -52,10 +54,22 @@ def _wedge(data: bytes) -> None:
     layout = sorted(LAYOUTS)[data[0] % len(LAYOUTS)]
     decoder = KeyDecoder(layout, terminators=("enter", "tab") if data[0] & 4 else ())
     body = data[1:]
-    events = [struct.unpack_from("<BHhf", body, i) for i in range(0, len(body) - 8, 9)]
+    events = [struct.unpack_from(_KEY_EVENT, body, i) for i in range(0, len(body) - 8, 9)]
     for code in decoder.feed_events(events):
         assert code.error is None or code.error.strip()
     decoder.flush(0.0)
+
+
+_KEY_EVENT = "<BHhf"  # the wedge target's input: a layout byte, then (type, code, value, time)
+
+
+def _keys(config: int, *codes: int) -> bytes:
+    """A wedge seed: each evdev key code pressed and released (EV_KEY 1), 10 ms apart."""
+    import struct
+
+    events = [(1, code, value) for code in codes for value in (1, 0)]
+    return bytes([config]) + b"".join(struct.pack(_KEY_EVENT, *event, 0.01 * i)
+                                      for i, event in enumerate(events))
 
 
 def _codes(data: bytes) -> None:
@@ -200,6 +214,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 }
 
 SEEDS: dict[str, list[bytes]] = {
+    # "us" (sorted(LAYOUTS)[3]) with terminators (4): 1 2 3 Enter
+    "wedge": [_keys(3 | 4, 2, 3, 4, 28)],
     "framing": [b"\x00]C1010950110153000310L1\x1d3012\r", b"\x10\x02ABC\x03"],
     "codes": [b"010950110153000310L1\x1d3012", b"3074257BF7194E4000001A85",
               b"https://id.gs1.org/01/09501101530003/10/L1"],
@@ -221,11 +237,19 @@ SEEDS: dict[str, list[bytes]] = {
 }
 
 
-def main(argv: list[str]) -> None:
-    import atheris
+def prepare() -> None:
+    """What the targets need once their modules are imported (instrumented, under atheris)."""
+    global _LINE
+    from floorsync.devices.rfid.lineformat import LineFormat
 
+    _LINE = LineFormat.template(_LINE_TEMPLATE)
+
+
+def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in TARGETS:
         sys.exit(f"usage: {argv[0]} TARGET [libFuzzer options]; targets: {', '.join(TARGETS)}")
+    import atheris
+
     name = argv[1]
     corpus = Path(os.environ.get("FUZZ_CORPUS", Path(_TMP) / "corpus")) / name
     corpus.mkdir(parents=True, exist_ok=True)
@@ -245,9 +269,8 @@ def main(argv: list[str]) -> None:
         import floorsync.edge.expected
         import floorsync.edge.replay
         import floorsync.edge.wire
-        import floorsync.server.settings
-    global _LINE
-    _LINE = floorsync.devices.rfid.lineformat.LineFormat.template(_LINE_TEMPLATE)
+        import floorsync.server.settings  # noqa: F401  (imported to be instrumented)
+    prepare()
     target = TARGETS[name]
     options = argv[2:]
     if not any(o.startswith("-artifact_prefix=") for o in options):  # crashes: not in the tree

@@ -132,9 +132,11 @@ def _edge_status(as_json: bool, outbox: Path, cap_bytes: int, config: object) ->
 def cmd_server(args: argparse.Namespace) -> int:
     env = os.environ  # every server command's log (the replica's, a backup's) masks these
     _log_secrets(args, [*_plain_tokens(env.get("FLOORSYNC_TOKENS")),
-                        env.get("FLOORSYNC_MQTT_PASSWORD")],
+                        env.get("FLOORSYNC_MQTT_PASSWORD"), env.get("FLOORSYNC_NATS_PASSWORD")],
                  urls=[env.get("FLOORSYNC_DATABASE"), env.get("FLOORSYNC_BROKER"),
-                       getattr(args, "db", None)])
+                       getattr(args, "db", None),
+                       *(env.get("FLOORSYNC_REPLICA") or "").split(","),
+                       *(getattr(args, "replica", None) or "").split(",")])
     if args.server_command == "backup":
         from floorsync.server.backup import backup
 
@@ -150,11 +152,13 @@ def cmd_server(args: argparse.Namespace) -> int:
     from floorsync.server.settings import Settings
 
     if args.replica is not None:  # the store only, shared with the other replicas; no HTTP
+        from floorsync.server.replica import ReplicaSettings
         from floorsync.server.replica import main as replica_main
 
         found = Settings.from_env(**({"database": args.db} if args.db else {}))
-        return replica_main(args.replica, str(found.database), found.metrics_port,
-                            found.http_host)
+        replica = ReplicaSettings.from_env(args.replica)  # "": FLOORSYNC_REPLICA's URLs
+        _log_secrets(args, [replica.login.password])  # a password file's, a URL's
+        return replica_main(replica, str(found.database), found.metrics_port)
 
     overrides = {
         "database": args.db,
@@ -405,10 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("5", "3.1.1"))
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--replica", metavar="NATS_URLS",
+    p.add_argument("--replica", metavar="NATS_URLS", nargs="?", const="",
                    help="run as a replica instead: consume the edges' batches from NATS "
-                   "JetStream (nats://host:4222, comma-separated for a cluster) into --db "
-                   "(postgresql://..., shared by the replicas); no HTTP")
+                   "JetStream (nats://host:4222 or tls://, comma-separated for a cluster; "
+                   "without a value, env FLOORSYNC_REPLICA) into --db (postgresql://..., "
+                   "shared by the replicas); no HTTP. TLS and login: FLOORSYNC_NATS_*")
     p.set_defaults(func=cmd_server, server_command=None)
     _add_backup_parsers(p)
 

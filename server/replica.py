@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from floorsync.edge import wire
-from floorsync.server import picking
+from floorsync.server import docfollow, picking
 from floorsync.server.errors import ConfigError
 from floorsync.server.ingest import Applier, Work, prepare
 from floorsync.server.ledger import Store
@@ -100,6 +100,11 @@ def subject_of(topic: str) -> str:
 # --- settings (the environment, as the central service's) ----------------------------------
 
 _SCHEMES = ("nats", "tls")
+# what ReplicaSettings.from_env reads (FLOORSYNC_DATABASE and _METRICS_PORT are Settings')
+ENV_NAMES = tuple(ENV_PREFIX + n for n in (
+    "REPLICA", "NATS_CA_FILE", "NATS_CERT_FILE", "NATS_KEY_FILE", "NATS_USER", "NATS_PASSWORD",
+    "NATS_PASSWORD_FILE", "METRICS_HOST", "METRICS_CERT_FILE", "METRICS_KEY_FILE",
+    "METRICS_CLIENT_CA_FILE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,9 +648,11 @@ def main(settings: ReplicaSettings | str, database: str, metrics_port: int = 0) 
         return await replica.run(stop, lambda: log.info("replica consuming %s",
                                                         ",".join(settings.servers)))
 
+    documents = docfollow.for_replica(database)  # to the floor, if FLOORSYNC_BROKER is set
     try:
         stats = asyncio.run(go())
     finally:
+        documents.stop()
         if server is not None:
             server.shutdown()
             server.server_close()

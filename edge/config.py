@@ -239,14 +239,18 @@ class MetricsSettings:
     """``[metrics]``: the agent's Prometheus metrics (``edge.metrics``), off by default.
 
     ``port``: serve ``/metrics`` over HTTP on ``host``, loopback unless set (it has no
-    authentication: open it only where the scraper alone reaches). ``textfile``: write them
-    every ``textfile_interval_s`` for node_exporter's textfile collector (a path ending in
-    ``.prom``, replaced atomically)."""
+    authentication: open it only where the scraper alone reaches); over HTTPS with
+    ``cert_file`` and ``key_file``, and then, with ``client_ca_file``, only to clients with a
+    certificate of that CA. ``textfile``: write them every ``textfile_interval_s`` for
+    node_exporter's textfile collector (a path ending in ``.prom``, replaced atomically)."""
 
     port: int = 0  # 0: no HTTP endpoint
     host: str = "127.0.0.1"
     textfile: str | None = None
     textfile_interval_s: float = 15.0
+    cert_file: str | None = None  # HTTPS: the endpoint's certificate and key
+    key_file: str | None = None
+    client_ca_file: str | None = None  # HTTPS: client certificates of this CA required
 
     @property
     def enabled(self) -> bool:
@@ -264,6 +268,15 @@ class MetricsSettings:
                               " only files node_exporter's textfile collector reads)")
         if not (math.isfinite(self.textfile_interval_s) and self.textfile_interval_s >= 1):
             raise ConfigError("[metrics] textfile_interval_s must be at least 1")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("[metrics] cert_file and key_file go together (HTTPS)")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ConfigError("[metrics] client_ca_file (client certificates) needs cert_file"
+                              " and key_file (HTTPS)")
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"[metrics] {key} {value!r}: no such file")
 _ROLES = ("outside", "inside", "door")
 
 

@@ -9,7 +9,8 @@ global one. Every family carries ``site`` and ``device`` labels, so alerts and d
 name the host's device without relabelling.
 
 Configured by ``[metrics]`` (``edge.config.MetricsSettings``): ``port`` (0: off) on ``host``
-(127.0.0.1), ``textfile`` (``*.prom``, replaced atomically by prometheus-client's
+(127.0.0.1), HTTPS with ``cert_file`` and ``key_file`` (``client_ca_file``: client certificates
+of that CA required), ``textfile`` (``*.prom``, replaced atomically by prometheus-client's
 ``write_to_textfile``: a temporary file beside it, then rename) every ``textfile_interval_s``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -180,6 +182,17 @@ class EdgeCollector:
                             stats.connects)
 
 
+def _tls_options(settings: MetricsSettings) -> dict[str, Any]:
+    """prometheus-client's HTTPS options of ``[metrics]`` (none: plain HTTP)."""
+    if settings.cert_file is None:
+        return {}
+    tls: dict[str, Any] = {"certfile": settings.cert_file, "keyfile": settings.key_file,
+                           "tls_min_version": ssl.TLSVersion.TLSv1_2}
+    if settings.client_ca_file is not None:
+        tls.update(client_cafile=settings.client_ca_file, client_auth_required=True)
+    return tls
+
+
 class EdgeMetrics:
     """The registry, the HTTP endpoint and the textfile writer of one agent."""
 
@@ -200,14 +213,17 @@ class EdgeMetrics:
         if textfile is not None and not Path(textfile).parent.is_dir():
             raise ConfigError(f"[metrics] textfile {textfile}: no such directory")
         if self.settings.port:
+            tls = _tls_options(self.settings)
             try:
                 self._server, self._server_thread = start_http_server(
-                    self.settings.port, addr=self.settings.host, registry=self.registry)
-            except OSError as exc:
+                    self.settings.port, addr=self.settings.host, registry=self.registry, **tls)
+            except OSError as exc:  # ssl.SSLError too: a certificate and key that do not match
                 raise ConfigError(f"[metrics] cannot listen on {self.settings.host}:"
                                   f"{self.settings.port}: {exc.strerror or exc}") from None
             self.address = self._server.server_address[:2]
-            log.info("metrics on http://%s:%s/metrics", *self.address)
+            log.info("metrics on %s://%s:%s/metrics%s", "https" if tls else "http",
+                     *self.address, " (client certificates required)"
+                     if self.settings.client_ca_file else "")
         if textfile is not None:
             self.write()
             self._writer = threading.Thread(target=self._write_loop, name="metrics-textfile",

@@ -18,6 +18,7 @@ from floorsync.edge import wire
 from floorsync.edge.arbiter import DoorArbiter
 from floorsync.edge.config import EdgeConfig, PortalConfig, ScannerConfig
 from floorsync.edge.documents import book_for
+from floorsync.edge.dooralert import make_alerter
 from floorsync.edge.doorcycles import CycleReport
 from floorsync.edge.doorevents import read_sample
 from floorsync.edge.doorstate import DoorKeeper
@@ -85,6 +86,9 @@ class EdgeAgent:
             ("door", p.name): ReaderCounts() for p in config.portals}
         self.journals: dict[str, DoorJournal] = {}  # the doors' open journals, by door
         self.metrics: Any = None  # edge.metrics.EdgeMetrics, with [metrics] port or textfile
+        # per door: its alert output (edge.dooralert), fed by the door's keeper, never waited on
+        self.door_alerts = {p.name: make_alerter(p, config.reader_client_id(p) + "-alert")
+                            for p in config.portals}
         arbiter = DoorArbiter.for_portals(config.portals)  # shared by the doors
         self._door_arbiter = arbiter if len(arbiter.doors()) > 1 else None  # one: no rival
 
@@ -96,6 +100,8 @@ class EdgeAgent:
 
             self.metrics = EdgeMetrics(self, self.config.metrics).start()
         self.syncer.start()
+        for alerter in self.door_alerts.values():
+            alerter.start()
         for scanner in self.config.scanners:
             self._spawn(f"scan-{scanner.name}", self._run_scanner, scanner)
         for portal in self.config.portals:
@@ -125,6 +131,8 @@ class EdgeAgent:
             log.warning("stopping with %d event(s) not yet acked: they are sent at the next start",
                         left.pending + left.sent)
         self.syncer.stop()
+        for alerter in self.door_alerts.values():  # the doors are stopped: nothing new comes
+            alerter.stop()
         if self.metrics is not None:  # its last textfile says "stopped"; then the outbox goes
             self.metrics.stop()
         self.outbox.close()
@@ -266,8 +274,9 @@ class EdgeAgent:
         online = threading.Event()
         report_state = self._state_reporter("reader", config.name, config.reader)
         clock = ReaderClock(config.latency_s)  # the watermark follows the reader's timestamps
-        keeper = DoorKeeper(self.outbox, door, documents=self.documents)  # on disk: its holds,
-        # refused movements and what it counted against the documents
+        keeper = DoorKeeper(self.outbox, door, documents=self.documents,  # on disk: its holds,
+                            alerts=self.door_alerts.get(config.name))  # refused movements
+        # and what it counted against the documents
         handed = [0]  # the last journal row the door was given
 
         def hand_over(entries: Sequence[Entry], last_id: int) -> None:  # holding `lock`
@@ -434,7 +443,8 @@ class EdgeAgent:
         pallets = simulated_pallets(config)
         lag = timedelta(seconds=config.latency_s)
         passed = 0
-        keeper = DoorKeeper(self.outbox, door, documents=self.documents)
+        keeper = DoorKeeper(self.outbox, door, documents=self.documents,
+                            alerts=self.door_alerts.get(config.name))
         counts = self.reader_counts[("door", config.name)]
 
         def tick() -> None:

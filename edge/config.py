@@ -32,6 +32,7 @@ from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from floorsync.edge import wire
+from floorsync.edge.dooralert import ALERTS, CHECKS
 from floorsync.edge.epcmatch import parse_patterns
 from floorsync.edge.errors import ConfigError
 from floorsync.edge.sync import SyncSettings, hostname_device
@@ -90,6 +91,13 @@ class PortalConfig:
     sides ``reversal_s`` (a forklift backing out of the far side). ``mode = "count"``
     makes one count event per cycle instead of movements. A cycle is time-boxed (``cycle_s``)
     unless ``gpi`` names the photo-eye input.
+
+    Door alerts (``edge.dooralert``): ``alert`` is ``log`` (the log line alone), ``command``
+    (``alert_command``, a list: the program and its first arguments), ``impinj-gpo``
+    (``alert_url``, ``alert_username``/``alert_password``, ``alert_ca_file``) or ``zebra-gpo``
+    (``alert_topic`` on a zebra-mqtt portal's ``broker``); ``alert_gpo`` a port or a table
+    check -> port, ``alert_pulse_ms``; ``alert_on`` the checks that alert; ``alert_timeout_s``
+    and ``alert_queue`` bound what a slow output can hold up.
     """
 
     name: str
@@ -138,9 +146,22 @@ class PortalConfig:
     max_behind_s: float = 7 * 24 * 3600.0  # reads dated further behind host time are refused
     sim_pallets: int = 0  # with reader "sim": pallets to run through (0: forever)
     sim_interval_s: float = 4.0
+    alert: str = "log"  # log | command | impinj-gpo | zebra-gpo (edge.dooralert)
+    alert_on: tuple[str, ...] = ("over", "unexpected")  # add "expected" for a good signal
+    alert_command: tuple[str, ...] = ()  # command: the program and its first arguments
+    alert_timeout_s: float = 5.0  # a command or reader request taking longer has failed
+    alert_queue: int = 64  # alerts waiting for the output; more are dropped (counted)
+    alert_gpo: Any = 1  # GPO port, or a table check -> port; normalised to ((check, port), ...)
+    alert_pulse_ms: int = 2000  # how long the GPO stays on
+    alert_url: str | None = None  # impinj-gpo: the IoT device interface, https://reader/api/v1
+    alert_username: str | None = None  # impinj-gpo: the reader's REST login
+    alert_password: str | None = field(default=None, repr=False)
+    alert_ca_file: str | None = None  # impinj-gpo: the CA the reader's certificate chains to
+    alert_topic: str | None = None  # zebra-gpo: the management interface's command topic
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "antennas", _antenna_roles(self.name, self.antennas))
+        object.__setattr__(self, "alert_gpo", _alert_ports(self.name, self.alert_gpo))
 
     @property
     def roles(self) -> dict[int, str]:
@@ -188,6 +209,7 @@ class PortalConfig:
         if self.gpi is not None and (isinstance(self.gpi, bool) or not isinstance(self.gpi, int)):
             raise ConfigError(f"{where}: gpi must be an input number")
         self._check_security(where)
+        self._check_alert(where)
         try:
             parse_patterns(self.include + self.company_prefixes)
             parse_patterns(self.exclude)
@@ -231,7 +253,90 @@ class PortalConfig:
                 raise ConfigError(f"{where}: {key} {getattr(self, key)!r}: no such file")
 
 
+    def _check_alert(self, where: str) -> None:
+        """The door alert's keys: only those of the output chosen, each usable."""
+        if self.alert not in ALERTS:
+            raise ConfigError(f"{where}: alert must be one of {ALERTS}")
+        given = [k for k, kinds in _ALERT_KEYS.items()
+                 if getattr(self, k) != _ALERT_DEFAULTS[k] and self.alert not in kinds]
+        if given:
+            raise ConfigError(f"{where}: {', '.join(given)} do not apply to alert ="
+                              f" {self.alert!r}")
+        if not (isinstance(self.alert_on, tuple) and set(self.alert_on) <= set(CHECKS)):
+            raise ConfigError(f"{where}: alert_on must be a list of {CHECKS}")
+        timeout = self.alert_timeout_s
+        if isinstance(timeout, bool) or not (math.isfinite(timeout) and 0 < timeout <= 300):
+            raise ConfigError(f"{where}: alert_timeout_s must be a number of seconds, 0-300")
+        for key, top in (("alert_queue", 100_000), ("alert_pulse_ms", 600_000)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ConfigError(f"{where}: {key} must be a whole number from 1 to {top}")
+        if self.alert == "command" and not (
+            self.alert_command and all(isinstance(a, str) and a for a in self.alert_command)
+        ):
+            raise ConfigError(f"{where}: alert = 'command' needs alert_command, a list of"
+                              " non-empty text (the program, then its first arguments)")
+        if self.alert == "impinj-gpo":
+            url = (self.alert_url or "").lower()
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{where}: alert = 'impinj-gpo' needs alert_url, the reader's"
+                                  " IoT device interface (https://reader/api/v1)")
+            if (self.alert_username is None) != (self.alert_password is None):
+                raise ConfigError(f"{where}: alert_username and alert_password go together")
+            if self.alert_ca_file is not None and not (
+                url.startswith("https://") and Path(self.alert_ca_file).is_file()
+            ):
+                raise ConfigError(f"{where}: alert_ca_file needs an https:// alert_url and an"
+                                  f" existing file (got {self.alert_ca_file!r})")
+        if self.alert == "zebra-gpo":
+            if self.reader != "zebra-mqtt":
+                raise ConfigError(f"{where}: alert = 'zebra-gpo' needs reader = 'zebra-mqtt'"
+                                  " (its broker carries the management commands)")
+            topic = self.alert_topic or ""
+            if not topic or any(c in topic for c in "+#\0"):
+                raise ConfigError(f"{where}: alert = 'zebra-gpo' needs alert_topic, the reader's"
+                                  " management command topic (no wildcards)")
+        if self.alert in ("impinj-gpo", "zebra-gpo"):
+            unmapped = [c for c in self.alert_on if c not in dict(self.alert_gpo)]
+            if unmapped:
+                raise ConfigError(f"{where}: alert_gpo names no port for {unmapped}")
+
+
 _SECURITY = ("username", "password", "token", "ca_file", "cert_file", "key_file")
+# Keys of one alert output: given with another, they would be ignored (refused instead)
+_ALERT_KEYS = {
+    "alert_command": ("command",),
+    "alert_url": ("impinj-gpo",), "alert_username": ("impinj-gpo",),
+    "alert_password": ("impinj-gpo",), "alert_ca_file": ("impinj-gpo",),
+    "alert_topic": ("zebra-gpo",),
+    "alert_gpo": ("impinj-gpo", "zebra-gpo"), "alert_pulse_ms": ("impinj-gpo", "zebra-gpo"),
+    "alert_timeout_s": ("command", "impinj-gpo", "zebra-gpo"),
+    "alert_queue": ("command", "impinj-gpo", "zebra-gpo"),
+}
+_ALERT_DEFAULTS = {"alert_command": (), "alert_url": None, "alert_username": None,
+                   "alert_password": None, "alert_ca_file": None, "alert_topic": None,
+                   "alert_gpo": (("expected", 1), ("over", 1), ("unexpected", 1)),
+                   "alert_pulse_ms": 2000, "alert_timeout_s": 5.0, "alert_queue": 64}
+
+
+def _alert_ports(name: str, value: Any) -> tuple[tuple[str, int], ...]:
+    """``alert_gpo``: one port for every check, or a table check -> port."""
+    def port(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+            raise ConfigError(f"portal {name}: alert_gpo ports are whole numbers 1-64"
+                              f" (got {v!r})")
+        return v
+
+    if isinstance(value, dict):
+        for check in value:
+            if check not in CHECKS:
+                raise ConfigError(f"portal {name}: alert_gpo: {check!r} is not a check"
+                                  " (expected, over, unexpected)")
+        return tuple(sorted((str(k), port(v)) for k, v in value.items()))
+    if isinstance(value, tuple | list) and all(isinstance(p, tuple | list) and len(p) == 2
+                                               for p in value):  # normalised already
+        return _alert_ports(name, dict(value))
+    return tuple((check, port(value)) for check in CHECKS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +494,7 @@ class EdgeConfig:
 
 
 _WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
-_SECRETS = frozenset({"password", "token"})
+_SECRETS = frozenset({"password", "token", "alert_password"})
 
 
 def _scalar_types(hint: Any) -> tuple[type, ...] | None:

@@ -21,7 +21,8 @@ stays pure and replayable): a receive at a door whose location has open receipts
 with the edge's check, counted in the same transaction (``edge.documents``). A movement
 refused while the outbox was full is checked when it finally goes in; one rebuilt from the
 journal that the outbox already holds is not checked, nor counted, again. Each over or
-unexpected movement is logged as it is kept.
+unexpected movement is logged as it is kept, and given to the door's alert output
+(``edge.dooralert``: a command, the reader's GPO) without waiting for it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from floorsync.edge import wire
-from floorsync.edge.documents import AtDoor, Claim, DocumentBook, book_for
+from floorsync.edge.documents import BAD_CHECKS, AtDoor, Claim, DocumentBook, Kept, book_for
+from floorsync.edge.dooralert import DoorAlerter, alert_for
 from floorsync.edge.errors import OutboxError, OutboxFull
 from floorsync.edge.outbox import LOGGED_IDS, HoldChanges, Outbox
 from floorsync.edge.portal import Door
@@ -50,9 +52,11 @@ class DoorKeeper:
 
     def __init__(self, outbox: Outbox, door: Door,
                  clock: Callable[[], float] = time.monotonic,
-                 documents: DocumentBook | None = None) -> None:
+                 documents: DocumentBook | None = None,
+                 alerts: DoorAlerter | None = None) -> None:
         self.outbox = outbox
         self.door = door
+        self.alerts = alerts
         self.key = f"door:{door.name}"  # its saved state's key; the source of its tallies
         self.documents = documents if documents is not None else book_for(outbox)
         self.backlog: list[wire.Event] = []
@@ -139,13 +143,26 @@ class DoorKeeper:
             self._holds_saved(holds)
             self._held_saved_at = now
             self.backlog, kept = rest, kept + len(piece)
-            for note in done.bad:  # the operator at the door hears of it at once
-                log.warning("door %s: %s", self.door.name, note)
+            self._say(done)
         if self._pause > RETRY_S[0]:
             log.warning("door %s: the outbox takes its movements again", self.door.name,
                         extra={"door": self.door.name, "state": "accepted"})
         self._pause, self._retry_at, self.backlog_saved = RETRY_S[0], 0.0, True
         return kept, True
+
+    def _say(self, done: Kept) -> None:
+        """The crew at the door hears of it at once: over and unexpected logged, and each
+        checked movement offered to the alert output (which takes the checks it alerts on)."""
+        name = self.door.name
+        for event, note in zip(done.events, done.notes, strict=True):
+            if note is None or event.doc is None:
+                continue
+            if event.doc.check in BAD_CHECKS:
+                log.warning("door %s: %s", name, note)
+            if self.alerts is not None:
+                alert = alert_for(name, self.door.config.location, event, note)
+                if alert is not None:
+                    self.alerts.fire(alert)
 
     def _claims(self, events: list[wire.Event]) -> list[Claim | None]:
         """The door's receives, checked against the receipts open at its location."""

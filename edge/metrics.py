@@ -95,6 +95,7 @@ class EdgeCollector:
         yield from self._outbox()
         yield from self._journals()
         yield from self._readers()
+        yield from self._door_alerts()
         yield from self._sync()
 
     def _outbox(self) -> Iterator[Metric]:
@@ -156,6 +157,22 @@ class EdgeCollector:
             bad.add_metric(key, counts.bad)
             online.add_metric(key, int(self._agent.device_online.get(name, False)))
         yield from (reads, bad, online)
+
+    def _door_alerts(self) -> Iterator[Metric]:
+        """Each door's alerts (``edge.dooralert``): raised per check, given per outcome."""
+        raised = self._counter("floorsync_edge_door_alerts", "Door alerts raised: movements"
+                               " whose check the portal's alert_on names", labels=("door", "check"))
+        given = self._counter("floorsync_edge_door_alert_outputs", "Door alerts given to the"
+                              " portal's output: sent, failed (refused, or past"
+                              " alert_timeout_s) or dropped (its queue full)",
+                              labels=("door", "outcome"))
+        for door, alerter in sorted(getattr(self._agent, "door_alerts", {}).items()):
+            checks, outcomes = alerter.counts()
+            for check, n in sorted(checks.items()):
+                raised.add_metric([*self._values, door, check], n)
+            for outcome, n in sorted(outcomes.items()):
+                given.add_metric([*self._values, door, outcome], n)
+        yield from (raised, given)
 
     def _sync(self) -> Iterator[Metric]:
         syncer = self._agent.syncer

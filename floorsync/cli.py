@@ -347,12 +347,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from floorsync import enroll
 
     if args.acl_only:
+        if args.nats_users is not None:
+            raise enroll.EnrollError("--acl-only is for mosquitto's ACL, not --nats-users")
         print(enroll.report_acl_added(enroll.acl_add(args.acl, args.device, args.site), args.acl))
         return 0
     done = enroll.enroll(
         args.device, args.site, out=args.out or Path(args.device), cert=args.cert,
         broker=args.broker, passwd=args.passwd, ca_dir=args.ca_dir, ca_file=args.ca_file,
-        device_dir=args.device_dir, days=args.days, acl=args.acl)
+        device_dir=args.device_dir, days=args.days, acl=args.acl, nats_users=args.nats_users)
     print(enroll.report_enrollment(done))
     return 0
 
@@ -361,7 +363,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from floorsync import enroll
 
     print(enroll.report_revocation(
-        enroll.revoke(args.device, passwd=args.passwd, ca_dir=args.ca_dir, acl=args.acl),
+        enroll.revoke(args.device, passwd=args.passwd, ca_dir=args.ca_dir, acl=args.acl,
+                      nats_users=args.nats_users),
         args.passwd))
     return 0
 
@@ -557,6 +560,10 @@ def _add_enroll_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--acl", type=Path, default=acl, help=f"the broker's ACL file ({acl})")
     p.add_argument("--acl-only", action="store_true", help="only add the ACL block, no "
                    "credentials: for a device whose broker login exists (migrating an ACL)")
+    p.add_argument("--nats-users", type=Path, metavar="FILE", help="the site network's NATS "
+                   "cluster instead of mosquitto: add the device's user (bcrypt hash, its own "
+                   "subjects) to this users file (/etc/nats/floorsync-users.conf), its TOML "
+                   "with protocol 3.1.1; then copy it to every node and reload nats-server")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("revoke", help=COMMANDS["revoke"], description=(
         "Removes the device's password entry and ACL block and adds its certificates to the "
@@ -565,6 +572,9 @@ def _add_enroll_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--passwd", type=Path, default=passwd, help=f"password file ({passwd})")
     p.add_argument("--ca-dir", type=Path, default=ca_dir, help=f"site CA directory ({ca_dir})")
     p.add_argument("--acl", type=Path, default=acl, help=f"the broker's ACL file ({acl})")
+    p.add_argument("--nats-users", type=Path, metavar="FILE", help="revoke the device's user "
+                   "in this NATS users file only (no password matches it any more; the entry "
+                   "stays, marked); then copy it to every node and reload nats-server")
     p.set_defaults(func=cmd_revoke)
 
 

@@ -29,6 +29,13 @@ connect. mosquitto 2.0 also disconnects a client whose password entry went away 
 the CRL is checked only in a TLS handshake, so a device connected with a revoked certificate
 stays connected until it reconnects (restart mosquitto to cut it off at once;
 tests/security/test_enroll.py).
+
+On the site network's NATS cluster (deploy/multisite) there is no mosquitto: with
+``--nats-users FILE`` the device's identity is a user in the NATS users file instead (a bcrypt
+hash of its random password and permissions mirroring its ACL block; ``floorsync/natsusers.py``),
+its edge TOML says ``protocol = "3.1.1"`` (NATS refuses MQTT 5), and ``revoke --nats-users``
+takes that user out. Nothing of mosquitto's (password file, ACL, CA) is read or written then.
+NATS applies the file when every node reloads it (tests/security/test_nats_acl.py).
 """
 
 from __future__ import annotations
@@ -45,8 +52,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from floorsync.edge import expected, wire
+
+if TYPE_CHECKING:
+    from floorsync.natsusers import NatsEntry
 
 RESERVED_PREFIX = "floorsync-"  # the ACL's `user floorsync-central` block: never a device
 CRL_DAYS = 3650  # mosquitto refuses every client certificate once the CRL is past nextUpdate
@@ -73,7 +84,8 @@ class Enrollment:
     certificate: Path | None  # certificate enrollment: the device's files
     key: Path | None
     serial: int | None
-    acl: Path  # the ACL file the device's block was added to
+    acl: Path | None  # the ACL file the device's block was added to (mosquitto)
+    nats_users: Path | None = None  # the NATS users file its user was added to (NATS)
 
     def __repr__(self) -> str:  # never the password
         return f"Enrollment(device={self.device!r}, site={self.site!r}, config={self.config})"
@@ -86,6 +98,7 @@ class Revocation:
     revoked_serials: tuple[int, ...]
     crl: Path | None
     acl_removed: AclEntry | None  # the device's block, taken out of the ACL file
+    nats_removed: NatsEntry | None = None  # its user in the NATS users file, now revoked
 
 
 def check_device(device: str) -> str:
@@ -219,11 +232,16 @@ def _block_site(block: str, device: str) -> str | None:
 def _rewrite_acl(acl: AclFile, text: str) -> None:
     """Replace the ACL file atomically, keeping its mode and owner (mosquitto must still read
     it, and nobody else gains access)."""
+    _replace(acl.path, text)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Replace a broker's file (ACL, NATS users) atomically, keeping its mode and owner."""
     try:
-        st = acl.path.stat()
+        st = path.stat()
     except OSError as exc:
-        raise EnrollError(f"cannot read the ACL file {acl.path}: {exc}") from None
-    tmp = acl.path.with_name(f".{acl.path.name}.{os.getpid()}.tmp")
+        raise EnrollError(f"cannot read {path}: {exc}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -233,10 +251,10 @@ def _rewrite_acl(acl: AclFile, text: str) -> None:
         if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             os.chown(tmp, st.st_uid, st.st_gid)
         os.chmod(tmp, st.st_mode & 0o7777)
-        os.replace(tmp, acl.path)
+        os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise EnrollError(f"cannot write the ACL file {acl.path}: {exc}") from None
+        raise EnrollError(f"cannot write {path}: {exc}") from None
 
 
 @contextmanager
@@ -246,7 +264,7 @@ def _acl_lock(path: Path) -> Iterator[None]:
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        raise EnrollError(f"cannot use the ACL's directory {path.parent}: {exc}") from None
+        raise EnrollError(f"cannot use the directory {path.parent}: {exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -423,7 +441,7 @@ def _toml(value: str) -> str:
 
 def edge_toml(device: str, site: str, broker: str, *, password: str | None = None,
               ca_file: Path | None = None, cert_file: Path | None = None,
-              key_file: Path | None = None) -> str:
+              key_file: Path | None = None, protocol: str | None = None) -> str:
     lines = [
         f"# floorsync edge config of {device} at {site}, from `floorsync enroll` "
         f"({dt.date.today().isoformat()}).",
@@ -438,6 +456,8 @@ def edge_toml(device: str, site: str, broker: str, *, password: str | None = Non
         "[sync]",
         f"broker = {_toml(broker)}",
     ]
+    if protocol is not None:
+        lines.append(f"protocol = {_toml(protocol)}  # NATS speaks MQTT 3.1.1, not 5")
     if password is not None:
         lines += [f"username = {_toml(device)}", f"password = {_toml(password)}"]
     if ca_file is not None:
@@ -458,13 +478,21 @@ def _default_broker(cert: bool) -> str:
 def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str | None = None,
            passwd: Path = DEFAULT_PASSWD, ca_dir: Path = DEFAULT_CA_DIR,
            ca_file: Path | None = None, device_dir: Path = DEFAULT_DEVICE_DIR,
-           days: int = 825, acl: Path = DEFAULT_ACL) -> Enrollment:
+           days: int = 825, acl: Path = DEFAULT_ACL,
+           nats_users: Path | None = None) -> Enrollment:
     """Make the device's credentials and edge TOML in ``out`` and add its block to the ACL
     file ``acl``. ``device_dir``: where the device will find the files (paths in its TOML);
     ``ca_file``: the CA the device verifies the broker with (with ``cert``: the site CA's
-    ``ca.crt`` by default)."""
+    ``ca.crt`` by default). With ``nats_users``: a password and a user in that NATS users
+    file instead, nothing of mosquitto's."""
     check_device(device)
     check_site(site)
+    if nats_users is not None:
+        if cert:
+            raise EnrollError("--cert is for mosquitto's mutual-TLS listener: a device on NATS "
+                              "(--nats-users) logs in with a password")
+        return _enroll_nats(device, site, out=out, broker=broker, ca_file=ca_file,
+                            device_dir=device_dir, users=nats_users)
     broker = broker or _default_broker(cert)
     if device in _passwd_users(passwd):
         raise EnrollError(f"{device} is already enrolled (a password entry in {passwd}); "
@@ -478,18 +506,7 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
         _load_ca(ca_dir)  # fail before writing anything
         ca_file = ca_file or ca_dir / "ca.crt"
     check_acl_free(acl, device)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        os.chmod(out, 0o700)
-    except OSError as exc:
-        raise EnrollError(f"cannot use {out}: {exc}") from None
-    device_ca = None
-    if ca_file is not None:
-        try:
-            _write(out / "ca.crt", Path(ca_file).read_bytes(), 0o644)
-        except OSError as exc:
-            raise EnrollError(f"cannot read the CA file {ca_file}: {exc}") from None
-        device_ca = device_dir / "ca.crt"
+    device_ca = _device_dir(out, ca_file, device_dir)
     # The block first: without credentials it grants nobody anything; taken out again if the
     # credentials cannot be made, so that a retry is not refused.
     acl_add(acl, device, site)
@@ -501,6 +518,46 @@ def enroll(device: str, site: str, *, out: Path, cert: bool = False, broker: str
         with suppress(EnrollError):  # the credentials' error is the one to show
             acl_remove(acl, device)
         raise
+
+
+def _device_dir(out: Path, ca_file: Path | None, device_dir: Path) -> Path | None:
+    """Make ``out`` (mode 0700) with a copy of ``ca_file``; the CA's path on the device."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o700)
+    except OSError as exc:
+        raise EnrollError(f"cannot use {out}: {exc}") from None
+    if ca_file is None:
+        return None
+    try:
+        _write(out / "ca.crt", Path(ca_file).read_bytes(), 0o644)
+    except OSError as exc:
+        raise EnrollError(f"cannot read the CA file {ca_file}: {exc}") from None
+    return device_dir / "ca.crt"
+
+
+def _enroll_nats(device: str, site: str, *, out: Path, broker: str | None,
+                 ca_file: Path | None, device_dir: Path, users: Path) -> Enrollment:
+    from floorsync import natsusers
+
+    natsusers.check_nats_name(device, "device")
+    natsusers.check_nats_name(site, "site")
+    broker = broker or _default_broker(False)
+    natsusers.check_free(users, device, site)  # before anything is written
+    device_ca = _device_dir(out, ca_file, device_dir)
+    password = secrets.token_urlsafe(24)
+    natsusers.add(users, device, site, password)
+    try:
+        config = out / "edge.toml"
+        _write(config, edge_toml(device, site, broker, password=password, ca_file=device_ca,
+                                 protocol="3.1.1"), 0o600)
+    except BaseException:
+        with suppress(EnrollError):  # the TOML's error is the one to show
+            natsusers.remove(users, device)
+        raise
+    return Enrollment(device=device, site=site, config=config, broker=broker,
+                      password=password, certificate=None, key=None, serial=None, acl=None,
+                      nats_users=users)
 
 
 def _credentials(device: str, site: str, *, out: Path, cert: bool, broker: str, passwd: Path,
@@ -530,11 +587,21 @@ def _credentials(device: str, site: str, *, out: Path, cert: bool, broker: str, 
 
 
 def revoke(device: str, *, passwd: Path = DEFAULT_PASSWD, ca_dir: Path = DEFAULT_CA_DIR,
-           acl: Path = DEFAULT_ACL) -> Revocation:
+           acl: Path = DEFAULT_ACL, nats_users: Path | None = None) -> Revocation:
     """Remove the device's password entry and its ACL block, and revoke its certificates
     (CRL). An ACL that cannot be edited exactly (a hand-written block of the device, an edited
-    enrolled one) is refused before anything is changed."""
+    enrolled one) is refused before anything is changed. With ``nats_users``: remove the
+    device's user from that NATS users file only."""
     check_device(device)
+    if nats_users is not None:
+        from floorsync import natsusers
+
+        entry = natsusers.revoke(nats_users, device)
+        if entry is None:
+            raise EnrollError(f"{device} is not enrolled (no user, or a revoked one, in "
+                              f"{nats_users})")
+        return Revocation(device=device, password_removed=False, revoked_serials=(),
+                          crl=None, acl_removed=None, nats_removed=entry)
     listed = read_acl(acl)
     if device in listed.users and device not in listed.entries:
         raise EnrollError(f"the ACL {acl} has a hand-written block for {device} (no "
@@ -563,11 +630,23 @@ def report_enrollment(e: Enrollment) -> str:
     if e.certificate is not None and e.serial is not None:
         lines += [f"  certificate: {e.certificate} (CN {e.device}, serial {e.serial:x}) and "
                   f"key {e.key}, with ca.crt: install beside edge.toml"]
-    lines.append(f"  ACL: its block added to {e.acl} (its own topics, at {e.site} only)")
+    if e.acl is not None:
+        lines.append(f"  ACL: its block added to {e.acl} (its own topics, at {e.site} only)")
+    if e.nats_users is not None:
+        lines.append(f"  NATS: its user added to {e.nats_users} (bcrypt hash; MQTT only; its "
+                     f"own subjects, at {e.site} only)")
     if e.password is not None:
         lines.append(f"  password (shown once; also in edge.toml): {e.password}")
-    lines.append(f"then {RELOAD}")
+    lines.append(f"then {_reload(e.nats_users is not None)}")
     return "\n".join(lines)
+
+
+def _reload(nats: bool) -> str:
+    if not nats:
+        return RELOAD
+    from floorsync.natsusers import RELOAD as NATS_RELOAD
+
+    return NATS_RELOAD
 
 
 def report_acl_added(entry: AclEntry, acl: Path) -> str:
@@ -584,6 +663,13 @@ def report_revocation(r: Revocation, passwd: Path) -> str:
         lines.append(f"  certificate(s) {serials} added to the CRL {r.crl}")
     if r.acl_removed is not None:
         lines.append(f"  its ACL block (site {r.acl_removed.site}) removed")
+    if r.nats_removed is not None:
+        lines.append(f"  its NATS user (site {r.nats_removed.site}) revoked: no password "
+                     "matches it now; the entry stays, marked (NATS 2.9 must not lose a user "
+                     "whose retained presence is stored: see floorsync/natsusers.py)")
+        lines.append(f"now {_reload(True)}; each node then disconnects the device and refuses "
+                     "its next connect")
+        return "\n".join(lines)
     lines.append(f"now {RELOAD}; the device is then refused on its next connect")
     if r.password_removed:
         lines.append("  (mosquitto also disconnects a device logged in with the removed password)")

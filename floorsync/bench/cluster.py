@@ -71,17 +71,55 @@ def nats_binary() -> str:
 
 # --- configurations (rendered here; deploy/cluster/*.conf are these with fixed ports) -------
 
+@dataclass(frozen=True, slots=True)
+class NatsSecurity:
+    """What makes a node of deploy/multisite safe to expose (``render_nats(security=...)``).
+
+    One certificate per node (``cert_file``/``key_file``, signed by the site CA ``ca_file``;
+    subjectAltName = the node's host name, extended key usage serverAuth and clientAuth) serves
+    the client port, the MQTT listener and the cluster routes. Routes verify each other's
+    certificate and accept only one naming a host of their own ``routes`` list
+    (``verify_cert_and_check_known_urls``): a device certificate of the same CA is no route.
+    ``users`` is the file of users and permissions (``include``d in ``authorization``, a path
+    relative to the configuration's directory) that ``floorsync enroll --nats-users`` edits.
+    ``advertise``: this node's host name, which the routes gossip (their TLS checks names; an IP
+    address would fail it)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    users: str
+    advertise: str | None = None
+
+
+def _nats_tls(security: NatsSecurity, indent: str, *extra: str) -> str:
+    lines = [f"{indent}tls {{",
+             f'{indent}  cert_file: "{security.cert_file}"',
+             f'{indent}  key_file: "{security.key_file}"',
+             f'{indent}  ca_file: "{security.ca_file}"',
+             f"{indent}  timeout: 5",
+             *(f"{indent}  {line}" for line in extra),
+             f"{indent}}}"]
+    return "\n".join(lines) + "\n"
+
+
 def render_nats(name: str, port: int, mqtt_port: int, store: str,
                 cluster_port: int | None = None, routes: Sequence[str] = (),
-                host: str = "127.0.0.1") -> str:
+                host: str = "127.0.0.1", security: NatsSecurity | None = None) -> str:
     """One nats-server: JetStream (MQTT needs it, and a server_name) and the MQTT listener.
 
     In a cluster the MQTT streams are created with 3 replicas (``stream_replicas``), so losing a
     node loses no stored message; the replicas' durable pull consumer is made R3 by the replica.
+    With ``security`` (deploy/multisite): TLS on the client port, the MQTT listener and the
+    routes, and authorization by the users of ``security.users``; the bench runs without.
     """
     text = (
         f"server_name: {name}\n"
         f"listen: {host}:{port}\n"
+    )
+    if security is not None:
+        text += _nats_tls(security, "")
+    text += (
         "jetstream {\n"
         f'  store_dir: "{store}"\n'
         "  max_memory_store: 64MB\n"
@@ -89,6 +127,10 @@ def render_nats(name: str, port: int, mqtt_port: int, store: str,
         "}\n"
         "mqtt {\n"
         f"  listen: {host}:{mqtt_port}\n"
+    )
+    if security is not None:
+        text += _nats_tls(security, "  ")
+    text += (
         "  # a QoS 1 message not PUBACKed by an MQTT subscriber is sent again after this\n"
         '  ack_wait: "30s"\n'
     )
@@ -101,7 +143,23 @@ def render_nats(name: str, port: int, mqtt_port: int, store: str,
             "cluster {\n"
             "  name: floorsync\n"
             f"  listen: {host}:{cluster_port}\n"
+        )
+        if security is not None:
+            if security.advertise is not None:
+                text += f"  advertise: {security.advertise}:{cluster_port}\n"
+            # clients are given every node's URL: gossiped IP addresses would fail their TLS
+            text += "  no_advertise: true\n"
+            text += _nats_tls(security, "  ", "verify: true",
+                              "verify_cert_and_check_known_urls: true")
+        text += (
             f"  routes: [{joined}]\n"
+            "}\n"
+        )
+    if security is not None:
+        text += (
+            "authorization {\n"
+            "  timeout: 5\n"
+            f'  include "{security.users}"\n'
             "}\n"
         )
     return text

@@ -21,11 +21,13 @@ reload it is cut off and refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -359,9 +361,18 @@ def test_no_anonymous_plain_or_device_connection_on_the_client_port(cluster: Clu
     port = cluster.nodes[0].port
     assert "uthorization" in asyncio.run(attempt(f"tls://localhost:{port}"))  # anonymous
     assert "uthorization" in asyncio.run(attempt(cluster.nats_url(user="hh-a")))  # MQTT only
-    plain = asyncio.run(attempt(f"nats://floorsync-central:x@127.0.0.1:{port}"))
-    assert plain != "connected", plain  # the server requires TLS: nothing sent in clear
     assert asyncio.run(attempt(cluster.nats_url())) == "connected"
+    # in clear: the server says TLS is required and answers a plain CONNECT with no PONG
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        info = raw.recv(4096).decode()
+        assert info.startswith("INFO ") and json.loads(info[5:])["tls_required"] is True
+        raw.sendall(b'CONNECT {"user":"floorsync-central","pass":"x","verbose":false}\r\n'
+                    b"PING\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := raw.recv(4096):
+                answer += chunk
+        assert b"PONG" not in answer, answer
 
 
 def test_no_plain_mqtt(cluster: Cluster) -> None:

@@ -21,11 +21,17 @@ customer's purchase order; CBV 2.0 has no sales-order type), named in CBV's form
 a party's own system, ``urn:epcglobal:cbv:bt:{site GLN}:{document id}``; left out when the site
 has no GLN.
 
+``identifiers``: the export writes GS1 keys as EPC URIs (SGLN, SGTIN, LGTIN, SSCC URNs) for the
+company prefixes an ``EPCWriter`` knows (``server/epcisurn.py``), else as Digital Links; the
+filters compare every form alike.
+
 Paging follows the EPCIS 2.0 REST binding: a page covers at most ``per_page`` ledger events that
-pass the filters SQL can apply (types, dates) in ledger order (its commit-ordered rowid), and the
-next page's token is the last rowid it covered. Filters only Python can apply (bizLocation,
-EPC, exact instants, identifiers master data cannot turn into GS1 keys) may leave a page with
-fewer events, never lose or repeat one.
+pass the filters SQL can apply (types, dates) in ledger order (its commit-ordered rowid), then,
+once the ledger's events fit, the captured events (``server/epcisstore.py``, in capture order)
+up to ``per_page`` in all; the next page's token is ``{ledger rowid}.{captured id}``, the last of
+each it covered. Filters only Python can apply to movements (bizLocation, EPC, exact instants,
+identifiers master data cannot turn into GS1 keys) may leave a page with fewer events, never
+lose or repeat one; captured events are filtered in SQL, exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii as _q
 from typing import Any
 
+from floorsync.server import epcisstore
 from floorsync.server.epcisjson import (
     document_chunks,
     number,
@@ -46,6 +53,7 @@ from floorsync.server.epcisjson import (
 )
 from floorsync.server.epcismaster import MasterView
 from floorsync.server.epcisread import Event, read_event
+from floorsync.server.epcisurn import EPCWriter
 from floorsync.server.gs1 import parse_gs1_uri
 from floorsync.server.posting import API_DEVICE
 from floorsync.server.queries import LedgerQueries
@@ -81,6 +89,7 @@ class Filters:
     event_types: frozenset[str] | None = None
     biz_steps: frozenset[str] | None = None
     biz_locations: frozenset[str] | None = None
+    read_points: frozenset[str] | None = None
     epcs: frozenset[str] | None = None
 
     def sql(self) -> tuple[str, list[Any]]:
@@ -92,7 +101,8 @@ class Filters:
                    _IDENTIFIABLE_SQL, f"NOT (type = 'count' AND device = '{API_DEVICE}')"]
         params: list[Any] = []
         if self.event_types is not None and "ObjectEvent" not in self.event_types:
-            clauses.append(_AGGREGATION_SQL)
+            clauses.append(_AGGREGATION_SQL if "AggregationEvent" in self.event_types
+                           else "1 = 0")  # no event type a movement is written as
         # A stored time's text is local time: within 14 hours of its instant, and its first ten
         # characters are its date, so dates a day wider than the bounds lose nothing.
         if self.ge_event_time is not None:
@@ -114,7 +124,8 @@ class Filters:
     def beyond_sql(self) -> bool:
         """Whether ``match`` has anything to judge."""
         return any(v is not None for v in (self.ge_event_time, self.lt_event_time,
-                                           self.event_types, self.biz_locations, self.epcs))
+                                           self.event_types, self.biz_locations,
+                                           self.read_points, self.epcs))
 
     def match(self, event: Written) -> bool:
         """What only the written event shows: exact instants, event type, bizLocation, EPCs."""
@@ -128,16 +139,21 @@ class Filters:
             return False
         if self.biz_locations is not None and event.biz_location not in self.biz_locations:
             return False
+        if self.read_points is not None and event.read_point not in self.read_points:
+            return False
         return self.epcs is None or not self.epcs.isdisjoint(event.ids)
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Ledger rowids ``after`` < rowid <= ``last``, and the next page's token (None: no more)."""
+    """Ledger rowids ``after`` < rowid <= ``last``, captured events ``captured_after`` < id <=
+    ``captured_last``, and the next page's token (None: no more)."""
 
     after: int
     last: int
     next_token: str | None
+    captured_after: int = 0
+    captured_last: int = 0
 
 
 def _when(text: str) -> tuple[str, str]:
@@ -160,8 +176,9 @@ class Written:
     text: str
     type: str
     event_time: str
-    biz_location: str | None
-    ids: tuple[str, ...]  # epcList, childEPCs and parentID
+    biz_location: str | None  # canonical (Digital Link), whatever form the text uses
+    ids: tuple[str, ...]  # epcList, childEPCs and parentID, canonical
+    read_point: str | None = None
 
 
 def _tail(kind: str, aggregation: bool) -> str:
@@ -183,7 +200,9 @@ def _quantity(uri: str, quantity: float, uom: str | None) -> str:
 def ledger_write(row: Sequence[Any], view: MasterView) -> Written | None:
     """One ledger row (``COLUMNS``) as an EPCIS event, or None when it is not exported (see the
     module's doc). Written as text, every string through JSON's own escaping: the export's hot
-    path, a third of the cost of building a dict and encoding it."""
+    path, a third of the cost of building a dict and encoding it. Identifiers are judged
+    (``Written``) in their canonical form and written in the view's (``MasterView.convert``)."""
+    out = view.convert  # None: as they are (Digital Links)
     (_, ident, site, _device, kind, when, received, gtin, sku, lot, serial, epc, sscc, qty,
      src, dst, detail, doc_kind, doc_id) = row
     if kind not in BIZ_STEPS:
@@ -208,10 +227,12 @@ def ledger_write(row: Sequence[Any], view: MasterView) -> Written | None:
                 classes[(klass[0], klass[2])] = classes.get((klass[0], klass[2]), 0.0) + klass[1]
         ids = tuple(epcs)
         if epcs or not classes:
-            what.append(',"epcList":[' + ",".join(map(_q, ids)) + "]")
+            what.append(',"epcList":[' + ",".join(map(_q, ids if out is None else map(out, ids)))
+                        + "]")
         if classes:
             what.append(',"quantityList":[' + ",".join(
-                _quantity(uri, q, uom) for (uri, uom), q in classes.items()) + "]")
+                _quantity(uri if out is None else out(uri), q, uom)
+                for (uri, uom), q in classes.items()) + "]")
     else:
         read_point = view.place(site, src if kind in _READ_AT_SOURCE or dst is None else dst)
         biz_location = None if kind == "ship" else (view.place(site, dst) or read_point)
@@ -219,24 +240,28 @@ def ledger_write(row: Sequence[Any], view: MasterView) -> Written | None:
         one, klass = view.what(gtin, sku, lot, serial, epc, None if parent else sscc, qty)
         if one is not None:
             ids = (one,)
-            things = "[" + _q(one) + "]"
+            things = "[" + _q(one if out is None else out(one)) + "]"
         elif klass is not None:
-            things = "[" + _quantity(*klass) + "]"
+            things = "[" + (_quantity(*klass) if out is None
+                            else _quantity(out(klass[0]), klass[1], klass[2])) + "]"
         else:
             return None
         if parent is not None:
             kind_of = "AggregationEvent"
             parent_id = f"https://id.gs1.org/00/{parent}"
             ids = (*ids, parent_id)
-            what.append(f',"parentID":"{parent_id}"')
+            what.append(f',"parentID":"{parent_id}"' if out is None
+                        else ',"parentID":' + _q(out(parent_id)))
             what.append((',"childEPCs":' if one else ',"childQuantityList":') + things)
         else:
             what.append((',"epcList":' if one else ',"quantityList":') + things)
     what.append(_TAILS[(kind, kind_of == "AggregationEvent")])
     if read_point is not None:
-        what.append(',"readPoint":{"id":' + _q(read_point) + "}")
+        what.append(',"readPoint":{"id":' + _q(read_point if out is None else out(read_point))
+                    + "}")
     if biz_location is not None:
-        what.append(',"bizLocation":{"id":' + _q(biz_location) + "}")
+        what.append(',"bizLocation":{"id":'
+                    + _q(biz_location if out is None else out(biz_location)) + "}")
     if doc_id is not None and doc_kind in BIZ_TRANSACTION_TYPES:
         bt = view.transaction_id(site, doc_id)
         if bt is not None:
@@ -245,7 +270,7 @@ def ledger_write(row: Sequence[Any], view: MasterView) -> Written | None:
     text = (f'{{"type":"{kind_of}","eventID":{_q("urn:uuid:" + ident)},"eventTime":'
             f'{_q(event_time)},"eventTimeZoneOffset":"{offset}","recordTime":{_q(received)}'
             + "".join(what) + "}")
-    return Written(text, kind_of, event_time, biz_location, ids)
+    return Written(text, kind_of, event_time, biz_location, ids, read_point)
 
 
 def ledger_json(row: Sequence[Any], view: MasterView) -> dict[str, Any] | None:
@@ -266,24 +291,54 @@ def ledger_event(row: Sequence[Any], view: MasterView) -> Event | None:
 # --- paging and streaming -----------------------------------------------------------------
 
 
-def plan_page(store: LedgerQueries, filters: Filters, after: int | None, per_page: int) -> Page:
-    """The rowids one page covers: up to the ``per_page``-th row past ``after`` that passes the
-    SQL filters; when one more passes them beyond it, that rowid is the next page's token."""
+Cursor = tuple[int, int]  # the last ledger rowid and captured event id a page covered
+
+
+def parse_token(token: str | None) -> Cursor | None:
+    """A ``nextPageToken`` as we issue them (``{rowid}.{captured id}``; a bare rowid, as issued
+    before events were captured, reads as ``{rowid}.0``); ValueError for anything else."""
+    if token is None or token == "":
+        return None
+    ledger, dot, captured = token.partition(".")
+    parts = (ledger, captured) if dot else (ledger,)
+    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
+        raise ValueError(f"page token {token[:40]!r} was not issued by this service")
+    return int(ledger), int(captured) if dot else 0
+
+
+def plan_page(store: LedgerQueries, filters: Filters, after: Cursor | None, per_page: int
+              ) -> Page:
+    """What one page covers: ledger rows up to the ``per_page``-th past ``after`` that passes
+    the SQL filters; when they all fit, captured events after them up to ``per_page`` events
+    in all. When more pass beyond, the page's last rowid and captured id are the token."""
     where, params = filters.sql()
-    start = after or 0
+    start, captured = after or (0, 0)
     rows = store._query(
         f"SELECT rowid FROM events WHERE rowid > ? AND {where} ORDER BY rowid LIMIT 2 OFFSET ?",
         [start, *params, per_page - 1])
     if len(rows) == 2:
-        return Page(start, rows[0][0], str(rows[0][0]))
-    # The rest fits: up to the ledger's end as of now (what commits later is past it).
+        return Page(start, rows[0][0], f"{rows[0][0]}.{captured}", captured, captured)
+    # The ledger's rest fits: up to its end as of now (what commits later is past it).
     (top,) = store._query("SELECT COALESCE(MAX(rowid), 0) FROM events")[0]
-    return Page(start, max(top, start), None)
+    last = max(top, start)
+    if not epcisstore.first_after(store, filters, captured):  # no captured event waits
+        return Page(start, last, None, captured, captured)
+    (used,) = store._query(
+        f"SELECT COUNT(*) FROM events WHERE rowid > ? AND rowid <= ? AND {where}",
+        [start, last, *params])[0]
+    room = per_page - used
+    if room <= 0:
+        return Page(start, last, f"{last}.{captured}", captured, captured)
+    ids = epcisstore.first_after(store, filters, captured, room - 1)
+    if len(ids) == 2:
+        return Page(start, last, f"{last}.{ids[0]}", captured, ids[0])
+    return Page(start, last, None, captured, max(epcisstore.top(store), captured))
 
 
-def page_events(store: LedgerQueries, filters: Filters, page: Page) -> Iterator[Written]:
-    """The page's events as written, in ledger order, ``CHUNK_ROWS`` rows at a time."""
-    view = MasterView(store)
+def page_events(store: LedgerQueries, filters: Filters, page: Page,
+                writer: EPCWriter | None = None) -> Iterator[Written]:
+    """The page's ledger events as written, in ledger order, ``CHUNK_ROWS`` rows at a time."""
+    view = MasterView(store, writer)
     where, params = filters.sql()
     judge = filters.match if filters.beyond_sql else None
     after = page.after
@@ -301,12 +356,19 @@ def page_events(store: LedgerQueries, filters: Filters, page: Page) -> Iterator[
 
 
 def stream(store: LedgerQueries, filters: Filters, page: Page, created: datetime,
-           batch: int = 500) -> Iterator[str]:
-    """The page as an EPCISDocument, in text chunks of ``batch`` events (flat memory)."""
+           batch: int = 500, writer: EPCWriter | None = None) -> Iterator[str]:
+    """The page as an EPCISDocument, in text chunks of ``batch`` events (flat memory): its
+    ledger events, then its captured ones. ``writer``: GS1 keys of movements as EPC URIs where
+    it knows the company prefix (None: Digital Links)."""
     def texts() -> Iterator[str]:
         pending: list[str] = []
-        for written in page_events(store, filters, page):
+        for written in page_events(store, filters, page, writer):
             pending.append(written.text)
+            if len(pending) >= batch:
+                yield ",".join(pending)
+                pending = []
+        for text in epcisstore.texts(store, filters, page.captured_after, page.captured_last):
+            pending.append(text)
             if len(pending) >= batch:
                 yield ",".join(pending)
                 pending = []

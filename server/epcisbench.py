@@ -13,6 +13,11 @@ identifiers) is built through the real ``Store.apply_batch``. Then, in the same 
   in the server while a client reads them over HTTP (flat memory: the ratios stay near 1 while
   the events grow tenfold).
 
+After those (so they do not change the conditions of the rounds): the generator once more with
+identifiers as EPC URIs (``identifiers=urn`` with the bench's company prefixes configured), and,
+in a store of their own, ``captured`` EPCIS events with sensor data (``server/epcisstore.py``):
+the rate of their capture (validation included) and of their export.
+
 Run: ``python -m floorsync.server.epcisbench [events]``.
 """
 
@@ -30,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from floorsync.edge import wire
-from floorsync.server import epcis
+from floorsync.server import epcis, epcisjson, epcisstore
 from floorsync.server.bench import BENCH_TOKEN, _serving
+from floorsync.server.epcisurn import EPCWriter
 from floorsync.server.gs1 import gs1_check_digit
 from floorsync.server.items import ItemSpec
 from floorsync.server.ledger import Store
@@ -97,12 +103,41 @@ def _baseline(store: Store, events: int) -> float:
     return events / (time.perf_counter() - started)
 
 
-def _generator(store: Store, per_page: int) -> tuple[float, int]:
+URN_PREFIXES = ("9506000", "9501101")  # the bench's GLNs; its GTINs, SSCCs and EPCs
+
+
+def _generator(store: Store, per_page: int, writer: EPCWriter | None = None
+               ) -> tuple[float, int]:
     started = time.perf_counter()
     page = epcis.plan_page(store, epcis.Filters(), None, per_page)
     size = sum(len(chunk) for chunk in epcis.stream(store, epcis.Filters(), page,
-                                                     datetime.now(UTC)))
+                                                     datetime.now(UTC), writer=writer))
     return time.perf_counter() - started, size
+
+
+def _captured(events: int) -> tuple[float, float]:
+    """Events per second captured (a document of ``events`` ObjectEvents with a sensor
+    reading each, validated and kept) and exported again, in a store of their own."""
+    body = json.dumps({
+        "@context": [epcisjson.CONTEXT, {"example": "http://ns.example.com/epcis/"}],
+        "type": "EPCISDocument", "schemaVersion": "2.0", "creationDate": "2026-01-01T00:00:00Z",
+        "epcisBody": {"eventList": [{
+            "type": "ObjectEvent", "eventID": f"urn:uuid:00000000-0000-4000-8000-{n:012d}",
+            "eventTime": "2026-01-01T10:00:00.000+01:00", "eventTimeZoneOffset": "+01:00",
+            "action": "OBSERVE", "bizStep": "inspecting",
+            "epcList": [f"urn:epc:id:sgtin:9501101.053000.{n}"],
+            "readPoint": {"id": "urn:epc:id:sgln:9506000.13431.0"},
+            "sensorElementList": [{"sensorReport": [
+                {"type": "Temperature", "value": 4.25, "uom": "CEL"}]}],
+            "example:batch": n} for n in range(events)]}}).encode()
+    with tempfile.TemporaryDirectory(prefix="floorsync-epcis-captured-") as tmp, \
+            Store(Path(tmp) / "central.db") as store:
+        started = time.perf_counter()
+        document, prepared = epcisstore.prepare(body)
+        epcisstore.capture(store, document, prepared)
+        capture_rate = events / (time.perf_counter() - started)
+        elapsed, _ = _generator(store, events)
+    return capture_rate, events / elapsed
 
 
 def _peak(store: Store, per_page: int) -> int:
@@ -178,6 +213,9 @@ def run_epcis_export(events: int = 100_000, small: int = 10_000, rounds: int = 3
                     over_http.append(events / _http(port, events))
                 http_small, http_all = _http_peak(port, small), _http_peak(port, events)
             peak_small, peak_all = _peak(store, small), _peak(store, events)
+            urn_elapsed, _ = _generator(store, events, EPCWriter(URN_PREFIXES))
+    captured = min(events, 10_000)
+    capture_rate, captured_export_rate = _captured(captured)
     baseline, generator = statistics.median(raw), statistics.median(gen)
     http_rate = statistics.median(over_http)
     return {
@@ -196,6 +234,11 @@ def run_epcis_export(events: int = 100_000, small: int = 10_000, rounds: int = 3
         f"http_server_peak_kb_{small}": http_small / 1024,
         f"http_server_peak_kb_{events}": http_all / 1024,
         "http_peak_ratio": http_all / http_small,
+        "generator_urn_events_per_s": events / urn_elapsed,
+        "generator_urn_vs_raw": events / urn_elapsed / baseline,
+        "captured_events": captured,
+        "capture_events_per_s": capture_rate,
+        "captured_export_events_per_s": captured_export_rate,
     }
 
 

@@ -1,12 +1,17 @@
 """What the EPCIS export needs of master data, read once per export: the GLN of a location
 label (its own, or the nearest one above it in the tree), a site's GLN for business transaction
 ids, an item's GTIN (a SKU's first) and its unit. Its size follows master data, not the ledger:
-the caches of labels, GTINs and EPCs met in the ledger are cleared when they grow large."""
+the caches of labels, GTINs and EPCs met in the ledger are cleared when they grow large.
+
+Its answers are canonical GS1 Digital Links (what the filters compare); ``convert`` is how the
+export writes them: None (as they are), or an ``EPCWriter``'s EPC URIs."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from floorsync.server.epcisurn import EPCWriter
 from floorsync.server.errors import Invalid
 from floorsync.server.gs1 import (
     gln_uri,
@@ -31,7 +36,8 @@ ClassQuantity = tuple[str, float, str | None]
 
 
 class MasterView:
-    def __init__(self, store: LedgerQueries) -> None:
+    def __init__(self, store: LedgerQueries, writer: EPCWriter | None = None) -> None:
+        self.convert: Callable[[str], str] | None = None if writer is None else writer.uri
         self._labels: dict[str, dict[str, str]] = {}
         self._by_gln: dict[str, dict[tuple[str, str], str]] = {}
         self._site_gln: dict[str, str] = {}

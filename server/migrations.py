@@ -625,4 +625,50 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX order_totes_tote ON order_totes (tote, order_id)
         """,
     ),
+    (
+        # EPCIS 2.0 events captured whole (server/epcisstore.py): the document without its
+        # events; each event's JSON as received and the columns the export filters on (UTC
+        # event times, canonical identifiers); the EPCs MATCH_anyEPC looks in. Ids are given
+        # by the one writer, in commit order: the export's cursor. One event per eventID, and
+        # beside it its error declaration (``declared``).
+        "0017_epcis_capture",
+        """
+        CREATE TABLE epcis_captures (
+            id INTEGER PRIMARY KEY,
+            captured_at TEXT NOT NULL,
+            captured_by TEXT,
+            document TEXT NOT NULL,
+            events INTEGER NOT NULL
+        );
+        CREATE TABLE epcis_events (
+            id INTEGER PRIMARY KEY,
+            capture_id BIGINT NOT NULL REFERENCES epcis_captures (id),
+            ident TEXT NOT NULL,
+            declared INTEGER NOT NULL CHECK (declared IN (0, 1)),
+            digest TEXT NOT NULL,
+            core_digest TEXT NOT NULL,
+            type TEXT NOT NULL,
+            event_time TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            biz_step TEXT,
+            read_point TEXT,
+            biz_location TEXT,
+            context TEXT,
+            body TEXT NOT NULL,
+            sent_record_time TEXT,
+            UNIQUE (ident, declared)
+        );
+        CREATE INDEX epcis_events_event_time ON epcis_events (event_time);
+        CREATE INDEX epcis_events_recorded_at ON epcis_events (recorded_at);
+        CREATE INDEX epcis_events_type ON epcis_events (type, id);
+        CREATE INDEX epcis_events_biz_step ON epcis_events (biz_step, id);
+        CREATE INDEX epcis_events_read_point ON epcis_events (read_point, id);
+        CREATE INDEX epcis_events_biz_location ON epcis_events (biz_location, id);
+        CREATE TABLE epcis_event_epcs (
+            uri TEXT NOT NULL,
+            event_row BIGINT NOT NULL REFERENCES epcis_events (id),
+            PRIMARY KEY (uri, event_row)
+        )
+        """,
+    ),
 )

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from floorsync.server import pg
 from floorsync.server import tokens as t
+from floorsync.server.epcisurn import check_prefixes
 from floorsync.server.errors import ConfigError
 from floorsync.server.tokens import TokenEntry
 
@@ -78,6 +79,9 @@ class Settings:
     rate_device_per_s: float = 20.0
     rate_device_burst: int = 200
     cors_origins: tuple[str, ...] = ()
+    # GS1 Company Prefixes (6-12 digits) whose keys the EPCIS export writes as EPC URIs (SGLN,
+    # SGTIN, SSCC URNs: server/epcisurn.py); others stay Digital Links. Comma-separated in env.
+    gs1_company_prefixes: tuple[str, ...] = ()
     # a replica's (--replica) Prometheus /metrics on http_host:this port, 0: none; the HTTP
     # service serves /metrics on its own port (server/api/metrics.py)
     metrics_port: int = 0
@@ -100,6 +104,11 @@ class Settings:
         if self.max_document_bytes > DOCUMENT_CAP:
             raise ConfigError(f"max_document_bytes is at most {DOCUMENT_CAP} (the routes' caps)")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        try:
+            object.__setattr__(self, "gs1_company_prefixes",
+                               check_prefixes(self.gs1_company_prefixes))
+        except ValueError as exc:
+            raise ConfigError(f"gs1_company_prefixes: {exc}") from None
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be 0 (none) or a TCP port, not"
                               f" {self.metrics_port}")
@@ -171,7 +180,7 @@ def _convert(name: str, raw: str) -> Any:
         return word in _ON_WORDS
     if name == "tokens":
         return t.parse_env(raw)
-    if name == "cors_origins":
+    if name in ("cors_origins", "gs1_company_prefixes"):
         return tuple(o.strip() for o in raw.split(",") if o.strip())
     if name == "tokens_file" and not raw.strip():
         return None

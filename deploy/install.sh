@@ -4,8 +4,9 @@
 #   deploy/install.sh edge      a scanner or reader host: the edge extra only, no web stack
 #   deploy/install.sh server    the central host of a site
 #   deploy/install.sh central   a central replica of a network of sites (deploy/multisite/):
-#                               the server, PostgreSQL and cluster extras, the unit template
-#                               floorsync-central@.service and /etc/floorsync/central-1.env
+#                               the server, PostgreSQL and cluster extras, the unit templates
+#                               floorsync-central@.service (HTTP) and floorsync-replica@.service
+#                               (NATS consumer), /etc/floorsync/central-1.env and replica-1.env
 # Environment:
 #   DESTDIR         install under this root instead of / (packaging, and the tests). Then no user
 #                   is created, no file is given group floorsync (that needs root), no venv is
@@ -77,8 +78,10 @@ elif [ "$role" = server ]; then
 else
     # replica 1; a further replica is a copy of this file with its lines "per replica" changed
     config multisite/env/central-1.env central-1.env
+    config multisite/env/replica-1.env replica-1.env
     unit=floorsync-central@.service
     units=$here/multisite/systemd
+    install -m 0644 "$units/floorsync-replica@.service" "$D/etc/systemd/system/"
 fi
 install -m 0644 "$units/$unit" "$D/etc/systemd/system/"
 
@@ -89,5 +92,9 @@ if [ -z "$D" ]; then
         udevadm trigger --subsystem-match=tty --subsystem-match=input
     fi
     systemctl daemon-reload
-    echo "install: then: systemctl enable --now $(echo "$unit" | sed 's/@/@1/; s/\.service$//')"
+    if [ "$role" = central ]; then
+        echo "install: then: systemctl enable --now floorsync-central@1 floorsync-replica@1"
+    else
+        echo "install: then: systemctl enable --now $(echo "$unit" | sed 's/\.service$//')"
+    fi
 fi

@@ -22,9 +22,10 @@ PUBLIC = 0o644
 # Each role: its subsection of deploy/README.md's Install section, the unit it installs, its
 # configuration in /etc/floorsync.
 HEADING = {"edge": "Edge hosts", "server": "The central host", "central": "Central replicas"}
-UNIT = {"edge": "floorsync-edge.service", "server": "floorsync-server.service",
-        "central": "floorsync-central@.service"}
-CONFIG = {"edge": "edge.toml", "server": "server.env", "central": "central-1.env"}
+UNIT = {"edge": ["floorsync-edge.service"], "server": ["floorsync-server.service"],
+        "central": ["floorsync-central@.service", "floorsync-replica@.service"]}
+CONFIG = {"edge": ["edge.toml"], "server": ["server.env"],
+          "central": ["central-1.env", "replica-1.env"]}
 
 
 def mode(path: Path) -> int:
@@ -80,11 +81,11 @@ def test_install_lays_out_the_documented_files(role: str, tmp_path: Path) -> Non
         assert mode(landed) == wanted, f"{target}: {oct(mode(landed))}, README says {oct(wanted)}"
         assert landed.read_bytes() == (DEPLOY.parent / source).read_bytes()
     units = sorted(p.name for p in (tmp_path / "etc/systemd/system").iterdir())
-    assert units == [UNIT[role]]
-    assert mode(tmp_path / "etc/systemd/system" / UNIT[role]) == PUBLIC
+    assert units == sorted(UNIT[role])
+    assert all(mode(tmp_path / "etc/systemd/system" / u) == PUBLIC for u in UNIT[role])
     configs = sorted(p.name for p in (tmp_path / "etc/floorsync").iterdir())
-    assert configs == [CONFIG[role]]
-    assert mode(tmp_path / "etc/floorsync" / CONFIG[role]) == SECRET
+    assert configs == sorted(CONFIG[role])
+    assert all(mode(tmp_path / "etc/floorsync" / c) == SECRET for c in CONFIG[role])
     extra = [tmp_path / "etc/udev/rules.d/99-floorsync.rules",
              tmp_path / "etc/modules-load.d/floorsync.conf"]
     if role == "edge":

@@ -382,8 +382,9 @@ def test_examples_read_and_write_again_without_loss_of_meaning(path: Path) -> No
     Digital Links of the same GS1 key are the same), eventTime as an instant and its offset,
     eventID, action, bizStep, disposition (CBV words), readPoint, bizLocation, business
     transactions (type and id), source and destination lists, quantities (class, amount,
-    uom), parent and children. Not compared: what we do not read (sensor data, ilmd,
-    extensions, certification info, error declarations, persistent dispositions)."""
+    uom), parent and children. Not compared here: what ``epcisread`` does not read (sensor
+    data, ilmd, extensions, certification info, error declarations, persistent dispositions);
+    the capture keeps all of it, compared as RDF in tests/server/test_epcis_roundtrip.py."""
     source = json.loads(path.read_text())
     first = epcisread.read(source)
     written = epcisjson.document(first.events, datetime(2026, 1, 1, tzinfo=UTC))

@@ -146,7 +146,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     document_request_errors(app)
     nulguard.document(app)  # the NUL guard's 422 (below) on every operation
     documents = {f"{API_PREFIX}/{path}": settings.max_document_bytes
-                 for path in ("orders", "receipts", "items/import", "locations/import")}
+                 for path in ("orders", "receipts", "epcis/capture", "items/import",
+                              "locations/import")}
     # NUL refused for every route (422) before anything is stored; inside BodyLimit, so a
     # body is read only up to its limit; events' bodies are the wire decoder's to refuse
     app.add_middleware(nulguard.NulGuard, skip=[f"{API_PREFIX}/events"],

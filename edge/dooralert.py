@@ -117,7 +117,23 @@ class Output(Protocol):
     def close(self) -> None: ...
 
 
-class CommandOutput:
+class Once:
+    """An output that sends each alert in one call: nothing to open, time or close."""
+
+    def open(self) -> None:
+        pass
+
+    def due(self) -> float | None:
+        return None
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CommandOutput(Once):
     """A local program per alert: the alert's fields as arguments, its JSON on stdin."""
 
     def __init__(self, argv: Sequence[str], timeout_s: float) -> None:
@@ -148,20 +164,8 @@ class CommandOutput:
             raise AlertFailed(f"{self.argv[0]} exited with {proc.returncode}"
                               + (f": {said}" if said else ""))
 
-    def open(self) -> None:
-        pass
 
-    def due(self) -> float | None:
-        return None
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class ImpinjGpo:
+class ImpinjGpo(Once):
     """A pulse on the reader's GPO through the Impinj IoT device interface (REST)."""
 
     def __init__(self, url: str, ports: dict[str, int], pulse_ms: int, timeout_s: float, *,
@@ -191,18 +195,6 @@ class ImpinjGpo:
             raise AlertFailed(f"the reader answered {exc.code} {exc.reason}") from None
         except (OSError, ValueError) as exc:  # URLError, timeouts, TLS
             raise AlertFailed(f"the reader at {self.url} did not take it: {exc}") from None
-
-    def open(self) -> None:
-        pass
-
-    def due(self) -> float | None:
-        return None
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class ZebraGpo:

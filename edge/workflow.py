@@ -44,11 +44,13 @@ label (``ORD:{id}``), or the label of one of its totes (``TOTE:{tote}``, the
 same for picks: a picker with a cart of totes scans the tote, then the items, and the picks
 count against that tote's order (``to`` stays empty, as with ``ORD:``: the tote is not a stock
 location). A tote no open order of this edge's copies names (a free tote, one of another
-site's order, or its order not here yet) is a bad read saying so. Over and unexpected get
-bad-read feedback while the event is kept (physical truth wins: nothing is refused for a
-document). A label of the prefixed form for a document this edge has no copy of selects it
-with check ``unknown``. The selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a mode change
-or another document's label.
+site's order, or its order not here yet) is a bad read saying so. In ship mode the same labels
+select the order for ship events: each carries the order's doc without a check of the edge (its
+copy says what is left to pick, not to ship), and the central service ships its lines. Over and
+unexpected get bad-read feedback while the event is kept (physical truth wins: nothing is
+refused for a document). A label of the prefixed form for a document this edge has no copy of
+selects it with check ``unknown``. The selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a
+mode change or another document's label.
 
 The same code (text and AIM id) again within ``duplicate_window_ms`` of the time it last counted
 is ignored with good-read feedback (like a scanner's same-symbol timeout: not an error, and the
@@ -98,6 +100,9 @@ _ROLE = {
 _WANTED = {"to": "destination", "from": "source location", "at": "location"}
 _PENDING_MODES = ("putaway", "move", "count")  # items wait in the session until completed
 _QTY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+# Modes besides its own (MOVEMENT) where a document's label selects it: the events carry the
+# document without the edge's check, for the central service to match (a ship closes lines).
+_UNCHECKED = {"order": ("ship",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +465,8 @@ class HandheldWorkflow:
 
     def _choose(self, s: Session, chosen: Chosen) -> _Step:
         mode = MOVEMENT[chosen.kind]
-        if s.mode != mode:
+        unchecked = s.mode in _UNCHECKED.get(chosen.kind, ())
+        if s.mode != mode and not unchecked:
             raise _Refused(f"a {chosen.kind} label in {s.mode} mode: scan CMD:{mode.upper()}"
                            " first")
         sheet = self.documents.get(chosen.kind, chosen.id)
@@ -470,7 +476,9 @@ class HandheldWorkflow:
         after = replace(s, doc=chosen, location=where, last=None, sent=0)
         what = (f"{chosen.kind} {chosen.id}" + (f" pallet {chosen.pallet}" if chosen.pallet else "")
                 + (f" tote {chosen.tote}" if chosen.tote else ""))
-        if sheet is None:
+        if unchecked:
+            what += " (checked centrally)"
+        elif sheet is None:
             what += " (not known here: checked centrally)"
         else:
             what += f" ({sheet.total():g} unit(s) expected)"
@@ -527,6 +535,8 @@ class HandheldWorkflow:
         claim = None
         if s.doc is not None and MOVEMENT[s.doc.kind] == s.mode:
             claim = Against(s.doc.kind, s.doc.id, s.doc.pallet, where)
+        elif s.doc is not None and s.mode in _UNCHECKED.get(s.doc.kind, ()):
+            event = replace(event, doc=wire.DocRef(s.doc.kind, s.doc.id))
         return _Step(replace(s, qty=None, last=Sent(s.mode, item, qty, where, event.id), sent=0),
                      f"{s.mode} {item.key()} x{qty} {'at' if _ROLE[s.mode] == 'to' else 'from'}"
                      f" {where}", (event,), (claim,))

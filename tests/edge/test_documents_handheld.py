@@ -115,6 +115,25 @@ def test_picking_against_an_order_a_wrong_item_is_a_bad_read_and_kept(hand: Hand
     assert {e["from"] for e in hand.events()} == {"A-01-01"}
 
 
+def test_shipping_against_an_order_carries_its_doc_unchecked(hand: Hand) -> None:
+    """In ship mode ORD:{id} selects the order too: the ships carry its doc with no check of
+    the edge's (its copy says what is left to pick), counted against nothing here."""
+    selected = hand.scan_all("CMD:SHIP", "ORD:SO-1")[1]
+    assert selected.good and "order SO-1 (checked centrally)" in selected.message
+    outcomes = hand.scan_all("LOC:DOCK-9", A, A, C)
+    assert all(o.good for o in outcomes)  # nothing over or unexpected is said for a ship
+    assert docs(hand) == [("ship", {"kind": "order", "id": "SO-1"})] * 3
+    assert {e["from"] for e in hand.events()} == {"DOCK-9"}
+    (tally,) = [t for t in read_tallies(hand.path) if t["id"] == "SO-1"]
+    assert tally["picked"] == 0  # a ship is no pick against the copy
+    hand.scan_all("CMD:DONE", "LOC:DOCK-9", C)
+    assert docs(hand)[-1] == ("ship", None)  # the selection ended with CMD:DONE
+    hand.restart()
+    hand.scan_all("ORD:SO-9", "LOC:DOCK-9", B)  # an order with no copy here: the same
+    assert docs(hand)[-1] == ("ship", {"kind": "order", "id": "SO-9"})
+    assert hand.exceptions() == []
+
+
 def test_a_document_label_in_the_wrong_mode_or_without_an_id_is_refused(hand: Hand) -> None:
     hand.scan_all("CMD:PICK")
     refused = hand.scan("ASN:ASN-1")

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from floorsync.edge import wire
-from floorsync.server import apidocs, dashboard, nulguard, picking
+from floorsync.server import apidocs, dashboard, docfollow, nulguard, picking
 from floorsync.server.api import (
     audit,
     backlog,
@@ -35,7 +35,6 @@ from floorsync.server.api import (
 )
 from floorsync.server.api import metrics as metrics_api
 from floorsync.server.auth import document_denials
-from floorsync.server.docpublish import DocumentPublisher
 from floorsync.server.errors import BadRequest, ConfigError, Refused, ServerError, StoreError
 from floorsync.server.ingest import MqttIngest
 from floorsync.server.ledger import Store
@@ -107,9 +106,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         try:
             if settings.broker is not None:
                 app.state.ingest = MqttIngest(app.state.store, settings).start()
-                app.state.publisher = DocumentPublisher(
-                    settings, {"receipt": book.open_expected,
-                               "order": desk.open_expected}).start()
+                # the store's committed documents, whoever wrote them, while this process holds
+                # the documents' lead (server/docfollow.py); the listeners only wake it early
+                app.state.publisher = docfollow.publisher(settings, app.state.store).start()
                 book.add_listener(app.state.publisher.document_changed)
                 desk.add_listener(app.state.publisher.document_changed)
             yield

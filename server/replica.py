@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from floorsync.edge import wire
-from floorsync.server import picking
+from floorsync.server import docfollow, picking
 from floorsync.server.errors import ConfigError
 from floorsync.server.ingest import Applier, Work, prepare
 from floorsync.server.ledger import Store
@@ -648,9 +648,11 @@ def main(settings: ReplicaSettings | str, database: str, metrics_port: int = 0) 
         return await replica.run(stop, lambda: log.info("replica consuming %s",
                                                         ",".join(settings.servers)))
 
+    documents = docfollow.for_replica(database)  # to the floor, if FLOORSYNC_BROKER is set
     try:
         stats = asyncio.run(go())
     finally:
+        documents.stop()
         if server is not None:
             server.shutdown()
             server.server_close()

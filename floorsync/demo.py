@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from floorsync.devices.sim import ScriptedScanner, gs1_label, open_pty
+from floorsync.edge import wire
 from floorsync.edge.errors import EdgeError
+from floorsync.edge.expected import decode_expected
 from floorsync.localbroker import free_port, wait_for_mqtt
 
 SITE = "demo"
@@ -48,11 +50,13 @@ LOCATIONS_CSV = (
 )
 # The documents: an expected receipt the handheld receives against, short by two (closed at
 # the end: its discrepancy is recorded, receipt_short raised), and an order of the door's item
-# placed before any is in stock: backordered, then filled by the door's later receipts.
+# placed before any is in stock: backordered, then filled by the door's later receipts, then
+# picked and shipped by the handheld at the door (CROSS_DOCK) once its pick list is there.
 RECEIPT = {"id": "ASN-DEMO", "site": SITE, "supplier": "ACME Foods", "location": "RECV-1",
            "lines": [{"gtin": PRODUCTS[0][0], "lot": PRODUCTS[0][1], "qty": 12}]}
+ORDER_QTY = 3
 ORDER = {"id": "SO-DEMO", "site": SITE, "ship_to": "Corner Shop, Leeds", "priority": 1,
-         "lines": [{"line": 1, "item": "DEMO-3", "qty": 3}]}
+         "lines": [{"line": 1, "item": "DEMO-3", "qty": ORDER_QTY}]}
 # Each round the operator picks one of PRODUCTS[1] from this bin, which nothing ever fills: the
 # ledger applies the pick (the floor is the truth) and opens one negative_stock exception.
 EMPTY_BIN = "A-01-03"
@@ -73,6 +77,12 @@ HANDHELD_ROUND = [
     # a pick from a bin the ledger has empty: applied, and a negative-stock exception raised
     "CMD:PICK", f"LOC:{EMPTY_BIN}", gs1_label(PRODUCTS[1][0], lot=PRODUCTS[1][1]),
     "%%garbled%%",  # a bad scan: bad-read feedback, nothing captured, the agent reads on
+]
+# Once, as soon as the handheld's copy of SO-DEMO lists all its lines (the backorder filled by
+# the door's cases): pick them against the order at the door they came in by, then ship them.
+CROSS_DOCK = [
+    "CMD:PICK", f"ORD:{ORDER['id']}", "LOC:DOCK-1", f"QTY:{ORDER_QTY}", gs1_label(DOOR_GTIN),
+    "CMD:SHIP", f"ORD:{ORDER['id']}", "LOC:DOCK-1", f"QTY:{ORDER_QTY}", gs1_label(DOOR_GTIN),
 ]
 
 
@@ -179,13 +189,41 @@ def _outbox_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def _operator(scanner: ScriptedScanner, stop: threading.Event, pace: float = 0.25) -> None:
+def _pick_list_here(outbox: Path) -> bool:
+    """Does the handheld's own copy of the order list every unit it orders (the backorder
+    filled)? What the operator would see on the handheld's screen."""
+    try:
+        with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT payload FROM documents WHERE kind = 'order' AND id = ?",
+                               (ORDER["id"],)).fetchone()
+    except sqlite3.Error:  # not made yet
+        return False
+    if row is None or row[0] is None:
+        return False
+    try:
+        copy = decode_expected(row[0])
+    except wire.WireError:
+        return False
+    return sum(line.qty for line in copy.lines) >= ORDER_QTY
+
+
+def _operator(scanner: ScriptedScanner, stop: threading.Event, outbox: Path,
+              pace: float = 0.25) -> None:
+    """The first codes, then the round again and again; before any mode label (the session
+    then holds nothing pending), the order's pick and ship once its pick list is here."""
     for code in HANDHELD_FIRST:
         if stop.wait(pace):
             return
         scanner.type(code)
+    cross_dock = True
     while not stop.is_set():
         for code in HANDHELD_ROUND:
+            if cross_dock and code.startswith("CMD:") and _pick_list_here(outbox):
+                cross_dock = False
+                for extra in CROSS_DOCK:
+                    if stop.wait(pace):
+                        return
+                    scanner.type(extra)
             if stop.wait(pace):
                 return
             scanner.type(code)
@@ -256,11 +294,13 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
               f" purpose a pick from the empty bin {EMPTY_BIN}")
         print("  dock-1: RFID dock door receiving pallets of tagged cases")
         print("  documents: receipt ASN-DEMO (12 expected at RECV-1), order SO-DEMO (3 of the"
-              " door's item, none in stock yet: backordered)", flush=True)
+              " door's item, none in stock yet: backordered; hh-01 picks and ships it at DOCK-1"
+              " once the door's cases fill it)", flush=True)
 
         _wait_log(data / "hh-01.log", "scanner hh-01 online", 60, processes)
         operator = threading.Thread(
-            target=_operator, args=(ScriptedScanner(master), stop), daemon=True
+            target=_operator, args=(ScriptedScanner(master), stop, data / "hh-01-outbox.db"),
+            daemon=True
         )
         operator.start()
         started = time.monotonic()
@@ -328,6 +368,11 @@ def _documents(api: str, token: str, write_token: str) -> None:
         filled = sum(f["qty"] for f in b["fills"])
         print(f"order {b['order_id']} line {b['line']}: backordered {b['qty']:g} ({b['why']}),"
               f" {filled:g} filled by later receipts (backorder {b['status']})", flush=True)
+    order = _get(f"{api}/orders/{ORDER['id']}", token)
+    picked = sum(line["picked"] for line in order["lines"])
+    shipped = sum(line["shipped"] for line in order["lines"])
+    print(f"order {order['id']}: {picked:g} picked, {shipped:g} shipped by hh-01 against it;"
+          f" {order['status']}", flush=True)
 
 
 def _finish(api: str, token: str, write_token: str, data: Path, processes: _Processes) -> int:

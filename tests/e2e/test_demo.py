@@ -65,6 +65,19 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
     # the order placed before any stock: backordered, then filled by the door's receipts
     assert re.search(r"^order SO-DEMO line 1: backordered 3 \(no stock\), 3 filled by later"
                      r" receipts \(backorder filled\)$", result.stdout, re.M), result.stdout
+    # then picked and shipped on the handheld against its copy, which had come over the broker:
+    # the picks checked expected there, the ships matched centrally; the order closed (and, by
+    # the exceptions line above, nothing went below zero and no pick was wrong)
+    assert re.search(r"^order SO-DEMO: 3 picked, 3 shipped by hh-01 against it; closed$",
+                     result.stdout, re.M), result.stdout
+    with sqlite3.connect(tmp_path / "central.db") as db:
+        floor = db.execute("SELECT type, device, from_location, doc_check, SUM(qty) FROM events"
+                           " WHERE doc_kind = 'order' AND doc_id = 'SO-DEMO' GROUP BY 1, 2, 3, 4"
+                           " ORDER BY 1").fetchall()
+        (closed,) = db.execute("SELECT status FROM orders WHERE id = 'SO-DEMO'").fetchone()
+    assert floor == [("pick", "hh-01", "DOCK-1", "expected", 3.0),
+                     ("ship", "hh-01", "DOCK-1", None, 3.0)], floor
+    assert closed == "closed"
 
 
 def closing_command(stdout: str) -> tuple[dict[str, str], list[str]]:

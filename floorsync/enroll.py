@@ -41,19 +41,19 @@ NATS applies the file when every node reloads it (tests/security/test_nats_acl.p
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from floorsync.brokerfiles import EnrollError, edit_lock, replace_file
 from floorsync.edge import expected, wire
 
 if TYPE_CHECKING:
@@ -68,10 +68,6 @@ DEFAULT_ACL = Path("/etc/mosquitto/floorsync.acl")
 ACL_MARK = "# floorsync enroll: "  # the line before each device's block, then the device name
 RELOAD = ("reload mosquitto so that it re-reads its password file, ACL and CRL: "
           "systemctl reload mosquitto (or kill -HUP the broker's pid)")
-
-
-class EnrollError(Exception):
-    """Enrollment or revocation cannot be done as asked (a message for the operator)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,44 +228,7 @@ def _block_site(block: str, device: str) -> str | None:
 def _rewrite_acl(acl: AclFile, text: str) -> None:
     """Replace the ACL file atomically, keeping its mode and owner (mosquitto must still read
     it, and nobody else gains access)."""
-    _replace(acl.path, text)
-
-
-def _replace(path: Path, text: str) -> None:
-    """Replace a broker's file (ACL, NATS users) atomically, keeping its mode and owner."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise EnrollError(f"cannot read {path}: {exc}") from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-            os.chown(tmp, st.st_uid, st.st_gid)
-        os.chmod(tmp, st.st_mode & 0o7777)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EnrollError(f"cannot write {path}: {exc}") from None
-
-
-@contextmanager
-def _acl_lock(path: Path) -> Iterator[None]:
-    """Serialises edits of one ACL file (two operators enrolling at once): a lock on its
-    directory, which the atomic rename leaves in place."""
-    try:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise EnrollError(f"cannot use the directory {path.parent}: {exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    replace_file(acl.path, text)
 
 
 def check_acl_free(path: Path, device: str) -> AclFile:
@@ -287,7 +246,7 @@ def acl_add(path: Path, device: str, site: str) -> AclEntry:
     device already). The central service's block, comments and other blocks stay as they are."""
     check_device(device)
     check_site(site)
-    with _acl_lock(path):
+    with edit_lock(path):
         acl = check_acl_free(path, device)
         text = "".join(acl.lines)
         if text and not text.endswith("\n"):
@@ -304,7 +263,7 @@ def acl_remove(path: Path, device: str) -> AclEntry | None:
     """Remove the device's enrolled block from the ACL file, exactly its lines; None if it has
     none. A hand-written ``user`` block of the device is refused, not guessed at."""
     check_device(device)
-    with _acl_lock(path):
+    with edit_lock(path):
         acl = read_acl(path)
         entry = acl.entries.get(device)
         if entry is None:

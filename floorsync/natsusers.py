@@ -54,8 +54,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from floorsync.brokerfiles import EnrollError, edit_lock, replace_file
 from floorsync.edge import wire
-from floorsync.enroll import EnrollError, _acl_lock, _replace
 
 DEFAULT_USERS = Path("/etc/nats/floorsync-users.conf")
 MARK = "# floorsync enroll: "  # the line before each device's entry, then the device name
@@ -250,13 +250,13 @@ def add(path: Path, device: str, site: str, password: str) -> NatsEntry:
     check_nats_name(device, "device")
     check_nats_name(site, "site")
     hashed = hash_password(password)  # before the lock: it takes a while, on purpose
-    with _acl_lock(path):
+    with edit_lock(path):
         users = check_free(path, device, site)
         old = users.entries.get(device)
         if old is not None:  # revoked at this site: the same permissions, a new password
             block = delimited(device, site, hashed)
-            _replace(path, "".join([*users.lines[:old.start], block,
-                                    *users.lines[old.end:]]))
+            replace_file(path, "".join([*users.lines[:old.start], block,
+                                        *users.lines[old.end:]]))
             return NatsEntry(device, site, old.start, old.start + block.count("\n"))
         before = list(users.lines[:users.close])
         if before and not before[-1].endswith("\n"):
@@ -265,7 +265,7 @@ def add(path: Path, device: str, site: str, password: str) -> NatsEntry:
             before.append("\n")  # a blank line between what was there and the entry
         start = len(before)
         block = delimited(device, site, hashed)
-        _replace(path, "".join([*before, block, *users.lines[users.close:]]))
+        replace_file(path, "".join([*before, block, *users.lines[users.close:]]))
     return NatsEntry(device, site, start, start + block.count("\n"))
 
 
@@ -273,7 +273,7 @@ def revoke(path: Path, device: str) -> NatsEntry | None:
     """Make the device's enrolled entry a revoked one (no password matches; marked; the
     permissions kept, see the module's docstring); None if it has no enrolled entry. A
     hand-written user of that name is refused, not guessed at."""
-    with _acl_lock(path):
+    with edit_lock(path):
         users = read_users(path)
         entry = users.entries.get(device)
         if entry is None or entry.revoked:
@@ -282,7 +282,7 @@ def revoke(path: Path, device: str) -> NatsEntry | None:
                                      f"{device} (no {MARK.strip()!r} line): remove it by hand")
             return None
         block = tombstone(device, entry.site)
-        _replace(path, "".join([*users.lines[:entry.start], block,
+        replace_file(path, "".join([*users.lines[:entry.start], block,
                                 *users.lines[entry.end:]]))
     return NatsEntry(device, entry.site, entry.start, entry.start + block.count("\n"), True)
 
@@ -291,7 +291,7 @@ def remove(path: Path, device: str) -> NatsEntry | None:
     """Remove the device's entry, exactly its lines; None if it has none. Only for a device
     that never connected (an enrollment undone): see the module's docstring. A hand-written
     user of that name is refused, not guessed at."""
-    with _acl_lock(path):
+    with edit_lock(path):
         users = read_users(path)
         entry = users.entries.get(device)
         if entry is None:
@@ -299,7 +299,7 @@ def remove(path: Path, device: str) -> NatsEntry | None:
                 raise NatsUsersError(f"the NATS users file {path} has a hand-written user "
                                      f"{device} (no {MARK.strip()!r} line): remove it by hand")
             return None
-        _replace(path, "".join(users.lines[:entry.start] + users.lines[entry.end:]))
+        replace_file(path, "".join(users.lines[:entry.start] + users.lines[entry.end:]))
     return entry
 
 
@@ -308,7 +308,7 @@ def set_password(path: Path, user: str = CENTRAL, password: str | None = None) -
     random password (or ``password``); returns the password, which is nowhere else."""
     password = password or secrets.token_urlsafe(24)
     hashed = hash_password(password)
-    with _acl_lock(path):
+    with edit_lock(path):
         users = read_users(path)
         if user in users.entries:
             raise NatsUsersError(f"{user} is an enrolled device: revoke and enroll it again")
@@ -321,7 +321,7 @@ def set_password(path: Path, user: str = CENTRAL, password: str | None = None) -
                                  f"\"...\" (found {len(found)})")
         lines = list(users.lines)
         lines[found[0]] = pattern.sub(lambda m: m.group(1) + hashed + m.group(2), lines[found[0]])
-        _replace(path, "".join(lines))
+        replace_file(path, "".join(lines))
     return password
 
 

@@ -41,16 +41,41 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring_ascii as _q
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from floorsync.server import epcisread
 from floorsync.server.epcisjson import CONTEXT
 from floorsync.server.gs1 import canonical_uri
 
 if TYPE_CHECKING:
-    from floorsync.server.epcis import Filters
     from floorsync.server.ledger import Store
     from floorsync.server.queries import LedgerQueries
+
+
+
+class Filters(Protocol):
+    """What of the query's filters (``epcis.Filters``) decides which captured events match;
+    named here so this module stays below ``epcis``, which reads it."""
+
+    @property
+    def ge_event_time(self) -> datetime | None: ...
+    @property
+    def lt_event_time(self) -> datetime | None: ...
+    @property
+    def ge_record_time(self) -> datetime | None: ...
+    @property
+    def lt_record_time(self) -> datetime | None: ...
+    @property
+    def event_types(self) -> frozenset[str] | None: ...
+    @property
+    def biz_steps(self) -> frozenset[str] | None: ...
+    @property
+    def biz_locations(self) -> frozenset[str] | None: ...
+    @property
+    def read_points(self) -> frozenset[str] | None: ...
+    @property
+    def epcs(self) -> frozenset[str] | None: ...
+
 
 DOCUMENT_TYPES = ("EPCISDocument", "EPCISQueryDocument")
 MAX_LISTED = 1000  # errors named in one answer; ``total`` counts them all

@@ -192,6 +192,7 @@ class EdgeAgent:
             receipt_label_prefix=self.config.receipt_label_prefix,
             order_label_prefix=self.config.order_label_prefix,
             tote_label_prefix=self.config.tote_label_prefix,
+            pick_to=self.config.pick_to,
             duplicate_window_ms=config.duplicate_window_ms,
             documents=self.documents,
         )

@@ -434,6 +434,7 @@ class EdgeConfig:
     receipt_label_prefix: str = "ASN:"  # ASN:{id} selects a receipt in receive mode
     order_label_prefix: str = "ORD:"  # ORD:{id} selects an order in pick mode
     tote_label_prefix: str = "TOTE:"  # TOTE:{tote} selects the open order naming that tote
+    pick_to: str = ""  # a staging location every pick-mode pick puts its goods in; "": off
     scanners: tuple[ScannerConfig, ...] = ()
     portals: tuple[PortalConfig, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -466,6 +467,10 @@ class EdgeConfig:
         for key, prefix in prefixes.items():
             if not isinstance(prefix, str):
                 raise ConfigError(f"[workflow] {key} must be text")
+        if not isinstance(self.pick_to, str) or len(self.pick_to) > 256 or "\x00" in self.pick_to \
+                or self.pick_to != self.pick_to.strip():
+            raise ConfigError("[workflow] pick_to must be a location (text of at most 256"
+                              " characters, no surrounding blanks) or empty")
         documents = [p.upper() for p in (self.receipt_label_prefix, self.order_label_prefix,
                                          self.tote_label_prefix) if p]
         if len(set(documents)) != len(documents):
@@ -592,7 +597,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
     workflow = _section(
         data.pop("workflow", {}), "[workflow]",
         {"location_prefixes", "location_patterns", "command_prefix", "receipt_label_prefix",
-         "order_label_prefix", "tote_label_prefix"},
+         "order_label_prefix", "tote_label_prefix", "pick_to"},
     )
     config = _build(EdgeConfig, data, "top level")
     sections = {"outbox_path": ("[outbox] path", outbox.get("path")),
@@ -602,7 +607,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
                 "journal_cap_mb": ("[journal] cap_mb", journal.get("cap_mb"))}
     sections |= {key: (f"[workflow] {key}", workflow.get(key)) for key in
                  ("command_prefix", "receipt_label_prefix", "order_label_prefix",
-                  "tote_label_prefix")}
+                  "tote_label_prefix", "pick_to")}
     _check_types(EdgeConfig, {k: v for k, (_, v) in sections.items() if v is not None}, "",
                  {k: name for k, (name, _) in sections.items()})
     config = replace(
@@ -622,6 +627,7 @@ def _load(path: Path | None, **overrides: Any) -> EdgeConfig:
         receipt_label_prefix=workflow.get("receipt_label_prefix", config.receipt_label_prefix),
         order_label_prefix=workflow.get("order_label_prefix", config.order_label_prefix),
         tote_label_prefix=workflow.get("tote_label_prefix", config.tote_label_prefix),
+        pick_to=workflow.get("pick_to", config.pick_to),
     )
     sync_overrides = {k: overrides.pop(k) for k in ("broker", "protocol") if k in overrides}
     sync_overrides = {k: v for k, v in sync_overrides.items() if v is not None}

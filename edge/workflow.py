@@ -42,15 +42,23 @@ item scans that follow are receives with ``doc`` = the receipt and the edge's ch
 label (``ORD:{id}``), or the label of one of its totes (``TOTE:{tote}``, the
 ``tote_label_prefix``; the order names its totes and the edge's copy carries them), does the
 same for picks: a picker with a cart of totes scans the tote, then the items, and the picks
-count against that tote's order (``to`` stays empty, as with ``ORD:``: the tote is not a stock
-location). A tote no open order of this edge's copies names (a free tote, one of another
-site's order, or its order not here yet) is a bad read saying so. In ship mode the same labels
-select the order for ship events: each carries the order's doc without a check of the edge (its
-copy says what is left to pick, not to ship), and the central service ships its lines. Over and
-unexpected get bad-read feedback while the event is kept (physical truth wins: nothing is
-refused for a document). A label of the prefixed form for a document this edge has no copy of
-selects it with check ``unknown``. The selection lasts until ``CMD:DONE``, ``CMD:CLEAR``, a
-mode change or another document's label.
+count against that tote's order (the tote is not a stock location: ``to`` stays empty, as with
+``ORD:``, unless ``pick_to`` is set). A tote no open order of this edge's copies names (a free
+tote, one of another site's order, or its order not here yet) is a bad read saying so. In ship
+mode the same labels select the order for ship events: each carries the order's doc without a
+check of the edge (its copy says what is left to pick, not to ship), and the central service
+ships its lines. Over and unexpected get bad-read feedback while the event is kept (physical
+truth wins: nothing is refused for a document). A label of the prefixed form for a document
+this edge has no copy of selects it with check ``unknown``. The selection lasts until
+``CMD:DONE``, ``CMD:CLEAR``, a mode change or another document's label.
+
+Staging (``pick_to``, the edge's ``[workflow] pick_to``): where the floor carries picked goods to
+an outbound staging lane and ships from there, every pick made in pick mode names that lane as
+its ``to``, so the goods stay on the books there (staged for the order's line, centrally) until
+a ship from the lane takes them off once. Picks without an order stage too: the goods went to
+the lane all the same, and a ship from there would otherwise take them off a second time with
+no order to tell. ``CMD:UNDO`` of a staged pick sends two adjusts: back at the source, out of
+the lane. Unset (the default), a pick names no ``to`` and takes the goods off the books.
 
 The same code (text and AIM id) again within ``duplicate_window_ms`` of the time it last counted
 is ignored with good-read feedback (like a scanner's same-symbol timeout: not an error, and the
@@ -133,6 +141,7 @@ class Sent:
     qty: float
     location: str
     id: str | None = None  # its event id: an undo takes back what it was counted as
+    to: str | None = None  # where a staged pick put it (pick_to): an undo takes it out again
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +189,8 @@ class Session:
             "scans": scans,
             "last": None if self.last is None else {
                 "type": self.last.type, "item": wire.item_to_dict(self.last.item),
-                "qty": self.last.qty, "location": self.last.location, "id": self.last.id},
+                "qty": self.last.qty, "location": self.last.location, "id": self.last.id,
+                **({} if self.last.to is None else {"to": self.last.to})},
             "sent": self.sent,
             "doc": None if self.doc is None else {
                 "kind": self.doc.kind, "id": self.doc.id, "pallet": self.doc.pallet,
@@ -225,7 +235,8 @@ class Session:
             pending=tuple(scan(i, qty) for i, qty in data.get("scans", ())),
             qty=data.get("qty"),
             last=None if last is None else Sent(last["type"], wire.item_from_dict(last["item"]),
-                                                last["qty"], last["location"], last.get("id")),
+                                                last["qty"], last["location"], last.get("id"),
+                                                last.get("to")),
             sent=int(data.get("sent", 0)),
             doc=chosen,
         )
@@ -291,6 +302,7 @@ class HandheldWorkflow:
         receipt_label_prefix: str = RECEIPT_LABEL_PREFIX,
         order_label_prefix: str = ORDER_LABEL_PREFIX,
         tote_label_prefix: str = TOTE_LABEL_PREFIX,
+        pick_to: str | None = None,
         duplicate_window_ms: float = DEFAULT_DUPLICATE_WINDOW_MS,
         tz: tzinfo | None = None,
         documents: DocumentBook | None = None,
@@ -309,6 +321,7 @@ class HandheldWorkflow:
         self.quantity_prefix = quantity_prefix
         self.label_prefixes = (("receipt", receipt_label_prefix), ("order", order_label_prefix))
         self.tote_label_prefix = tote_label_prefix
+        self.pick_to = pick_to or None  # "" is off, as in the config
         self.documents = documents if documents is not None else book_for(store)
         self.duplicate_window_s = duplicate_window_ms / 1000
         self._last_good: tuple[str, str | None, datetime] | None = None
@@ -530,16 +543,18 @@ class HandheldWorkflow:
             then = "CMD:DONE" if s.mode == "count" else "the destination"
             return _Step(after, f"{item.key()} x{qty} ({_scans(after)}); more, or {then}")
         where = s.location
-        event = self._event(s.mode, item, qty, where, None, read,
+        to = self.pick_to if s.mode == "pick" else None
+        event = self._event(s.mode, item, qty, where, to, read,
                             wire.SourceRead("barcode", raw=raw, symbology=read.symbology))
         claim = None
         if s.doc is not None and MOVEMENT[s.doc.kind] == s.mode:
             claim = Against(s.doc.kind, s.doc.id, s.doc.pallet, where)
         elif s.doc is not None and s.mode in _UNCHECKED.get(s.doc.kind, ()):
             event = replace(event, doc=wire.DocRef(s.doc.kind, s.doc.id))
-        return _Step(replace(s, qty=None, last=Sent(s.mode, item, qty, where, event.id), sent=0),
+        return _Step(replace(s, qty=None, last=Sent(s.mode, item, qty, where, event.id, to),
+                     sent=0),
                      f"{s.mode} {item.key()} x{qty} {'at' if _ROLE[s.mode] == 'to' else 'from'}"
-                     f" {where}", (event,), (claim,))
+                     f" {where}{'' if to is None else f' to {to}'}", (event,), (claim,))
 
     def _undo(self, s: Session, read: ScanRead) -> _Step:
         if s.qty is not None:
@@ -554,9 +569,17 @@ class HandheldWorkflow:
                                 wire.SourceRead("barcode", raw=read.raw.decode("utf-8", "replace"),
                                                 symbology=read.symbology))
             claim = None if s.last.id is None else Undoing(s.last.id)
+            events: tuple[wire.Event, ...] = (event,)
+            claims: tuple[Claim | None, ...] = (claim,)
+            out = ""
+            if s.last.to is not None:  # a staged pick: out of the lane again
+                events += (self._event("adjust", s.last.item, -s.last.qty, s.last.to, None,
+                                       read, event.read),)
+                claims += (None,)
+                out = f", adjust {-s.last.qty:+g} at {s.last.to}"
             return _Step(replace(s, last=None),
                          f"undone: {s.last.type} {s.last.item.key()} x{s.last.qty}"
-                         f" (adjust {back:+g} at {s.last.location} kept)", (event,), (claim,))
+                         f" (adjust {back:+g} at {s.last.location}{out} kept)", events, claims)
         if s.sent:
             raise _Refused(f"already sent ({s.sent} event(s)): cannot undo; scan it back instead")
         if s.location is not None:

@@ -29,7 +29,8 @@ SECTIONS = {
     "outbox": ["path", "cap_mb", "retention_h"],
     "journal": ["dir", "cap_mb"],
     "workflow": ["location_prefixes", "location_patterns", "command_prefix",
-                 "receipt_label_prefix", "order_label_prefix", "tote_label_prefix"],
+                 "receipt_label_prefix", "order_label_prefix", "tote_label_prefix",
+                 "pick_to"],
     "sync": [f for f in SyncSettings.__dataclass_fields__],
 }
 TOP = [f for f in EdgeConfig.__dataclass_fields__ if f not in ("sync", "scanners", "portals")]

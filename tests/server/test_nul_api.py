@@ -223,6 +223,8 @@ CASES = [
          'epcisBody.eventList[0]["example:myField"]', epcis_master_data,
          params={"id": "ASN-E1", "site": SITE, "supplier": "ACME", "location": "DOCK-1"},
          accepted=201, stored=False),  # an EPCIS extension field: read, not kept
+    Case("POST", f"{P}/epcis/capture", f"{P}/epcis/capture", epcis_receipt,
+         'epcisBody.eventList[0]["example:myField"]', accepted=201),  # kept whole
     Case("POST", f"{P}/receipts/{{ident}}/close", f"{P}/receipts/ASN-1/close",
          lambda t: {"by": f"boss{t}"}, "by", a_receipt),
     Case("POST", "/dashboard/login", "/dashboard/login",

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -18,12 +19,36 @@ from amqtt.broker import Broker
 from floorsync.server.errors import ServerError
 
 START_TIMEOUT_S = 10.0
+SNAPSHOT_SUBSCRIPTIONS = True  # the work-around below; the test turns it off to see the bug
 
 
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+class _Subscriptions(dict[str, Any]):
+    """amqtt's table of subscriptions, iterated over a snapshot.
+
+    amqtt 0.12 walks this dict while awaiting (``Broker._run_broadcast``, and the retained
+    messages a resumed persistent session is sent), so a client subscribing or leaving meanwhile
+    ended the walk with "dictionary changed size during iteration": a broadcast or a handheld's
+    reconnection failed (seen in the demo; ``tests/test_broker.py`` reproduces it). A snapshot is
+    what those loops mean: a filter added meanwhile gets the next message.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return list(super().keys())
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return list(super().values())
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
 
 
 class EmbeddedBroker:
@@ -70,6 +95,9 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
         try:
             self._broker = Broker(self.config(), loop=loop)
+            if SNAPSHOT_SUBSCRIPTIONS:
+                broker: Any = self._broker
+                broker._subscriptions = _Subscriptions(broker._subscriptions)
             loop.run_until_complete(self._broker.start())
         except BaseException as exc:  # reported to start()
             self._error = exc

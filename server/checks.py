@@ -26,7 +26,7 @@ KINDS = (
     "rejected",
     # raised by the documents (receipts, orders), against the floor's movements
     "receipt_over", "receipt_short", "receipt_unexpected", "receipt_unknown",
-    "order_over", "order_unexpected", "order_unknown",
+    "order_over", "order_unexpected", "order_unknown", "order_ship_off_books",
 )
 TOLERANCE = 1e-9  # float sums: a line at -1e-12 is zero, not negative
 

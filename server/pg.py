@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from floorsync.server.errors import StoreError
+from floorsync.server.migrations import OFF_BOOKS
 
 if TYPE_CHECKING:
     import psycopg
@@ -72,7 +73,8 @@ def translate(sql: str) -> str:
 _IDENTITY = re.compile(r"\bINTEGER PRIMARY KEY\b")
 _EVENTS = "CREATE TABLE events (\n"
 
-# 0008 rebuilds ``exceptions`` to widen a CHECK (SQLite cannot alter one); here it is altered.
+# 0008 and 0018 rebuild ``exceptions`` to widen a CHECK (SQLite cannot alter one); here it is
+# altered (0018's order_lines column and its fill are the same on both).
 # 0014 is PostgreSQL's alone (a comment on SQLite): stock pages filled to 90 %, so an upsert is
 # a HOT update (the new row version in the old one's page: no index entry, less WAL; at 1M
 # stock lines ~2 x fewer WAL bytes a batch). It shapes pages written from then on: an existing
@@ -92,6 +94,14 @@ _ALTERED = {
             'receipt_unexpected', 'receipt_unknown', 'order_over', 'order_unexpected',
             'order_unknown'))
     """,
+    "0018_order_ship_off_books": """
+        ALTER TABLE exceptions DROP CONSTRAINT exceptions_kind_check;
+        ALTER TABLE exceptions ADD CONSTRAINT exceptions_kind_check CHECK (kind IN (
+            'negative_stock', 'unknown_item', 'unknown_location', 'serial_conflict',
+            'late_after_count', 'rejected', 'receipt_over', 'receipt_short',
+            'receipt_unexpected', 'receipt_unknown', 'order_over', 'order_unexpected',
+            'order_unknown', 'order_ship_off_books'));
+    """ + OFF_BOOKS,
 }
 
 # SQLite's julianday as the KPIs use it (an ISO 8601 time with its offset; NULL when

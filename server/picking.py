@@ -16,7 +16,11 @@ refusal.
   somewhere (``to``) keeps them there for the line (``staged``) until shipped.
 - A ``ship`` with the order's doc ships its lines the same way (an unpicked quantity counts as
   picked: the goods left); a line shipped in full is closed, an order whose lines are all closed
-  is closed.
+  is closed. A ship takes the line's staged goods first; beyond them, a quantity the line's picks
+  already took off the books (picked without a ``to``, not shipped since: ``picked_off_books``)
+  is taken off a second time, at the ship's location: ``order_ship_off_books``, naming the line,
+  the quantity, the ship and those picks (the ledger keeps the movement as the floor said; an
+  operator adjusts it back or dismisses it). The edge's ``[workflow] pick_to`` stages picks.
 - Stock that went down where orders hold it (a pick without the order, a move, a count) leaves
   the youngest reservations there without cover: they are given up and allocated again
   elsewhere, or backordered.
@@ -72,6 +76,7 @@ class _Line:
     picked: float
     shipped: float
     status: str
+    off_books: float  # what its picks took off the books (no ``to``) and no ship shipped yet
 
 
 class OrderHook:
@@ -143,7 +148,8 @@ class _Run:
             return
         sku = self.sku(key)
         lines = [] if sku is None else [_Line(*r) for r in cur.execute(
-            "SELECT line, sku, lot, qty, picked, shipped, status FROM order_lines"
+            "SELECT line, sku, lot, qty, picked, shipped, status, picked_off_books"
+            " FROM order_lines"
             " WHERE order_id = ?"
             " AND sku = ? AND status <> 'cancelled' ORDER BY line", (order_id, sku))]
         fitting = sorted((ln for ln in lines if ln.lot in ("", lot)),
@@ -199,12 +205,14 @@ class _Run:
         if left > TOLERANCE:
             backorders.fill_by_pick(cur, order_id, ln.line, left, self.now, event.id, key,
                                     source, lot)
+        off = qty if stage and event.to is None else 0.0  # a ship's own: not off before it
         cur.execute(
             "UPDATE order_lines SET allocated = CASE WHEN allocated - ? > ? THEN allocated - ?"
-            " ELSE 0 END, picked = picked + ?, picked_at = COALESCE(picked_at, ?)"
-            " WHERE order_id = ? AND line = ?",
-            (used, TOLERANCE, used, qty, self.now, order_id, ln.line))
+            " ELSE 0 END, picked = picked + ?, picked_at = COALESCE(picked_at, ?),"
+            " picked_off_books = picked_off_books + ? WHERE order_id = ? AND line = ?",
+            (used, TOLERANCE, used, qty, self.now, off, order_id, ln.line))
         ln.picked += qty
+        ln.off_books += off
         if stage and event.to is not None:
             allocation.stage(cur, order_id, ln.line, self.site, key, self.code(event.to) or "",
                              lot, qty, self.now)
@@ -225,6 +233,12 @@ class _Run:
             left -= take
             if left <= TOLERANCE:
                 break
+        again = min(max(left, 0.0), ln.off_books)  # beyond the staged: already off the books
+        if again > TOLERANCE:
+            ln.off_books -= again
+            self.off_books_again(event, order_id, ln, qty, again)
+        else:
+            again = 0.0
         ln.shipped += qty
         if ln.shipped >= ln.qty - TOLERANCE and ln.status == "open":
             ln.status = "closed"
@@ -236,8 +250,31 @@ class _Run:
         cur.execute(
             "UPDATE order_lines SET shipped = shipped + ?, status = ?, closed_at = CASE WHEN ? ="
             " 'closed' THEN COALESCE(closed_at, ?) END, allocated = CASE WHEN ? = 'closed' THEN 0"
-            " ELSE allocated END WHERE order_id = ? AND line = ?",
-            (qty, ln.status, ln.status, self.now, ln.status, order_id, ln.line))
+            " ELSE allocated END, picked_off_books = CASE WHEN picked_off_books - ? > ?"
+            " THEN picked_off_books - ? ELSE 0 END WHERE order_id = ? AND line = ?",
+            (qty, ln.status, ln.status, self.now, ln.status, again, TOLERANCE, again, order_id,
+             ln.line))
+
+    def off_books_again(self, event: wire.Event, order_id: str, ln: _Line, qty: float,
+                        again: float) -> None:
+        """``again`` of a ship of ``qty`` on ``ln`` was taken off the books by its picks
+        already: raised (``order_ship_off_books``) with the picks that did, newest first."""
+        item = event.item
+        assert item is not None
+        picks = [r[0] for r in self.cur.execute(
+            "SELECT id FROM events WHERE doc_kind = 'order' AND doc_id = ? AND type = 'pick'"
+            " AND to_location IS NULL AND site = ? AND (sku = ? OR item = ? OR item IN"
+            " (SELECT gtin FROM item_gtins WHERE sku = ?)) AND id <> ? ORDER BY event_time DESC,"
+            " id LIMIT 6", (order_id, self.site, ln.sku, ln.sku, ln.sku, event.id))]
+        named = ", ".join(picks[:5]) + (" and more" if len(picks) > 5 else "")
+        where = event.from_ or "?"
+        self.raise_(event, "order_ship_off_books", order_id, ln.line,
+                    f"ship {event.id} of {item.key()!r} x{qty:g} from {where} against order"
+                    f" {order_id} line {ln.line}: {again:g} of it already taken off the books by"
+                    f" the line's pick(s) without a staging location ({named or 'none found'}),"
+                    f" taken off again at {where}: on-hand there is {again:g} too low unless it"
+                    " held them (adjust it back, or dismiss); the edge's [workflow] pick_to"
+                    " stages picks", quantity=again)
 
     def raise_(self, event: wire.Event, kind: str, order_id: str, line: int | None,
                detail: str, quantity: float | None = None) -> None:

@@ -26,7 +26,7 @@ Ident = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Kind = Literal[
     "negative_stock", "unknown_item", "unknown_location", "serial_conflict", "late_after_count",
     "rejected", "receipt_over", "receipt_short", "receipt_unexpected", "receipt_unknown",
-    "order_over", "order_unexpected", "order_unknown",
+    "order_over", "order_unexpected", "order_unknown", "order_ship_off_books",
 ]
 Status = Literal["open", "adjusted", "dismissed", "cleared"]
 _PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}

@@ -7,10 +7,13 @@ The order's floor copy goes out on the broker (retained) and reaches the edge; t
 against it by ``ORD:{id}`` (a second order by ``TOTE:{tote}``), one wrong item among the picks
 (bad-read bytes on the pty, an exception centrally); a receive fills the backorder of the line
 that was short, the put-away moves it to a shelf, the operator picks it and ships both orders
-(``CMD:SHIP``, the order's label, the dock, the items). Centrally: lines picked and shipped, the
-orders closed, the backorder filled with its fill recorded, the exception tied to the order, the
-backlog empty of them, and the floor copies withdrawn from the broker (empty retained messages),
-on the edge too."""
+(``CMD:SHIP``, the order's label, the dock, the items). The edge stages its picks at the shipping
+door (``[workflow] pick_to``), so the ships take the goods off the books once: nothing goes below
+zero there. Centrally: lines picked and shipped, the orders closed, the backorder filled with
+its fill recorded, the exception tied to the order, the backlog empty of them, and the floor
+copies withdrawn from the broker (empty retained messages), on the edge too. Without
+``pick_to``, a pick takes the goods off the books and the ship after it again: raised as
+``order_ship_off_books`` on the order."""
 
 from __future__ import annotations
 
@@ -159,7 +162,8 @@ def central(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[CentralProcess]:
 class Edge:
     """``floorsync edge --config`` in its own process, its scanner on a pty."""
 
-    def __init__(self, directory: Path, site: str, broker: str) -> None:
+    def __init__(self, directory: Path, site: str, broker: str, pick_to: str | None = None
+                 ) -> None:
         self.master, slave = open_pty()
         self.outbox = directory / "hh-1-outbox.db"
         self.config = directory / "hh-1.toml"
@@ -167,7 +171,8 @@ class Edge:
         self.config.write_text(
             f'site = "{site}"\ndevice = "hh-1"\n\n[outbox]\npath = "{self.outbox}"\n\n'
             f'[sync]\nbroker = "{broker}"\nprotocol = "5"\n\n'
-            f'[[scanners]]\nname = "hh-1"\nport = "{slave}"\nmode = "receive"\n'
+            + ("" if pick_to is None else f'[workflow]\npick_to = "{pick_to}"\n\n')
+            + f'[[scanners]]\nname = "hh-1"\nport = "{slave}"\nmode = "receive"\n'
             'operator = "op-1"\ngood_read = "\\u001b7"\nbad_read = "\\u001b8"\n')
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -239,7 +244,7 @@ def test_an_order_is_picked_filled_and_shipped_through_the_broker_and_a_handheld
     assert api.post("items/import", ITEMS_CSV, "text/csv")[0] == 200
     assert api.post("locations/import", locations_csv(site), "text/csv")[0] == 200
     watcher = Watcher(mosquitto.port, site)
-    edge = Edge(tmp_path, site, mosquitto.url)
+    edge = Edge(tmp_path, site, mosquitto.url, pick_to="SHIP-1")  # picks go to the door
     hand = edge.operator
     try:
         # stock arrives: ten A and five C on A-01-01, one B on A-01-02, ten C on A-01-03
@@ -294,6 +299,7 @@ def test_an_order_is_picked_filled_and_shipped_through_the_broker_and_a_handheld
         picks = [e for e in edge.events() if e["type"] == "pick"]
         wrong = [e for e in picks if e["item"] == {"gtin": GTIN_C} and e["from"] == "A-01-01"]
         assert len(picks) == 4 and len(wrong) == 1
+        assert {e["to"] for e in picks} == {"SHIP-1"}  # staged at the door, the wrong C too
         assert wrong[0]["doc"] == {"kind": "order", "id": "SO-1", "check": "unexpected"}
         wait_until(edge.synced, WAIT_S, "the picks acked")
         wait_until(lambda: lines_of(api, "SO-1")[2][2] == 1 and lines_of(api, "SO-2")[1][2] == 2,
@@ -320,9 +326,10 @@ def test_an_order_is_picked_filled_and_shipped_through_the_broker_and_a_handheld
         assert all(hand.scan_all("CMD:PUTAWAY", "LOC:DOCK-1", "QTY:3", B, "LOC:A-01-02",
                                  "CMD:DONE"))
         wait_until(edge.synced, WAIT_S, "the put-away acked")
-        wait_until(lambda: [(r["location"], r["qty"]) for r in
-                            api.get("orders/SO-1")["lines"][1]["reserved"]] == [("A-01-02", 3)],
-                   WAIT_S, "the reservation moved with the stock")
+        wait_until(lambda: [(r["location"], r["qty"], r["staged"]) for r in
+                            api.get("orders/SO-1")["lines"][1]["reserved"]] == [
+                                ("SHIP-1", 1, True), ("A-01-02", 3, False)],
+                   WAIT_S, "the reservation moved with the stock (the picked B staged)")
         assert api.get("backorders", order="SO-1", status="all")["items"] == [filled]
         # a new version of the copy reaches the edge: three B left to pick at A-01-02
         wait_until(lambda: (edge.tally("SO-1") or {}).get("expected") == 3, WAIT_S,
@@ -366,14 +373,14 @@ def test_an_order_is_picked_filled_and_shipped_through_the_broker_and_a_handheld
         shelves = {k: v for k, v in stock.items() if k[0] != "SHIP-1"}
         assert shelves == {("A-01-01", GTIN_A): 7, ("A-01-01", GTIN_C): 4,
                            ("A-01-03", GTIN_C): 8}, stock
-        # KNOWN GAP, reported to the lead: a handheld's pick (no `to`) takes the goods off the
-        # books and the ship that follows takes them off again, at the door it is scanned at:
-        # SHIP-1 goes below zero and raises negative_stock. No other exception is open.
+        # the picks put the goods at the door and the ships took them from there, once: no
+        # negative stock, no double removal; the wrong C the picker brought stays at the door
         assert {k: v for k, v in stock.items() if k[0] == "SHIP-1"} == {
-            ("SHIP-1", GTIN_A): -3, ("SHIP-1", GTIN_B): -4, ("SHIP-1", GTIN_C): -2}
+            ("SHIP-1", GTIN_C): 1}
+        assert min(stock.values()) > 0
         assert sorted((e["kind"], e["location"]) for e in
                       api.get("exceptions", status="open")["items"]) == [
-            ("negative_stock", "SHIP-1")] * 3 + [("order_unexpected", "A-01-01")]
+            ("order_unexpected", "A-01-01")]
 
         # the floor copies are withdrawn: an empty retained message for each, none kept
         wait_until(lambda: watcher.last(topic1) == b"" and watcher.last(topic2) == b"",
@@ -393,3 +400,38 @@ def test_an_order_is_picked_filled_and_shipped_through_the_broker_and_a_handheld
     finally:
         edge.stop()
         watcher.close()
+
+
+def test_without_pick_to_a_ship_after_a_pick_is_raised_as_a_double_removal(
+        tmp_path: Path, mosquitto: Mosquitto, central: CentralProcess, site: str) -> None:
+    """The handheld's pick names no ``to`` (no staging lane configured): it takes the goods off
+    the books, and the ship at the door takes them off again. The ledger keeps both as the
+    floor said; the order gets an ``order_ship_off_books`` naming the line, quantity, ship and
+    pick, so the double removal is never silent."""
+    api = Api(central)
+    assert api.post("items/import", ITEMS_CSV, "text/csv")[0] == 200
+    assert api.post("locations/import", locations_csv(site), "text/csv")[0] == 200
+    edge = Edge(tmp_path, site, mosquitto.url)
+    hand = edge.operator
+    try:
+        assert all(hand.scan_all("CMD:RECEIVE", "LOC:A-01-01", "QTY:5", A,
+                                 "LOC:SHIP-1", "QTY:4", A))  # the door holds four of its own
+        status, body = api.post_json("orders", {
+            "id": "SO-9", "site": site, "ship_to": "Corner Shop, Leeds", "due": "2030-01-31",
+            "lines": [{"line": 1, "item": "ITEM-A", "qty": 2}]})
+        assert status == 201, body
+        wait_until(lambda: edge.tally("SO-9") is not None, WAIT_S, "SO-9's copy on the edge")
+        assert hand.scan_all("CMD:PICK", "ORD:SO-9", "LOC:A-01-01", "QTY:2", A,
+                             "CMD:SHIP", "ORD:SO-9", "LOC:SHIP-1", "QTY:2", A) == [True] * 10
+        pick_ev, ship_ev = [e for e in edge.events() if e["type"] in ("pick", "ship")]
+        assert pick_ev.get("to") is None
+        wait_until(edge.synced, WAIT_S, "the pick and ship acked")
+        wait_until(lambda: api.get("orders/SO-9")["status"] == "closed", WAIT_S, "SO-9 closed")
+        assert api.stock() == {("A-01-01", GTIN_A): 3, ("SHIP-1", GTIN_A): 2}  # two too low
+        (raised,) = [api.get(f"exceptions/{i}") for i in api.get("orders/SO-9")["exceptions"]]
+        assert (raised["kind"], raised["event_id"], raised["quantity"], raised["location"],
+                raised["status"]) == ("order_ship_off_books", ship_ev["id"], 2, "SHIP-1",
+                                      "open"), raised
+        assert pick_ev["id"] in raised["detail"] and "order SO-9 line 1" in raised["detail"]
+    finally:
+        edge.stop()

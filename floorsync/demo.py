@@ -80,6 +80,9 @@ HANDHELD_ROUND = [
 ]
 # Once, as soon as the handheld's copy of SO-DEMO lists all its lines (the backorder filled by
 # the door's cases): pick them against the order at the door they came in by, then ship them.
+# The handheld stages its picks at the door (PICK_TO, its [workflow] pick_to): the goods stay on
+# the books there until the ship takes them off, once.
+PICK_TO = "DOCK-1"
 CROSS_DOCK = [
     "CMD:PICK", f"ORD:{ORDER['id']}", "LOC:DOCK-1", f"QTY:{ORDER_QTY}", gs1_label(DOOR_GTIN),
     "CMD:SHIP", f"ORD:{ORDER['id']}", "LOC:DOCK-1", f"QTY:{ORDER_QTY}", gs1_label(DOOR_GTIN),
@@ -274,6 +277,7 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         master, slave = open_pty()
         handheld = _edge_config(
             data / "hh-01.toml", "hh-01", broker, protocol,
+            f'[workflow]\npick_to = "{PICK_TO}"\n\n'
             f'[[scanners]]\nname = "hh-01"\nport = "{slave}"\nmode = "receive"\n'
             'operator = "op-1"\n',
         )
@@ -290,8 +294,9 @@ def run_demo(*, port: int, duration: float | None, broker: str | None, data: Pat
         print(f"  write token: {write_token}")
         print(f"  live dashboard: {site_url}/ (log in with the read token)")
         print(f'  try: curl -H "Authorization: Bearer {read_token}" {api}/stock')
-        print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick, and on"
-              f" purpose a pick from the empty bin {EMPTY_BIN}")
+        print("  hh-01: handheld on a serial scanner (pty) doing receive, put-away, pick (to"
+              f" {PICK_TO}, its staging lane), and on purpose a pick from the empty bin"
+              f" {EMPTY_BIN}")
         print("  dock-1: RFID dock door receiving pallets of tagged cases")
         print("  documents: receipt ASN-DEMO (12 expected at RECV-1), order SO-DEMO (3 of the"
               " door's item, none in stock yet: backordered; hh-01 picks and ships it at DOCK-1"

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from floorsync.demo import DOOR_GTIN
 from floorsync.edge import status
 from floorsync.localbroker import free_port
 
@@ -78,6 +79,22 @@ def test_demo_runs_for_a_while_and_everything_captured_is_applied(tmp_path: Path
     assert floor == [("pick", "hh-01", "DOCK-1", "expected", 3.0),
                      ("ship", "hh-01", "DOCK-1", None, 3.0)], floor
     assert closed == "closed"
+    # the handheld stages its picks at the door (pick_to): the pick keeps the cases on the
+    # books there and the ship takes them off once, so DOCK-1 holds what the door received
+    # less the three shipped (before pick_to: three too low, the pick having taken them too)
+    with sqlite3.connect(tmp_path / "central.db") as db:
+        (received,) = db.execute(
+            "SELECT SUM(qty) FROM events WHERE type = 'receive' AND device = 'dock-1'"
+            " AND to_location = 'DOCK-1' AND gtin = ?", (DOOR_GTIN,)).fetchone()
+        at_door = db.execute("SELECT item, lot, quantity FROM stock WHERE location = 'DOCK-1'"
+                             " AND item = ?", (DOOR_GTIN,)).fetchall()
+        (to,) = db.execute("SELECT DISTINCT to_location FROM events WHERE doc_id = 'SO-DEMO'"
+                           " AND type = 'pick'").fetchall()
+        twice = db.execute("SELECT COUNT(*) FROM exceptions WHERE kind = 'order_ship_off_books'"
+                           ).fetchone()
+    assert received >= 3 and to == ("DOCK-1",)
+    assert at_door == [(DOOR_GTIN, "", received - 3)], (received, at_door)
+    assert twice == (0,)
 
 
 def closing_command(stdout: str) -> tuple[dict[str, str], list[str]]:

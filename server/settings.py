@@ -56,6 +56,8 @@ class Settings:
     shared_group: str | None = None
     mqtt_username: str | None = None  # the central service's broker identity (deploy/mosquitto)
     mqtt_password: str | None = field(default=None, repr=False)
+    # or read from this file (trailing line ending dropped; a systemd credential, say)
+    mqtt_password_file: Path | None = None
     # mqtts:// brokers (server.brokerlink): the CA of the broker's certificate (None: the
     # system's CAs; the host name is always verified), and for mutual TLS our certificate+key
     mqtt_ca_file: Path | None = None
@@ -119,6 +121,7 @@ class Settings:
             )
         if self.broker is not None:
             broker_address(self.broker)
+        check_mqtt_password_file(self)
         check_mqtt_tls(self)
         check_http_tls(self)
 
@@ -186,7 +189,7 @@ def _convert(name: str, raw: str) -> Any:
         return None
     if name in _HTTP_TLS_FILES:
         return Path(raw.strip()) if raw.strip() else None
-    if name in _MQTT_TLS_FILES:
+    if name in (*_MQTT_TLS_FILES, "mqtt_password_file"):
         return Path(raw.strip()) if raw.strip() else None
     return raw
 
@@ -220,6 +223,28 @@ def check_http_tls(settings: Settings) -> None:
             if not path.is_file():
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
             object.__setattr__(settings, name, path)
+
+
+def check_mqtt_password_file(settings: Settings) -> None:
+    """``mqtt_password_file``: the broker password read from a file (a systemd credential, as
+    the replicas' FLOORSYNC_NATS_PASSWORD_FILE), without its line ending; not with
+    ``mqtt_password`` too, and never empty."""
+    if settings.mqtt_password_file is None:
+        return
+    path = Path(settings.mqtt_password_file)
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}MQTT_PASSWORD_FILE: cannot read {path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    if settings.mqtt_password not in (None, password):  # the same: dataclasses.replace()
+        raise ConfigError(f"{ENV_PREFIX}MQTT_PASSWORD and {ENV_PREFIX}MQTT_PASSWORD_FILE: give one")
+    if not password:
+        raise ConfigError(f"{ENV_PREFIX}MQTT_PASSWORD_FILE: {path} is empty")
+    if settings.mqtt_username is None:
+        raise ConfigError(f"{ENV_PREFIX}MQTT_PASSWORD_FILE needs {ENV_PREFIX}MQTT_USERNAME")
+    object.__setattr__(settings, "mqtt_password_file", path)
+    object.__setattr__(settings, "mqtt_password", password)
 
 
 def broker_uses_tls(url: str) -> bool:

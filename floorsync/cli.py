@@ -157,7 +157,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
         found = Settings.from_env(**({"database": args.db} if args.db else {}))
         replica = ReplicaSettings.from_env(args.replica)  # "": FLOORSYNC_REPLICA's URLs
-        _log_secrets(args, [replica.login.password])  # a password file's, a URL's
+        # a password file's, a URL's; the documents' publisher's broker login (may be a file's)
+        _log_secrets(args, [replica.login.password, found.mqtt_password])
         return replica_main(replica, str(found.database), found.metrics_port)
 
     overrides = {

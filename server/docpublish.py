@@ -237,6 +237,7 @@ class DocumentPublisher:
         self.published = 0  # expected lists sent (republishing included)
         self.withdrawn = 0  # empty retained messages sent
         self.rounds = 0  # complete republishing rounds (one per connection, or retry)
+        self._docs_refused = False  # the broker refused the documents subscription (SUBACK)
         self.repaired = 0  # older copies of open documents found on the broker and replaced
         self.leaderships = 0  # times this publisher took the lead
         self._client = self._new_client()
@@ -256,6 +257,7 @@ class DocumentPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -358,6 +360,19 @@ class DocumentPublisher:
         if was_up:  # not after each refused attempt
             log.info("document publisher disconnected from %s:%s: %s", self._host, self._port,
                      reason)
+
+    def _on_subscribe(self, client: Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        """Its one subscription (the documents, to withdraw stale copies): a refusal is said
+        once until granted again; publishing goes on either way."""
+        refused = next((r for r in reasons if r.is_failure), None)
+        if refused is not None and not self._docs_refused:
+            log.error("document publisher: the broker refused the subscription to %s (%s):"
+                      " copies it keeps of documents that are not open are not withdrawn;"
+                      " give this login read access to it", DOCS_FILTER, refused)
+        elif refused is None and self._docs_refused:
+            log.warning("document publisher: subscribed to %s again", DOCS_FILTER)
+        self._docs_refused = refused is not None
 
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         payload = bytes(msg.payload)

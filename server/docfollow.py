@@ -102,15 +102,13 @@ class Follower:
                     f"SELECT id, site, version FROM {table} WHERE status = 'open'"):
                 now[(kind, str(ident))] = (str(site), int(version))
         out: list[tuple[_Key, floor.Expected | None]] = []
-        for (kind, ident), (site, version) in now.items():
+        for (kind, ident), (_site, version) in list(now.items()):  # entries change below
             known = self._open.get((kind, ident))
             if known is not None and known[1] == version:
                 continue
             doc = self._render(kind, ident)  # read after the scan: this version or a later one
-            if doc is None:  # closed since the scan
+            if doc is None:  # closed since the scan: withdrawn below if it was open before
                 del now[(kind, ident)]
-                if known is not None:
-                    out.append(((site, kind, ident), None))
                 continue
             now[(kind, ident)] = (doc.site, doc.version)
             out.append(((doc.site, kind, ident), doc))

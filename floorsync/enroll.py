@@ -502,7 +502,8 @@ def _enroll_nats(device: str, site: str, *, out: Path, broker: str | None,
     natsusers.check_nats_name(device, "device")
     natsusers.check_nats_name(site, "site")
     broker = broker or _default_broker(False)
-    natsusers.check_free(users, device, site)  # before anything is written
+    # before anything is written; a revoked entry (at this site) is replaced
+    was_revoked = device in natsusers.check_free(users, device, site).entries
     device_ca = _device_dir(out, ca_file, device_dir)
     password = secrets.token_urlsafe(24)
     natsusers.add(users, device, site, password)
@@ -512,7 +513,10 @@ def _enroll_nats(device: str, site: str, *, out: Path, broker: str | None,
                                  protocol="3.1.1"), 0o600)
     except BaseException:
         with suppress(EnrollError):  # the TOML's error is the one to show
-            natsusers.remove(users, device)
+            if was_revoked:  # revoked again, never removed (see floorsync/natsusers.py)
+                natsusers.revoke(users, device)
+            else:
+                natsusers.remove(users, device)
         raise
     return Enrollment(device=device, site=site, config=config, broker=broker,
                       password=password, certificate=None, key=None, serial=None, acl=None,

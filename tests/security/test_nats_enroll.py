@@ -201,3 +201,21 @@ def test_an_enrollment_whose_toml_cannot_be_written_leaves_no_user(
         enroll.enroll("hh-5", "wh1", out=out, nats_users=users)
     assert users.read_text() == SHIPPED.read_text()
     assert os.path.isdir(out / "edge.toml")
+
+
+def test_a_failed_enrollment_again_leaves_the_revoked_entry_as_it_was(
+        users: Path, tmp_path: Path) -> None:
+    """Enrolling a revoked device again replaces its entry; when its TOML then cannot be
+    written, the entry goes back to the revoked one, never away (NATS 2.9 crashes on a reload
+    that loses a user whose retained presence is stored: see floorsync/natsusers.py)."""
+    enroll.enroll("hh-6", "wh1", out=tmp_path / "hh-6", nats_users=users)
+    enroll.revoke("hh-6", nats_users=users)
+    revoked = users.read_text()
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "edge.toml").mkdir()  # the TOML cannot replace a directory
+    with pytest.raises(enroll.EnrollError, match=r"edge\.toml"):
+        enroll.enroll("hh-6", "wh1", out=out, nats_users=users)
+    assert users.read_text() == revoked
+    assert natsusers.read_users(users).entries["hh-6"].revoked
+    nats_takes(users)

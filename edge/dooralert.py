@@ -235,6 +235,8 @@ class ZebraGpo:
         message = json.dumps({"command": "set_gpo", "command_id": uuid.uuid4().hex,
                               "payload": {"port": port, "state": state}})
         info = self.client.publish(self.topic, message, qos=1)
+        if state:  # queued: it may reach the reader however late, so its off follows it
+            self._off[port] = time.monotonic() + self.pulse_s
         try:
             info.wait_for_publish(self.timeout_s)
         except (RuntimeError, ValueError) as exc:
@@ -243,9 +245,7 @@ class ZebraGpo:
             raise AlertFailed(f"set_gpo not acknowledged within {self.timeout_s:g} s")
 
     def send(self, alert: DoorAlert) -> None:
-        port = self.ports[alert.check]
-        self._set(port, True)
-        self._off[port] = time.monotonic() + self.pulse_s
+        self._set(self.ports[alert.check], True)
 
     def due(self) -> float | None:
         return min(self._off.values(), default=None)

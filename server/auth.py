@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
+import itertools
 import logging
 import threading
 import time
@@ -143,9 +144,18 @@ class AuthFailures:
             return (1 - entry.left) / self.per_s
 
     def _forget_full(self, now: float) -> None:
-        full = [k for k, e in self._entries.items()
-                if e.left + (now - e.at) * self.per_s >= self.burst]
-        for key in full or list(self._entries):
+        """Room for an eighth of the table: addresses whose budget has refilled go first, then
+        the ones counted earliest. Never the whole table at once (a guesser with more addresses
+        than the table holds would then reset every limit at each turn), and the scan runs once
+        per eighth of the table, not at every new address."""
+        room = max(1, MAX_BUCKETS // 8)
+        gone = [k for k, e in self._entries.items()
+                if e.left + (now - e.at) * self.per_s >= self.burst][:room]
+        if len(gone) < room:
+            taken = set(gone)
+            gone += [k for k in itertools.islice(self._entries, room) if k not in taken][
+                :room - len(gone)]
+        for key in gone:
             del self._entries[key]
 
 

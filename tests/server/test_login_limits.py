@@ -284,3 +284,21 @@ def test_the_real_server_limits_by_the_sockets_address(server: tuple[int, Path])
     for line in text.splitlines():
         for secret in SECRETS:
             assert secret not in line and tokens.digest(secret).hex() not in line, line
+
+
+def test_a_full_table_forgets_an_eighth_never_a_blocked_newcomer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is bounded; at its cap it drops refilled budgets, then the earliest counted,
+    an eighth at a time. Wiping it all (as it once did) would let a guesser with more
+    addresses than the table holds reset every limit, its own included."""
+    monkeypatch.setattr(auth, "MAX_BUCKETS", 16)
+    failures = AuthFailures(per_s=0.2, burst=5, clock=Clock())
+    for i in range(15):  # fifteen addresses, one failure each: none refilled
+        assert failures.check(f"10.0.0.{i}", None) == 0.0
+    for _ in range(5):
+        assert failures.check("10.9.9.9", None) == 0.0
+    assert failures.check("10.9.9.9", None) > 0  # blocked: the sixteenth entry
+    assert failures.check("10.8.8.8", None) == 0.0  # a newcomer at the cap
+    assert failures.check("10.9.9.9", None) > 0  # still blocked
+    assert failures.check("10.9.9.9", "reader") > 0  # and no oracle for a valid token
+    assert len(failures._entries) == 16 - 2 + 1  # the two earliest went

@@ -93,6 +93,11 @@ RETRY_S = 1.0  # a provider failed (database busy): republish everything again a
 POLL_S = 0.25  # the commit counter is read this often (and whenever a listener wakes us)
 LEAD_RETRY_S = 1.0  # a standby tries the lock this often
 LEAD_CHECK_S = 1.0  # the holder checks it still holds the lock at least this often
+# The holder that cannot reach its broker this long gives the lead up, and waits long enough
+# for every standby to have tried the lock (each tries every LEAD_RETRY_S) before trying again:
+# a replica whose own broker node answers publishes instead. Alone, it is back at once.
+LEAD_UNREACHABLE_S = 15.0
+LEAD_YIELD_S = 2 * LEAD_RETRY_S + 0.5
 ECHOES = 16  # per topic: our publications whose copy may still come back to us
 DOCS_FILTER = f"{wire.TOPIC_ROOT}/+/{floor.DOC_TOPIC_KIND}/#"
 
@@ -228,6 +233,7 @@ class DocumentPublisher:
         self._connection = 0
         self._rounded = -1  # the connection whose republishing round is done
         self._leading = False
+        self._down_since: float | None = None  # leading, not connected to the broker: since
         self._wake_pending = threading.Event()
         self._in_flight: list[MQTTMessageInfo] = []
         self._worker: threading.Thread | None = None
@@ -348,6 +354,7 @@ class DocumentPublisher:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._broker_errors.connected()
+        self._down_since = None
         with self._connection_lock:
             self._connection += 1
         self._connected.set()
@@ -357,6 +364,8 @@ class DocumentPublisher:
                        reason: ReasonCode, properties: Properties | None) -> None:
         was_up = self._connected.is_set()
         self._connected.clear()
+        if was_up and self._leading:
+            self._down_since = time.monotonic()
         if was_up:  # not after each refused attempt
             log.info("document publisher disconnected from %s:%s: %s", self._host, self._port,
                      reason)
@@ -444,7 +453,20 @@ class DocumentPublisher:
             self._go_online()
         elif now >= self._next_check:
             self._next_check = now + LEAD_CHECK_S
-            self._still_leading()
+            if self._still_leading():
+                self._give_up_unreachable(now)
+
+    def _give_up_unreachable(self, now: float) -> None:
+        down = self._down_since
+        if down is None or now - down < LEAD_UNREACHABLE_S:
+            return
+        log.warning("document publisher: %s:%s unreachable for %.0f s; giving the lead up"
+                    " (%s) for another publisher that can reach its broker", self._host,
+                    self._port, now - down, self._lead)
+        self._leading = False
+        self._lead.release()
+        self._next_try = now + LEAD_YIELD_S
+        self._go_offline()
 
     def _still_leading(self) -> bool:
         if self._lead.holds():
@@ -457,6 +479,7 @@ class DocumentPublisher:
         return False
 
     def _go_online(self) -> None:
+        self._down_since = time.monotonic()  # until its CONNACK
         self._client = self._new_client()
         if self._v5:
             self._client.connect_async(self._host, self._port, KEEPALIVE_S, clean_start=True)

@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from floorsync.edge import expected as floor
-from floorsync.localbroker import Mosquitto
-from floorsync.server import docfollow, orders, picking
+from floorsync.localbroker import Mosquitto, free_port
+from floorsync.server import docfollow, docpublish, orders, picking
 from floorsync.server.docpublish import LEAD_CHECK_S, LEAD_RETRY_S, DocumentPublisher
 from floorsync.server.ledger import Store
 from floorsync.server.receipts import book_of
@@ -319,3 +319,31 @@ def test_an_older_copy_published_by_another_is_replaced(
     finally:
         live.close()
         publisher.stop()
+
+
+def test_a_holder_that_cannot_reach_its_broker_gives_the_lead_up(
+    database: Path | str, store: Store, writer: Store, mosquitto: Mosquitto,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas may name different broker nodes: the holder whose node is gone yields, and a
+    standby whose node answers takes the lead and publishes."""
+    monkeypatch.setattr(docpublish, "LEAD_UNREACHABLE_S", 1.5)
+    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    with Store(database) as second_store:
+        first = started(database, dead, store)
+        until(lambda: first.leading, 10, "the first publisher leading")
+        second = started(database, mosquitto.url, second_store)
+        try:
+            took = until(lambda: second.leading and second.connected and second.rounds > 0,
+                         1.5 + LEAD_CHECK_S + docpublish.LEAD_YIELD_S + 3, "the handover")
+            print(f"handover from an unreachable broker: {took:.2f} s")
+            assert not first.leading
+            live = Floor(mosquitto.port)
+            orders.accept(writer, order_doc("SO-7", ("A", 1)))
+            live.wait_for(floor.docs_topic(SITE, "order", "SO-7"), is_version(1), WITHIN_S)
+            live.close()
+            time.sleep(docpublish.LEAD_YIELD_S + 1)  # the first may try again: it cannot win
+            assert second.leading and not first.leading
+        finally:
+            second.stop()
+            first.stop()

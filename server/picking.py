@@ -225,9 +225,12 @@ class _Run:
         if unpicked > TOLERANCE:
             self.pick(event, order_id, ln, unpicked, stage=False)
         left = qty
+        # the goods staged for the line where the ship takes them from: staged elsewhere,
+        # they are still there (a lane the shipper did not ship from)
         for ident, staged in cur.execute(
             "SELECT id, qty FROM order_allocations WHERE order_id = ? AND line = ? AND qty > 0"
-            " AND staged ORDER BY id", (order_id, ln.line)).fetchall():
+            " AND staged AND location = ? ORDER BY id",
+            (order_id, ln.line, event.from_)).fetchall():
             take = min(left, float(staged))
             allocation.release(cur, ident, take)
             left -= take

@@ -158,3 +158,20 @@ def test_the_migration_fills_what_open_lines_picked_off_the_books(
         with pytest.raises(Exception, match=r"(?i)check"), store._transaction() as cur:
             cur.execute("INSERT INTO exceptions (kind, raised_at, detail)"  # others: refused
                         " VALUES ('whatever', 'now', 'x')")
+
+
+def test_a_ship_releases_only_what_is_staged_where_it_ships_from(shop: Store) -> None:
+    """3 picked off the books, 2 picked to the lane STAGE-1; a ship of 3 from the door is the 3
+    already off the books (the lane's 2 are still there), and the lane's ship raises nothing."""
+    od.accept(shop, order_doc("SO-4", ("A", 5)))
+    apply(shop, pick("SO-4", "A", 3, "A-01"), pick("SO-4", "A", 2, "A-01", to="STAGE-1"))
+    assert off_books(shop, "SO-4") == {1: 3}
+    from_door = ship("SO-4", "A", 3)
+    assert apply(shop, from_door) == ["applied"]
+    assert exceptions(shop) == [(KIND, "SO-4", 1, from_door.id, 3)]
+    staged = shop._query("SELECT location, qty FROM order_allocations WHERE order_id = 'SO-4'"
+                         " AND staged AND qty > 0")
+    assert [(loc, float(q)) for loc, q in staged] == [("STAGE-1", 2)]
+    assert apply(shop, ship("SO-4", "A", 2, at="STAGE-1")) == ["applied"]
+    assert len(exceptions(shop)) == 1 and stock(shop, "STAGE-1") == 0
+    assert line_state(shop, "SO-4")[1][2:4] == (5, 5)

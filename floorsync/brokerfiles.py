@@ -37,6 +37,14 @@ def replace_file(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise EnrollError(f"cannot write {path}: {exc}") from None
+    try:  # the rename itself on disk: a revocation must survive a power cut
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise EnrollError(f"wrote {path}, but could not flush its directory: {exc}") from None
 
 
 @contextmanager
